@@ -1,0 +1,41 @@
+# One entry point for people and CI alike: make run, make test, make lint, make bench.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint format bench redis-server clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## run: start the whole system on its embedded default (API on http://127.0.0.1:8000)
+run: $(STAMP)
+	@scripts/ensure-redis-server || echo "no redis-server: metrics-store will fall back to fakeredis"
+	$(BIN)/metrics-store up
+
+## test: run the test suite against a private redis-server
+test: $(STAMP)
+	scripts/ensure-redis-server
+	$(BIN)/pytest -q
+
+## lint: ruff (lint and format) and mypy strict on the three packages
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy metrics_store api workers
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+## bench: the benchmarks in bench/ (quick mode; FULL=1 for the full run)
+bench: $(STAMP)
+	scripts/ensure-redis-server
+	$(BIN)/python -m bench $(if $(FULL),--full,)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .metrics-store

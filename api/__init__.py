@@ -1,0 +1,1 @@
+"""metrics-store's HTTP and WebSocket API."""

@@ -1,0 +1,24 @@
+"""Dependencies of the routes: the settings and the reader, kept on app.state by the lifespan."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from metrics_store.reader import MetricsReader
+from metrics_store.settings import Settings
+
+
+def get_reader(request: Request) -> MetricsReader:
+    reader: MetricsReader = request.app.state.reader
+    return reader
+
+
+def get_app_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+ReaderDep = Annotated[MetricsReader, Depends(get_reader)]
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]

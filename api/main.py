@@ -1,0 +1,45 @@
+"""The ASGI app: `api.main:app`, built by create_app()."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api.errors import install_error_handlers
+from api.routes import router
+from metrics_store.clock import Clock
+from metrics_store.reader import MetricsReader
+from metrics_store.redis_client import async_client
+from metrics_store.settings import Settings, get_settings
+
+
+def create_app(settings: Settings | None = None, clock: Clock | None = None) -> FastAPI:
+    """A new API app; settings default to the environment's, the clock to the wall clock."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        resolved = settings or get_settings()
+        client = async_client(resolved)
+        app.state.settings = resolved
+        app.state.reader = MetricsReader(client, resolved, clock)
+        try:
+            yield
+        finally:
+            await client.aclose()
+
+    app = FastAPI(
+        title="metrics-store",
+        summary="Live telemetry of an LLM-serving backend, from Redis.",
+        lifespan=lifespan,
+        docs_url="/api/docs",
+        openapi_url="/api/openapi.json",
+        redoc_url=None,
+    )
+    install_error_handlers(app)
+    app.include_router(router)
+    return app
+
+
+app = create_app()

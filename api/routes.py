@@ -1,0 +1,54 @@
+"""The REST endpoints under /api/metrics/."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from api.deps import ReaderDep
+from api.responses import ErrorBody, OrjsonResponse
+from metrics_store.settings import NAME_PATTERN
+from metrics_store.shapes import QueryMetrics, ResourceMetrics, RoutingMetrics, TiersResponse
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    422: {"model": ErrorBody, "description": "Invalid query parameters."},
+    503: {"model": ErrorBody, "description": "Redis is unreachable; retry shortly."},
+}
+
+router = APIRouter(prefix="/api/metrics", tags=["metrics"], responses=ERRORS)
+
+
+@router.get("/queries", response_model=QueryMetrics, response_class=OrjsonResponse)
+async def get_queries(reader: ReaderDep) -> OrjsonResponse:
+    """Query rate per 10-second bucket, and totals over the rolling window."""
+    return OrjsonResponse(await reader.queries())
+
+
+@router.get("/tiers", response_model=TiersResponse, response_class=OrjsonResponse)
+async def get_tiers(reader: ReaderDep) -> OrjsonResponse:
+    """Per-tier sparklines of the last queries, request count and error rate."""
+    return OrjsonResponse(await reader.tiers())
+
+
+@router.get(
+    "/resources",
+    response_model=ResourceMetrics,
+    response_class=OrjsonResponse,
+    responses={404: {"model": ErrorBody, "description": "No live node has that name."}},
+)
+async def get_resources(
+    reader: ReaderDep,
+    node: Annotated[
+        str | None,
+        Query(pattern=NAME_PATTERN.pattern, description="Only this node (METRICS_NODE)."),
+    ] = None,
+) -> OrjsonResponse:
+    """Hardware summed over the live nodes, each node's own figures, or one node's."""
+    return OrjsonResponse(await reader.resources(node))
+
+
+@router.get("/routing", response_model=RoutingMetrics, response_class=OrjsonResponse)
+async def get_routing(reader: ReaderDep) -> OrjsonResponse:
+    """The complexity x tier decision matrix, decision figures and model availability."""
+    return OrjsonResponse(await reader.routing())

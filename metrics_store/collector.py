@@ -1,0 +1,299 @@
+"""The collector: validate on the caller's thread, hand off to a background flusher.
+
+    from metrics_store import get_metrics_collector
+
+    collector = get_metrics_collector()
+    collector.record_query(tier="Q2", latency_ms=812.5, tokens_generated=128,
+                           generation_time_ms=640.0)
+    collector.flush()   # only where you must see the event in Redis before going on
+
+Recording appends a tuple to an in-memory buffer and returns: it never waits for Redis and
+never raises for an outage. The flusher thread writes the buffer in batches, one script call
+per batch; while Redis is away it keeps the newest `buffer_max_events` and retries with
+backoff, reusing each batch's id so that a retried batch is never counted twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import logging
+import random
+import threading
+import uuid
+from collections import deque
+from collections.abc import Callable
+
+import redis
+
+from metrics_store.batch import BatchEncoder
+from metrics_store.clock import Clock, SystemClock
+from metrics_store.errors import InvalidMetric
+from metrics_store.events import Event, QueryEvent, RoutingEvent
+from metrics_store.keys import Keys
+from metrics_store.redis_client import sync_client
+from metrics_store.scripts import INGEST, lua_source
+from metrics_store.settings import Settings, get_settings
+from metrics_store.validation import (
+    MAX_MS,
+    MAX_SCORE,
+    check_count,
+    check_flag,
+    check_name,
+    check_number,
+)
+
+log = logging.getLogger(__name__)
+
+# A flush() request travels through the buffer behind the events recorded before it.
+_Item = Event | threading.Event
+
+
+class MetricsCollector:
+    """Records queries, routing decisions and model availability into Redis."""
+
+    REFUSED_BATCH_ATTEMPTS = 10
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        client: redis.Redis | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self._settings = settings or get_settings()
+        self._client = client if client is not None else sync_client(self._settings)
+        self._clock = clock or SystemClock()
+        self._keys = Keys(self._settings.key_prefix)
+        self._encoder = BatchEncoder(self._settings, self._keys)
+        self._ingest = self._client.register_script(lua_source(INGEST))
+        self._tiers = tuple(self._settings.tiers)
+        self._complexities = tuple(self._settings.complexities)
+        self._buffer: deque[_Item] = deque()
+        self._cap = self._settings.buffer_max_events
+        self._wake = threading.Event()
+        self._closed = False
+        self._stopping = threading.Event()
+        self.dropped_events = 0
+        self.written_events = 0
+        self._in_flight = 0
+        self._thread = threading.Thread(target=self._run, name="metrics-flusher", daemon=True)
+        self._thread.start()
+
+    # --- the contract's calls ------------------------------------------------------------
+    def record_query(
+        self,
+        tier: str,
+        latency_ms: float,
+        tokens_generated: int,
+        generation_time_ms: float,
+        is_error: bool = False,
+    ) -> None:
+        """Record one finished query (errored ones too, with is_error=True)."""
+        event: QueryEvent = (
+            "q",
+            self._clock.now(),
+            check_name("tier", tier, self._tiers),
+            check_number("latency_ms", latency_ms, MAX_MS),
+            check_count("tokens_generated", tokens_generated),
+            check_number("generation_time_ms", generation_time_ms, MAX_MS),
+            check_flag("is_error", is_error),
+        )
+        self._enqueue(event)
+
+    def record_routing_decision(
+        self,
+        complexity: str,
+        tier: str,
+        score: float,
+        decision_time_ms: float,
+        is_fallback: bool = False,
+    ) -> None:
+        """Record one routing decision: which tier a query of this complexity went to."""
+        event: RoutingEvent = (
+            "r",
+            self._clock.now(),
+            check_name("complexity", complexity, self._complexities),
+            check_name("tier", tier, self._tiers),
+            check_number("score", score, MAX_SCORE),
+            check_number("decision_time_ms", decision_time_ms, MAX_MS),
+            check_flag("is_fallback", is_fallback),
+        )
+        self._enqueue(event)
+
+    def update_model_availability(self, tier: str, available: int, total: int) -> None:
+        """Report how many of this node's models for `tier` are healthy, out of how many."""
+        checked_tier = check_name("tier", tier, self._tiers)
+        checked_available = check_count("available", available)
+        checked_total = check_count("total", total)
+        if checked_available > checked_total:
+            raise InvalidMetric("available", f"must not exceed total ({available} > {total})")
+        self._enqueue(("a", self._clock.now(), checked_tier, checked_available, checked_total))
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        """Return once everything recorded before this call is in Redis.
+
+        Raises TimeoutError if `timeout_s` passes first (for example while Redis is down);
+        the events stay buffered and are written later.
+        """
+        if self._stopping.is_set():
+            return  # closed: the flusher has written all it ever will
+        done = threading.Event()
+        self._buffer.append(done)
+        self._wake.set()
+        if not done.wait(timeout_s):
+            raise TimeoutError(f"events not written within {timeout_s} s")
+
+    async def aflush(self, timeout_s: float | None = None) -> None:
+        """flush() for asyncio code: waits in a thread, never blocking the event loop."""
+        await asyncio.to_thread(self.flush, timeout_s)
+
+    def close(self, timeout_s: float | None = 5.0) -> None:
+        """Write what is buffered (waiting at most `timeout_s`), then stop the flusher."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.flush(timeout_s)
+        except TimeoutError:
+            log.warning("closing with %d events not written to Redis", self.pending_events)
+        finally:
+            self._stopping.set()
+            self._wake.set()
+            self._thread.join(timeout=5.0)
+            self._client.close()
+
+    @property
+    def pending_events(self) -> int:
+        """Events recorded but not yet written (buffered, or in a batch being retried)."""
+        buffered = sum(1 for item in list(self._buffer) if isinstance(item, tuple))
+        return buffered + self._in_flight
+
+    # --- hand-off ----------------------------------------------------------------------------
+    def _enqueue(self, event: Event) -> None:
+        if self._closed:
+            raise RuntimeError("the collector is closed")
+        buffer = self._buffer
+        if len(buffer) >= self._cap:
+            self._drop_oldest()
+        buffer.append(event)
+
+    def _drop_oldest(self) -> None:
+        try:
+            dropped = self._buffer.popleft()
+        except IndexError:
+            return
+        if isinstance(dropped, threading.Event):
+            dropped.set()  # nothing before it is left to wait for
+            return
+        self.dropped_events += 1
+        if self.dropped_events in (1, 1000) or self.dropped_events % 100_000 == 0:
+            log.warning("buffer full: %d oldest events dropped so far", self.dropped_events)
+
+    # --- the flusher thread --------------------------------------------------------------------
+    def _run(self) -> None:
+        beat_due = 0.0
+        while not self._stopping.is_set():
+            batch, markers = self._take_batch()
+            if batch or markers:
+                self._write_until_done(batch)
+                for marker in markers:
+                    marker.set()
+                beat_due = self._clock.now() + self._settings.heartbeat_interval_s
+                continue
+            if self._clock.now() >= beat_due:
+                self._heartbeat()
+                beat_due = self._clock.now() + self._settings.heartbeat_interval_s
+            self._wake.wait(self._settings.flush_interval_s)
+            self._wake.clear()
+
+    def _take_batch(self) -> tuple[list[Event], list[threading.Event]]:
+        batch: list[Event] = []
+        markers: list[threading.Event] = []
+        limit = self._settings.batch_max_events
+        buffer = self._buffer
+        while len(batch) < limit:
+            try:
+                item = buffer.popleft()
+            except IndexError:
+                break
+            if isinstance(item, threading.Event):
+                markers.append(item)
+                break  # the flush waits for exactly what came before it
+            batch.append(item)
+        return batch, markers
+
+    def _write_until_done(self, batch: list[Event]) -> None:
+        """Write the batch, retrying through outages with the same id until Redis takes it."""
+        if not batch:
+            return
+        batch_id = uuid.uuid4().hex
+        self._in_flight = len(batch)
+        try:
+            self._retry_until_written(batch, batch_id)
+        finally:
+            self._in_flight = 0
+
+    def _retry_until_written(self, batch: list[Event], batch_id: str) -> None:
+        attempt = 0
+        while True:
+            try:
+                self._write(batch, batch_id)
+                self.written_events += len(batch)
+                return
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                failure = f"Redis unavailable ({exc})"
+            except redis.RedisError as exc:
+                # A refusal rather than an outage (out of memory, read-only replica): worth
+                # retrying for a while, but one poisoned batch must not stall the flusher.
+                failure = f"Redis refused the batch ({exc})"
+                if attempt >= self.REFUSED_BATCH_ATTEMPTS:
+                    log.error("%s; dropping %d events", failure, len(batch))
+                    self.dropped_events += len(batch)
+                    return
+            attempt += 1
+            if attempt == 1:
+                log.warning("%s; retrying with backoff", failure)
+            if self._stopping.wait(self._backoff_s(attempt)):
+                self._requeue(batch)  # closing: leave them counted as pending
+                return
+
+    def _write(self, batch: list[Event], batch_id: str) -> None:
+        encoded = self._encoder.encode(batch, batch_id, self._clock.now())
+        self._ingest(keys=encoded.keys, args=encoded.args)
+
+    def _requeue(self, batch: list[Event]) -> None:
+        self._buffer.extendleft(reversed(batch))
+
+    def _backoff_s(self, attempt: int) -> float:
+        ceiling = min(self._settings.retry_max_backoff_s, 0.05 * 2**attempt)
+        return random.uniform(ceiling / 2, ceiling)  # jitter spreads reconnecting flushers
+
+    def _heartbeat(self) -> None:
+        try:
+            self._client.zadd(self._keys.live_nodes, {self._settings.node: self._clock.now()})
+        except redis.RedisError as exc:
+            log.debug("heartbeat failed: %s", exc)
+
+
+_instance: MetricsCollector | None = None
+_instance_lock = threading.Lock()
+
+
+def get_metrics_collector() -> MetricsCollector:
+    """The process-wide collector, created on first use from get_settings()."""
+    global _instance
+    with _instance_lock:
+        if _instance is None:
+            _instance = MetricsCollector()
+            atexit.register(_instance.close)
+        return _instance
+
+
+def reset_metrics_collector(factory: Callable[[], MetricsCollector] | None = None) -> None:
+    """Close the process-wide collector; the next get_metrics_collector() makes a new one."""
+    global _instance
+    with _instance_lock:
+        if _instance is not None:
+            _instance.close()
+        _instance = factory() if factory else None

@@ -1,0 +1,33 @@
+"""The exception tree of metrics-store.
+
+MetricsStoreError
+ +-- InvalidMetric (also a ValueError): an argument the store refuses; nothing was written
+ +-- StoreUnavailable: Redis cannot be reached or did not answer in time
+ +-- UnknownNode (also a LookupError): a node name with no live snapshot
+"""
+
+from __future__ import annotations
+
+
+class MetricsStoreError(Exception):
+    """Base of every error the store raises on purpose."""
+
+
+class InvalidMetric(MetricsStoreError, ValueError):
+    """A recorded value was refused; the message names the field."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+
+
+class StoreUnavailable(MetricsStoreError):
+    """Redis could not be reached or did not answer in time."""
+
+
+class UnknownNode(MetricsStoreError, LookupError):
+    """No live node has this name."""
+
+    def __init__(self, node: str) -> None:
+        super().__init__(f"no live node named {node!r}")
+        self.node = node

@@ -1,0 +1,18 @@
+"""The events the collector buffers: plain tuples, cheap to build on the caller's thread."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+QUERY: Literal["q"] = "q"
+ROUTING: Literal["r"] = "r"
+AVAILABILITY: Literal["a"] = "a"
+
+# ("q", ts_s, tier, latency_ms, tokens_generated, generation_time_ms, is_error)
+QueryEvent = tuple[Literal["q"], float, str, float, int, float, bool]
+# ("r", ts_s, complexity, tier, score, decision_time_ms, is_fallback)
+RoutingEvent = tuple[Literal["r"], float, str, str, float, float, bool]
+# ("a", ts_s, tier, available, total)
+AvailabilityEvent = tuple[Literal["a"], float, str, int, int]
+
+Event = QueryEvent | RoutingEvent | AvailabilityEvent

@@ -1,0 +1,125 @@
+"""Every Redis key and channel of metrics-store, spelled in one place.
+
+All names begin with the prefix in braces, ``{metrics}``: the braces are a Redis Cluster hash
+tag, so every key of one store lands in one slot and each Lua script may touch all of them.
+
+Data keys (they change only when something is recorded):
+
+=================================  ===========  ==============================================
+key                                type         holds
+=================================  ===========  ==============================================
+{p}:queries                        stream       raw query events, MAXLEN ~ stream_maxlen
+{p}:routing                        stream       raw routing decisions, MAXLEN ~ stream_maxlen
+{p}:q:<size>s:<start>              sorted set   query counters of one time bucket
+{p}:r:<size>s:<start>              sorted set   routing counters of one time bucket
+{p}:q:recent:<tier>                list         the tier's newest queries, newest first
+{p}:availability                   hash         "<node>:<tier>" -> "<available>/<total>"
+=================================  ===========  ==============================================
+
+Live keys (they change by themselves: heartbeats, locks, expiring snapshots):
+
+=================================  ===========  ==============================================
+{p}:live:nodes                     sorted set   node -> epoch seconds of its last heartbeat
+{p}:live:snapshots                 hash         node -> JSON hardware snapshot
+{p}:live:history:<node>            list         the node's recent snapshots, newest first
+{p}:live:replicas                  sorted set   API replica -> epoch seconds of its last beat
+{p}:live:connections               hash         API replica -> its WebSocket client count
+{p}:live:tick                      string       lock of the replica computing this second
+{p}:live:latest                    string       the latest metrics_update, JSON bytes
+{p}:live:updates                   channel      pub/sub: each metrics_update, JSON bytes
+{p}:live:batch:<id>                string       a written collector batch, for idempotent retry
+=================================  ===========  ==============================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    """The key names of one store, derived from its prefix."""
+
+    prefix: str
+
+    @property
+    def root(self) -> str:
+        return "{" + self.prefix + "}"
+
+    # --- data ----------------------------------------------------------------------------
+    @property
+    def query_stream(self) -> str:
+        return f"{self.root}:queries"
+
+    @property
+    def routing_stream(self) -> str:
+        return f"{self.root}:routing"
+
+    def query_bucket(self, size_s: int, start: int) -> str:
+        return f"{self.root}:q:{size_s}s:{start}"
+
+    def routing_bucket(self, size_s: int, start: int) -> str:
+        return f"{self.root}:r:{size_s}s:{start}"
+
+    def recent_queries(self, tier: str) -> str:
+        return f"{self.root}:q:recent:{tier}"
+
+    @property
+    def availability(self) -> str:
+        return f"{self.root}:availability"
+
+    # --- live ------------------------------------------------------------------------------
+    @property
+    def live_nodes(self) -> str:
+        return f"{self.root}:live:nodes"
+
+    @property
+    def snapshots(self) -> str:
+        return f"{self.root}:live:snapshots"
+
+    def snapshot_history(self, node: str) -> str:
+        return f"{self.root}:live:history:{node}"
+
+    @property
+    def replicas(self) -> str:
+        return f"{self.root}:live:replicas"
+
+    @property
+    def connections(self) -> str:
+        return f"{self.root}:live:connections"
+
+    @property
+    def tick_lock(self) -> str:
+        return f"{self.root}:live:tick"
+
+    @property
+    def latest_update(self) -> str:
+        return f"{self.root}:live:latest"
+
+    @property
+    def updates_channel(self) -> str:
+        return f"{self.root}:live:updates"
+
+    def written_batch(self, batch_id: str) -> str:
+        return f"{self.root}:live:batch:{batch_id}"
+
+    @property
+    def scan_pattern(self) -> str:
+        """Matches every key of this store (for SCAN; braces are literal in MATCH)."""
+        return f"{self.root}:*"
+
+
+# Members of the bucket sorted sets. A member is "<counter>:<label>", so
+# `ZRANGE <bucket> 0 -1 WITHSCORES` in redis-cli reads as a table.
+QUERY_COUNT = "count"
+QUERY_ERRORS = "errors"
+QUERY_LATENCY_MS = "latency_ms"
+ROUTING_COUNT = "count"
+ROUTING_SCORE = "score"
+ROUTING_DECISION_MS = "decision_ms"
+ROUTING_FALLBACKS = "fallbacks"
+
+
+def member(counter: str, *labels: str) -> str:
+    """The sorted-set member of a counter, e.g. member("count", "SIMPLE", "Q2")."""
+    return ":".join((counter, *labels))

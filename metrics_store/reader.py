@@ -1,0 +1,213 @@
+"""Read the windowed aggregates from Redis: a bounded number of keys per answer, one round trip.
+
+Each aggregate is staged as a few commands on a pipeline plus a parser of their replies, so the
+REST endpoints and the live update (all four at once) share the same code and round trip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import redis
+import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import NoScriptError
+
+from metrics_store import aggregates
+from metrics_store.buckets import chart_starts, plan_window
+from metrics_store.clock import Clock, SystemClock
+from metrics_store.errors import StoreUnavailable, UnknownNode
+from metrics_store.keys import QUERY_COUNT, Keys, member
+from metrics_store.resources import resource_metrics
+from metrics_store.scripts import BUCKET_TOTALS, SUM_BUCKETS, lua_source
+from metrics_store.settings import Settings
+from metrics_store.shapes import (
+    MetricsUpdate,
+    QueryMetrics,
+    ResourceMetrics,
+    RoutingMetrics,
+    TierMetrics,
+    TiersResponse,
+)
+from metrics_store.snapshots import NodeSnapshot
+from metrics_store.timefmt import iso_utc
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Staged(Generic[T]):
+    """Commands put on a pipeline, and how to read their replies."""
+
+    commands: int
+    parse: Callable[[Sequence[Any]], T]
+
+
+def _sums(flat: Sequence[bytes]) -> dict[str, float]:
+    return {flat[i].decode(): float(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+
+class MetricsReader:
+    """Computes the API's aggregates from Redis.
+
+    >>> reader = MetricsReader(async_client(settings), settings)
+    >>> (await reader.queries()).totalQueries
+    """
+
+    def __init__(
+        self, client: aioredis.Redis, settings: Settings, clock: Clock | None = None
+    ) -> None:
+        self._client = client
+        self._settings = settings
+        self._clock = clock or SystemClock()
+        self._keys = Keys(settings.key_prefix)
+        self._sha: dict[str, str] = {}
+
+    # --- public: one aggregate, or all at once ---------------------------------------------
+    async def queries(self) -> QueryMetrics:
+        return await self._run_one(self._stage_queries)
+
+    async def tiers(self) -> TiersResponse:
+        return TiersResponse(tiers=await self._run_one(self._stage_tiers))
+
+    async def routing(self) -> RoutingMetrics:
+        return await self._run_one(self._stage_routing)
+
+    async def resources(self, node: str | None = None) -> ResourceMetrics:
+        """The cluster's resources, or (with `node`) that live node's alone."""
+        metrics = await self._run_one(self._stage_resources)
+        if node is None:
+            return metrics
+        for entry in metrics.nodes:
+            if entry.node == node:
+                fields = entry.model_dump(exclude={"node", "sampledAt", "gpus"})
+                return ResourceMetrics(**fields, nodes=[entry])
+        raise UnknownNode(node)
+
+    async def update(self) -> MetricsUpdate:
+        """Everything the live stream sends, read in a single round trip."""
+        now_s = self._clock.now()
+        stages = (
+            self._stage_queries,
+            self._stage_tiers,
+            self._stage_resources,
+            self._stage_routing,
+        )
+        queries, tiers, resources, routing = await self._run(stages, now_s)
+        return MetricsUpdate(
+            timestamp=iso_utc(now_s),
+            queries=queries,
+            tiers=tiers,
+            resources=resources,
+            routing=routing,
+        )
+
+    # --- staging ---------------------------------------------------------------------------------
+    def _window_keys(self, bucket: Callable[[int, int], str], now_s: float) -> list[str]:
+        s = self._settings
+        plan = plan_window(now_s, s.bucket_s, s.rollup_s, s.window_s)
+        fine = [bucket(s.bucket_s, start) for start in plan.fine_starts]
+        return fine + [bucket(s.rollup_s, start) for start in plan.rollup_starts]
+
+    def _stage_queries(self, pipe: Pipeline, now_s: float) -> Staged[QueryMetrics]:
+        s = self._settings
+        starts = chart_starts(now_s, s.bucket_s, s.chart_points)
+        chart_keys = [self._keys.query_bucket(s.bucket_s, start) for start in starts]
+        counts = [member(QUERY_COUNT, tier) for tier in s.tiers]
+        self._evalsha(pipe, SUM_BUCKETS, self._window_keys(self._keys.query_bucket, now_s))
+        self._evalsha(pipe, BUCKET_TOTALS, chart_keys, counts)
+
+        def parse(replies: Sequence[Any]) -> QueryMetrics:
+            chart = [float(total) for total in replies[1]]
+            window = _sums(replies[0])
+            return aggregates.query_metrics(s.tiers, starts, chart, window, now_s, s.bucket_s)
+
+        return Staged(2, parse)
+
+    def _stage_tiers(self, pipe: Pipeline, now_s: float) -> Staged[list[TierMetrics]]:
+        s = self._settings
+        self._evalsha(pipe, SUM_BUCKETS, self._window_keys(self._keys.query_bucket, now_s))
+        for tier in s.tiers:
+            pipe.lrange(self._keys.recent_queries(tier), 0, s.sparkline_points - 1)
+
+        def parse(replies: Sequence[Any]) -> list[TierMetrics]:
+            recent = dict(zip(s.tiers, replies[1:], strict=True))
+            return aggregates.tier_metrics(s.tiers, _sums(replies[0]), recent)
+
+        return Staged(1 + len(s.tiers), parse)
+
+    def _stage_routing(self, pipe: Pipeline, now_s: float) -> Staged[RoutingMetrics]:
+        s = self._settings
+        self._evalsha(pipe, SUM_BUCKETS, self._window_keys(self._keys.routing_bucket, now_s))
+        pipe.zrangebyscore(self._keys.live_nodes, now_s - s.node_ttl_s, "+inf")
+        pipe.hgetall(self._keys.availability)
+
+        def parse(replies: Sequence[Any]) -> RoutingMetrics:
+            live = {node.decode() for node in replies[1]}
+            availability = aggregates.parse_availability(replies[2], live, s.tiers)
+            return aggregates.routing_metrics(
+                s.complexities, s.tiers, _sums(replies[0]), availability
+            )
+
+        return Staged(3, parse)
+
+    def _stage_resources(self, pipe: Pipeline, now_s: float) -> Staged[ResourceMetrics]:
+        s = self._settings
+        pipe.hgetall(self._keys.snapshots)
+        pipe.zrangebyscore(self._keys.replicas, now_s - s.node_ttl_s, "+inf")
+        pipe.hgetall(self._keys.connections)
+
+        def parse(replies: Sequence[Any]) -> ResourceMetrics:
+            fresh_after = now_s - s.node_ttl_s
+            snapshots = [NodeSnapshot.model_validate_json(raw) for raw in replies[0].values()]
+            live = [snap for snap in snapshots if snap.sampled_at >= fresh_after]
+            replicas = set(replies[1])
+            counts = replies[2]
+            connections = sum(int(counts[r]) for r in replicas if r in counts)
+            return resource_metrics(live, connections)
+
+        return Staged(3, parse)
+
+    # --- execution ----------------------------------------------------------------------------
+    async def _run_one(self, stage: Callable[[Pipeline, float], Staged[T]]) -> T:
+        (result,) = await self._run((stage,), self._clock.now())
+        return result  # type: ignore[no-any-return]
+
+    async def _run(
+        self, stages: Sequence[Callable[[Pipeline, float], Staged[Any]]], now_s: float
+    ) -> list[Any]:
+        async def attempt() -> list[Any]:
+            pipe = self._client.pipeline(transaction=False)
+            staged = [stage(pipe, now_s) for stage in stages]
+            replies = await pipe.execute()
+            results, offset = [], 0
+            for item in staged:
+                results.append(item.parse(replies[offset : offset + item.commands]))
+                offset += item.commands
+            return results
+
+        return await self._with_scripts(attempt)
+
+    async def _with_scripts(self, attempt: Callable[[], Awaitable[list[Any]]]) -> list[Any]:
+        """Run `attempt`, loading the scripts first and again if Redis has forgotten them."""
+        try:
+            if not self._sha:
+                await self._load_scripts()
+            try:
+                return await attempt()
+            except NoScriptError:
+                await self._load_scripts()  # Redis restarted or SCRIPT FLUSH
+                return await attempt()
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            raise StoreUnavailable(f"Redis unavailable: {exc}") from exc
+
+    async def _load_scripts(self) -> None:
+        for name in (SUM_BUCKETS, BUCKET_TOTALS):
+            self._sha[name] = await self._client.script_load(lua_source(name))
+
+    def _evalsha(
+        self, pipe: Pipeline, name: str, keys: list[str], args: Sequence[str] = ()
+    ) -> None:
+        pipe.evalsha(self._sha[name], len(keys), *keys, *args)

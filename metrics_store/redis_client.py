@@ -1,0 +1,36 @@
+"""Redis clients built from settings, with bounded timeouts so an outage fails fast."""
+
+from __future__ import annotations
+
+import redis
+import redis.asyncio as aioredis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from metrics_store.settings import Settings
+
+# No hidden retries: the collector retries with its own backoff, and an API request should
+# answer 503 within the timeouts rather than wait through redis-py's retries.
+HEALTH_CHECK_INTERVAL_S = 30
+
+
+def sync_client(settings: Settings) -> redis.Redis:
+    """A blocking client for threads (the collector's flusher, the sampler)."""
+    return redis.Redis.from_url(
+        settings.redis_url,
+        retry=Retry(NoBackoff(), 0),
+        socket_connect_timeout=settings.redis_connect_timeout_s,
+        socket_timeout=settings.redis_command_timeout_s,
+        health_check_interval=HEALTH_CHECK_INTERVAL_S,
+    )
+
+
+def async_client(settings: Settings) -> aioredis.Redis:
+    """An asyncio client with its own connection pool (the API)."""
+    return aioredis.Redis.from_url(
+        settings.redis_url,
+        retry=Retry(NoBackoff(), 0),
+        socket_connect_timeout=settings.redis_connect_timeout_s,
+        socket_timeout=settings.redis_command_timeout_s,
+        health_check_interval=HEALTH_CHECK_INTERVAL_S,
+    )

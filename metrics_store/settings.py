@@ -1,0 +1,116 @@
+"""Every setting of metrics-store, read from the environment once through `get_settings()`."""
+
+from __future__ import annotations
+
+import re
+import socket
+from functools import lru_cache
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# Names end up inside Redis key names and sorted-set members ("count:Q2"), so they are kept
+# to characters that never need quoting in redis-cli and never contain our separators.
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def _split_names(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def _check_names(field: str, names: list[str]) -> list[str]:
+    if not names:
+        raise ValueError(f"{field} must name at least one entry")
+    for name in names:
+        if not NAME_PATTERN.match(name):
+            raise ValueError(f"{field}: {name!r} must match {NAME_PATTERN.pattern}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"{field} must not repeat a name")
+    return names
+
+
+def default_node_name() -> str:
+    """The host name, cut down to the characters a node name may hold."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:64]
+    return cleaned or "node"
+
+
+class Settings(BaseSettings):
+    """The store's configuration: REDIS_URL by its bare name, the rest as METRICS_<NAME>."""
+
+    model_config = SettingsConfigDict(env_prefix="METRICS_", extra="ignore", frozen=True)
+
+    # --- the fixed contract -------------------------------------------------------------
+    redis_url: str = Field(
+        default="redis://localhost:6379/0",
+        validation_alias=AliasChoices("REDIS_URL", "redis_url"),
+        description="Redis holding every metric; redis://, rediss:// (TLS) or unix://.",
+    )
+    key_prefix: str = Field(default="metrics", description="Prefix of every key and channel.")
+    node: str = Field(default_factory=default_node_name, description="This node's name.")
+    tiers: Annotated[list[str], NoDecode] = Field(default=["Q2", "Q3", "Q4"])
+    complexities: Annotated[list[str], NoDecode] = Field(default=["SIMPLE", "MODERATE", "COMPLEX"])
+
+    # --- aggregation geometry -------------------------------------------------------------
+    bucket_s: int = Field(default=10, ge=1, description="Size of the fine time buckets.")
+    rollup_s: int = Field(default=60, ge=1, description="Size of the coarse rollup buckets.")
+    window_s: int = Field(default=1800, ge=1, description="Rolling window of the aggregates.")
+    chart_points: int = Field(default=18, ge=1, le=1000, description="Points of queryRate.")
+    sparkline_points: int = Field(default=20, ge=1, le=1000, description="Points per sparkline.")
+    retention_s: int = Field(default=7200, ge=1, description="Lifetime of a bucket after writes.")
+    stream_maxlen: int = Field(default=100_000, ge=1, description="Approximate cap of a stream.")
+
+    # --- collector -------------------------------------------------------------------------
+    buffer_max_events: int = Field(default=100_000, ge=1, description="Events held in memory.")
+    batch_max_events: int = Field(default=1000, ge=1, description="Events per write script.")
+    flush_interval_s: float = Field(default=0.05, gt=0, description="Idle wait of the flusher.")
+    batch_id_ttl_s: int = Field(default=3600, ge=1, description="Memory of written batch ids.")
+    retry_max_backoff_s: float = Field(default=5.0, gt=0, description="Cap of retry backoff.")
+
+    # --- liveness ----------------------------------------------------------------------------
+    heartbeat_interval_s: float = Field(default=1.0, gt=0, description="Beat of live processes.")
+    node_ttl_s: float = Field(
+        default=5.0, gt=0, description="A node is live this long after a beat."
+    )
+
+    # --- connections ---------------------------------------------------------------------------
+    redis_connect_timeout_s: float = Field(default=1.0, gt=0)
+    redis_command_timeout_s: float = Field(default=2.0, gt=0)
+
+    @field_validator("tiers", "complexities", mode="before")
+    @classmethod
+    def _parse_names(cls, value: object) -> object:
+        return _split_names(value)
+
+    @field_validator("tiers", "complexities")
+    @classmethod
+    def _validate_names(cls, value: list[str], info: object) -> list[str]:
+        return _check_names(getattr(info, "field_name", "names"), value)
+
+    @field_validator("key_prefix", "node")
+    @classmethod
+    def _validate_name(cls, value: str) -> str:
+        if not NAME_PATTERN.match(value):
+            raise ValueError(f"{value!r} must match {NAME_PATTERN.pattern}")
+        return value
+
+    @model_validator(mode="after")
+    def _check_geometry(self) -> Settings:
+        if self.rollup_s % self.bucket_s:
+            raise ValueError("rollup_s must be a multiple of bucket_s")
+        if self.window_s % self.bucket_s:
+            raise ValueError("window_s must be a multiple of bucket_s")
+        if self.retention_s < self.window_s + self.rollup_s:
+            raise ValueError("retention_s must cover window_s plus one rollup bucket")
+        if self.chart_points * self.bucket_s > self.retention_s:
+            raise ValueError("chart_points * bucket_s must fit in retention_s")
+        return self
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    return Settings()

@@ -1,0 +1,144 @@
+"""The JSON shapes of the API (the guide's, plus `nodes` and `gpus`), with every field documented.
+
+Readers build these; the API uses them as response models; the live stream sends them.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Shape(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+# --- /api/metrics/queries ------------------------------------------------------------------
+class QueryMetrics(Shape):
+    timestamps: list[str] = Field(
+        description="Starts of the last chart buckets (ISO-8601 UTC), oldest first; "
+        "the last holds now."
+    )
+    queryRate: list[float] = Field(
+        description="Queries per second in each bucket; the current bucket divides by the "
+        "seconds elapsed in it (at least 1)."
+    )
+    totalQueries: int = Field(description="Queries in the rolling window, errors included.")
+    avgLatencyMs: float = Field(description="Mean latency_ms over the window; 0 with no query.")
+    tierDistribution: dict[str, int] = Field(
+        description="Queries per configured tier over the window, 0 where none."
+    )
+
+
+# --- /api/metrics/tiers --------------------------------------------------------------------
+class TierMetrics(Shape):
+    name: str = Field(description="Tier name.")
+    tokensPerSec: list[float] = Field(
+        description="tokens_generated / generation seconds of the tier's last queries, oldest "
+        "first (0 where generation_time_ms was 0)."
+    )
+    latencyMs: list[float] = Field(description="latency_ms of the tier's last queries.")
+    requestCount: int = Field(description="Queries of this tier in the window.")
+    errorRate: float = Field(description="Errored / all queries of this tier in the window.")
+
+
+class TiersResponse(Shape):
+    tiers: list[TierMetrics] = Field(description="One entry per configured tier, in order.")
+
+
+# --- /api/metrics/resources ----------------------------------------------------------------
+class UsageGiB(Shape):
+    used: float = Field(description="GiB in use.")
+    total: float = Field(description="GiB in all.")
+    percent: float = Field(description="used / total * 100 (0 when total is 0).")
+
+
+class CpuUsage(Shape):
+    percent: float = Field(description="CPU busy percent (0-100), averaged by cores.")
+    cores: int = Field(description="Logical cores.")
+
+
+class ThreadPoolStatus(Shape):
+    active: int = Field(description="Jobs being run by workers now.")
+    queued: int = Field(description="Jobs waiting in the queues.")
+
+
+class DiskIO(Shape):
+    readMBps: float = Field(description="Disk reads, MB/s (10^6 bytes), between samples.")
+    writeMBps: float = Field(description="Disk writes, MB/s, between samples.")
+
+
+class NetworkThroughput(Shape):
+    rxMBps: float = Field(description="Bytes received, MB/s, between samples.")
+    txMBps: float = Field(description="Bytes sent, MB/s, between samples.")
+
+
+class GpuStatus(Shape):
+    index: int = Field(description="NVML device index.")
+    name: str = Field(description="Device name.")
+    memoryUsed: float = Field(description="GiB of device memory in use.")
+    memoryTotal: float = Field(description="GiB of device memory.")
+    utilization: float | None = Field(default=None, description="GPU busy percent, if known.")
+    temperatureC: float | None = Field(default=None, description="Degrees Celsius, if known.")
+    powerW: float | None = Field(default=None, description="Power draw in watts, if known.")
+
+
+class ResourceFields(Shape):
+    vram: UsageGiB = Field(description="GPU memory over all GPUs (zeros without NVML or GPU).")
+    cpu: CpuUsage
+    memory: UsageGiB = Field(description="System memory.")
+    faissIndexSize: int = Field(description="Bytes of the FAISS index file(s).")
+    redisCacheSize: int = Field(description="Redis used_memory in bytes (cluster-wide).")
+    activeConnections: int = Field(description="Live WebSocket clients over all replicas.")
+    threadPoolStatus: ThreadPoolStatus = Field(description="The job queue (cluster-wide).")
+    diskIO: DiskIO
+    networkThroughput: NetworkThroughput
+
+
+class NodeResources(ResourceFields):
+    node: str = Field(description="Node name (METRICS_NODE).")
+    sampledAt: str = Field(description="When the node's sampler took this snapshot.")
+    gpus: list[GpuStatus] = Field(default=[], description="Each GPU of the node.")
+
+
+class ResourceMetrics(ResourceFields):
+    nodes: list[NodeResources] = Field(
+        description="Each live node, by name; the top-level fields sum them."
+    )
+
+
+# --- /api/metrics/routing ------------------------------------------------------------------
+class MatrixCell(Shape):
+    complexity: str
+    tier: str
+    count: int = Field(description="Decisions of this complexity routed to this tier.")
+    avgScore: float = Field(description="Mean complexity score of those decisions (0 if none).")
+
+
+class AccuracyMetrics(Shape):
+    totalDecisions: int = Field(description="Routing decisions in the window.")
+    avgDecisionTimeMs: float = Field(description="Mean decision_time_ms over the window.")
+    fallbackRate: float = Field(description="Fallback decisions / all decisions.")
+
+
+class ModelAvailability(Shape):
+    tier: str
+    available: int = Field(description="Healthy models, summed over live nodes.")
+    total: int = Field(description="Models, summed over live nodes.")
+
+
+class RoutingMetrics(Shape):
+    decisionMatrix: list[MatrixCell] = Field(
+        description="All complexity x tier cells, complexities in order, tiers in order."
+    )
+    accuracyMetrics: AccuracyMetrics
+    modelAvailability: list[ModelAvailability] = Field(description="Every configured tier.")
+
+
+# --- the live stream -----------------------------------------------------------------------
+class MetricsUpdate(Shape):
+    type: str = Field(default="metrics_update")
+    timestamp: str = Field(description="When the update was computed (ISO-8601 UTC).")
+    queries: QueryMetrics
+    tiers: list[TierMetrics]
+    resources: ResourceMetrics
+    routing: RoutingMetrics

@@ -1,0 +1,118 @@
+"""Real processes for tests that span processes: API replicas, collectors, samplers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from types import TracebackType
+
+import httpx
+
+from workers.redis_process import free_port
+
+
+def child_env(redis_url: str, prefix: str, **extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "METRICS_KEY_PREFIX": prefix,
+        "PYTHONUNBUFFERED": "1",
+        **extra,
+    }
+
+
+class CliProcess:
+    """`metrics-store <args>` as a child process, stopped (SIGTERM, then SIGKILL) on exit."""
+
+    def __init__(self, args: list[str], env: Mapping[str, str]) -> None:
+        self.args = args
+        self.env = dict(env)
+        self.process: subprocess.Popen[bytes] | None = None
+        # A file, not a pipe: a chatty child must never block on a pipe nobody reads.
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed in stop())
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "workers.cli", *self.args],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=self._stderr,
+        )
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        process = self.process
+        if process is None:
+            return
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self._close_pipes()
+
+    def kill(self) -> None:
+        """Stop at once, as a crash would (SIGKILL)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self._close_pipes()
+
+    def stderr_text(self) -> str:
+        """What the process has written to stderr so far."""
+        if self._stderr.closed:
+            return ""
+        self._stderr.seek(0)
+        return self._stderr.read().decode(errors="replace")
+
+    def _close_pipes(self) -> None:
+        self._stderr.close()
+
+    def __enter__(self) -> CliProcess:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class ApiProcess(CliProcess):
+    """An API replica (`metrics-store api`) on a free port, ready once it answers."""
+
+    def __init__(self, env: Mapping[str, str], port: int | None = None) -> None:
+        self.port = port or free_port()
+        super().__init__(["api", "--host", "127.0.0.1", "--port", str(self.port)], env)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        super().start()
+        self.wait_ready()
+
+    def wait_ready(self, timeout_s: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise RuntimeError(f"API exited early: {self.stderr_text()[-2000:]}")
+            try:
+                httpx.get(f"{self.base_url}/api/openapi.json", timeout=0.5)
+                return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise TimeoutError(f"API on port {self.port} not ready in {timeout_s} s")
+
+    def get(self, path: str) -> httpx.Response:
+        return httpx.get(f"{self.base_url}{path}", timeout=5.0)

@@ -1,0 +1,122 @@
+"""The HTTP API: shapes, the error body for every error, 503 and recovery, OpenAPI."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.main import create_app
+from metrics_store.clock import ManualClock
+from metrics_store.collector import MetricsCollector
+from metrics_store.settings import Settings
+from tests.conftest import T0
+from workers.redis_process import RedisServerProcess
+
+ENDPOINTS = ["/api/metrics/queries", "/api/metrics/tiers", "/api/metrics/resources",
+             "/api/metrics/routing"]  # fmt: skip
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings, ManualClock(T0))) as test_client:
+        yield test_client
+
+
+def assert_error_body(body: object, error: str) -> None:
+    assert isinstance(body, dict)
+    assert set(body) == {"error", "message", "details"}
+    assert body["error"] == error
+    assert isinstance(body["message"], str) and body["message"]
+    assert isinstance(body["details"], dict)
+
+
+def test_endpoints_answer_the_guides_shapes(client: TestClient) -> None:
+    queries = client.get("/api/metrics/queries").json()
+    assert set(queries) == {"timestamps", "queryRate", "totalQueries", "avgLatencyMs",
+                            "tierDistribution"}  # fmt: skip
+    assert set(client.get("/api/metrics/tiers").json()["tiers"][0]) == {
+        "name", "tokensPerSec", "latencyMs", "requestCount", "errorRate"}  # fmt: skip
+    resources = client.get("/api/metrics/resources").json()
+    assert set(resources) == {"vram", "cpu", "memory", "faissIndexSize", "redisCacheSize",
+                              "activeConnections", "threadPoolStatus", "diskIO",
+                              "networkThroughput", "nodes"}  # fmt: skip
+    assert resources["nodes"] == []
+    assert resources["threadPoolStatus"] == {"active": 0, "queued": 0}
+    routing = client.get("/api/metrics/routing").json()
+    assert set(routing) == {"decisionMatrix", "accuracyMetrics", "modelAvailability"}
+    assert len(routing["decisionMatrix"]) == 9
+
+
+def test_recorded_events_show_through_http(client: TestClient, settings: Settings) -> None:
+    collector = MetricsCollector(settings, clock=ManualClock(T0))
+    collector.record_query("Q3", 250.0, 50, 100.0)
+    collector.flush()
+    collector.close()
+    body = client.get("/api/metrics/queries").json()
+    assert body["totalQueries"] == 1
+    assert body["tierDistribution"]["Q3"] == 1
+    assert body["timestamps"][-1] == "2023-11-14T22:13:40Z"
+
+
+def test_unknown_path_gets_the_error_body(client: TestClient) -> None:
+    response = client.get("/api/metrics/nope")
+    assert response.status_code == 404
+    assert_error_body(response.json(), "NotFound")
+
+
+def test_wrong_method_gets_the_error_body(client: TestClient) -> None:
+    response = client.post("/api/metrics/queries")
+    assert response.status_code == 405
+    assert_error_body(response.json(), "MethodNotAllowed")
+
+
+def test_unknown_node_is_404(client: TestClient) -> None:
+    response = client.get("/api/metrics/resources", params={"node": "ghost"})
+    assert response.status_code == 404
+    assert_error_body(response.json(), "UnknownNode")
+    assert response.json()["details"] == {"node": "ghost"}
+
+
+@pytest.mark.parametrize("node", ["a b", "x" * 65, "", "../etc"])
+def test_malformed_node_is_422(client: TestClient, node: str) -> None:
+    response = client.get("/api/metrics/resources", params={"node": node})
+    assert response.status_code == 422
+    assert_error_body(response.json(), "ValidationError")
+    assert response.json()["details"]["errors"][0]["loc"] == ["query", "node"]
+
+
+def test_redis_outage_is_503_then_recovers(tmp_path: Path, prefix: str) -> None:
+    server = RedisServerProcess(tmp_path / "redis")
+    server.start()
+    settings = Settings(redis_url=server.url, key_prefix=prefix)
+    try:
+        with TestClient(create_app(settings)) as client:
+            assert client.get("/api/metrics/queries").status_code == 200
+            server.stop()
+            for path in ENDPOINTS:
+                started = time.monotonic()
+                response = client.get(path)
+                assert response.status_code == 503
+                assert_error_body(response.json(), "StoreUnavailable")
+                assert "127.0.0.1" not in response.text  # no connection details leak
+                assert time.monotonic() - started < 10  # bounded by the timeouts, no hang
+            server.start()
+            for path in ENDPOINTS:
+                assert client.get(path).status_code == 200
+    finally:
+        server.stop()
+
+
+def test_openapi_documents_every_endpoint_and_field(client: TestClient) -> None:
+    schema = client.get("/api/openapi.json").json()
+    for path in ENDPOINTS:
+        operation = schema["paths"][path]["get"]
+        assert operation["tags"] == ["metrics"]
+        assert {"200", "422", "503"} <= set(operation["responses"])
+    query_fields = schema["components"]["schemas"]["QueryMetrics"]["properties"]
+    assert all("description" in field for field in query_fields.values())
+    assert client.get("/api/docs").status_code == 200

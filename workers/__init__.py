@@ -1,0 +1,1 @@
+"""metrics-store's processes: the sampler, job workers, the simulator and the CLI."""

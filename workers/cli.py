@@ -1,0 +1,66 @@
+"""The `metrics-store` command: up, api, sampler, worker, simulate."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from pydantic import ValidationError
+
+log = logging.getLogger("metrics_store.cli")
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _cmd_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    print(f"metrics-store API on http://{args.host}:{args.port}/  (docs: /api/docs)", flush=True)
+    uvicorn.run("api.main:app", host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    from workers.up import run_up
+
+    return run_up(host=args.host, port=args.port, demo=not args.no_demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="metrics-store", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="start Redis (if needed), the API and the workers")
+    up.add_argument("--host", default="127.0.0.1", help="API bind address (default 127.0.0.1)")
+    up.add_argument("--port", type=int, default=8000, help="API port (default 8000)")
+    up.add_argument("--no-demo", action="store_true", help="do not generate demo traffic")
+    up.set_defaults(handler=_cmd_up)
+
+    api = sub.add_parser("api", help="serve the REST and WebSocket API")
+    api.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    api.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    api.set_defaults(handler=_cmd_api)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        return 130
+    except ValidationError as exc:
+        print(f"metrics-store: invalid configuration: {exc.errors()[0]['msg']}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

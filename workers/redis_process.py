@@ -1,0 +1,154 @@
+"""A private redis-server child on a free loopback port, or an in-process fakeredis server.
+
+`metrics-store up` uses these when no REDIS_URL is given; the test session starts its own
+private server with the same class, so nothing ever touches a Redis it was not given.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+
+import redis
+
+log = logging.getLogger(__name__)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_ping(url: str, timeout_s: float) -> None:
+    """Block until the Redis at `url` answers PING, or raise TimeoutError."""
+    deadline = time.monotonic() + timeout_s
+    client = redis.Redis.from_url(url, socket_connect_timeout=0.2, socket_timeout=0.5)
+    try:
+        while True:
+            try:
+                if client.ping():
+                    return
+            except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Redis at {url} did not answer within {timeout_s} s")
+            time.sleep(0.02)
+    finally:
+        client.close()
+
+
+class RedisServerProcess:
+    """A redis-server child process with its data in `data_dir`.
+
+    >>> with RedisServerProcess(Path("/tmp/r")) as server:
+    ...     print(server.url)
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        *,
+        binary: str | None = None,
+        extra_args: tuple[str, ...] = (),
+        persist: bool = False,
+    ) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.binary = binary or shutil.which("redis-server") or "redis-server"
+        self.extra_args = extra_args
+        self.persist = persist
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def command(self) -> list[str]:
+        persistence = ["--appendonly", "yes"] if self.persist else ["--appendonly", "no"]
+        return [
+            self.binary,
+            "--bind", "127.0.0.1",
+            "--port", str(self.port),
+            "--dir", str(self.data_dir),
+            "--save", "",
+            *persistence,
+            "--protected-mode", "yes",
+            "--logfile", str(self.data_dir / "redis.log"),
+            *self.extra_args,
+        ]  # fmt: skip
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._process = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL)
+        try:
+            wait_for_ping(self.url, timeout_s)
+        except TimeoutError:
+            self.stop()
+            raise
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def kill(self) -> None:
+        """Stop at once, as a crash would (SIGKILL)."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def __enter__(self) -> RedisServerProcess:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class FakeRedisServer:
+    """fakeredis behind a real TCP port, in a thread: the last-resort embedded Redis."""
+
+    def __init__(self, port: int | None = None) -> None:
+        from fakeredis import TcpFakeServer
+
+        self.port = port or free_port()
+        self._server = TcpFakeServer(("127.0.0.1", self.port), server_type="redis")
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self._thread.start()
+        wait_for_ping(self.url, 5.0)
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
