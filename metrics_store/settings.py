@@ -76,16 +76,24 @@ class Settings(BaseSettings):
         default=5.0, gt=0, description="A node is live this long after a beat."
     )
 
+    # --- jobs and demo traffic --------------------------------------------------------------
+    job_queues: Annotated[list[str], NoDecode] = Field(
+        default=["default"], description="rq queues the workers serve and the sampler counts."
+    )
+    demo_time_scale: float = Field(
+        default=0.01, ge=0, le=1, description="Real seconds slept per simulated second."
+    )
+
     # --- connections ---------------------------------------------------------------------------
     redis_connect_timeout_s: float = Field(default=1.0, gt=0)
     redis_command_timeout_s: float = Field(default=2.0, gt=0)
 
-    @field_validator("tiers", "complexities", mode="before")
+    @field_validator("tiers", "complexities", "job_queues", mode="before")
     @classmethod
     def _parse_names(cls, value: object) -> object:
         return _split_names(value)
 
-    @field_validator("tiers", "complexities")
+    @field_validator("tiers", "complexities", "job_queues")
     @classmethod
     def _validate_names(cls, value: list[str], info: object) -> list[str]:
         return _check_names(getattr(info, "field_name", "names"), value)

@@ -6,12 +6,22 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import ValidationError
 
 log = logging.getLogger("metrics_store.cli")
 
 Handler = Callable[[argparse.Namespace], int]
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, for printing."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _cmd_api(args: argparse.Namespace) -> int:
@@ -26,6 +36,33 @@ def _cmd_up(args: argparse.Namespace) -> int:
     from workers.up import run_up
 
     return run_up(host=args.host, port=args.port, demo=not args.no_demo)
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from metrics_store.settings import get_settings
+    from workers.jobs import run_worker
+
+    settings = get_settings()
+    queues = args.queues.split(",") if args.queues else settings.job_queues
+    print(f"metrics-store worker on {redacted(settings.redis_url)}, queues {', '.join(queues)}",
+          flush=True)  # fmt: skip
+    run_worker(settings, queues, burst=args.burst)
+    return 0
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from metrics_store.settings import get_settings
+    from workers.simulate import run_simulation
+
+    if args.rate <= 0:
+        print("metrics-store simulate: --rate must be positive", file=sys.stderr)
+        return 2
+    settings = get_settings()
+    target = "the collector" if args.direct else f"rq queue {settings.job_queues[0]!r}"
+    print(f"metrics-store simulate: {args.rate}/s into {target} on {redacted(settings.redis_url)}",
+          flush=True)  # fmt: skip
+    run_simulation(settings, args.rate, args.duration, args.direct)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +80,19 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     api.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     api.set_defaults(handler=_cmd_api)
+
+    worker = sub.add_parser("worker", help="run demo LLM jobs from the rq queues")
+    worker.add_argument("--queues", help="comma-separated queue names (default METRICS_JOB_QUEUES)")
+    worker.add_argument("--burst", action="store_true", help="exit once the queues are empty")
+    worker.set_defaults(handler=_cmd_worker)
+
+    simulate = sub.add_parser("simulate", help="send demo traffic")
+    simulate.add_argument("--rate", type=float, default=5.0, help="queries per second (default 5)")
+    simulate.add_argument("--duration", type=float, help="seconds to run (default: until Ctrl-C)")
+    simulate.add_argument(
+        "--direct", action="store_true", help="record events directly, without rq workers"
+    )
+    simulate.set_defaults(handler=_cmd_simulate)
     return parser
 
 

@@ -62,7 +62,7 @@ class RedisServerProcess:
         extra_args: tuple[str, ...] = (),
         persist: bool = False,
     ) -> None:
-        self.data_dir = data_dir
+        self.data_dir = data_dir.resolve()  # redis-server chdirs into --dir before opening files
         self.port = port or free_port()
         self.binary = binary or shutil.which("redis-server") or "redis-server"
         self.extra_args = extra_args

@@ -1,0 +1,94 @@
+"""rq jobs and the worker process that runs them.
+
+Workers are rq SimpleWorkers: jobs run in the worker process itself, so the process-wide
+collector (and its flusher thread) lives as long as the worker, instead of dying with a forked
+child after every job.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from functools import cache
+
+import redis
+from rq import Queue, SimpleWorker
+
+from metrics_store.collector import get_metrics_collector
+from metrics_store.settings import Settings, get_settings
+from workers.demo_backend import DemoBackend, GenerationFailed
+
+log = logging.getLogger(__name__)
+
+# Finished and failed demo jobs are kept briefly: long enough for `rq info`, short enough
+# that Redis memory stays flat under steady traffic.
+RESULT_TTL_S = 60
+FAILURE_TTL_S = 600
+AVAILABILITY_INTERVAL_S = 2.0
+
+
+@cache
+def demo_backend() -> DemoBackend:
+    """This process's demo backend, recording through the process-wide collector."""
+    settings = get_settings()
+    return DemoBackend(
+        settings.tiers,
+        settings.complexities,
+        get_metrics_collector(),
+        time_scale=settings.demo_time_scale,
+    )
+
+
+def process_query(prompt: str) -> str:
+    """The rq job: route and answer one prompt through the demo backend."""
+    return demo_backend().handle(prompt)
+
+
+def rq_connection(settings: Settings) -> redis.Redis:
+    """rq wants raw bytes and no client-side decoding."""
+    return redis.Redis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=settings.redis_connect_timeout_s,
+        socket_timeout=max(settings.redis_command_timeout_s, 5.0),
+    )
+
+
+def enqueue_query(queue: Queue, prompt: str) -> None:
+    queue.enqueue(
+        process_query, prompt, result_ttl=RESULT_TTL_S, failure_ttl=FAILURE_TTL_S, job_timeout=60
+    )
+
+
+def _report_availability(stop: threading.Event) -> None:
+    backend = demo_backend()
+    while not stop.is_set():
+        backend.pool.tick()
+        backend.pool.report(backend.collector)
+        stop.wait(AVAILABILITY_INTERVAL_S)
+
+
+class _HideDemoFailures(logging.Filter):
+    """Demo jobs fail on purpose now and then; those failures are metrics, not log noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return (
+            not isinstance(exc, GenerationFailed) and "GenerationFailed" not in record.getMessage()
+        )
+
+
+def run_worker(settings: Settings, queue_names: list[str], burst: bool = False) -> None:
+    """Serve the queues until SIGINT or SIGTERM, reporting model availability meanwhile."""
+    logging.getLogger("rq.worker").addFilter(_HideDemoFailures())
+    connection = rq_connection(settings)
+    queues = [Queue(name, connection=connection) for name in queue_names]
+    stop = threading.Event()
+    reporter = threading.Thread(
+        target=_report_availability, args=(stop,), name="availability", daemon=True
+    )
+    reporter.start()
+    try:
+        SimpleWorker(queues, connection=connection).work(burst=burst, logging_level="WARNING")
+    finally:
+        stop.set()
+        get_metrics_collector().close()
