@@ -21,7 +21,7 @@ from metrics_store.clock import Clock, SystemClock
 from metrics_store.errors import StoreUnavailable, UnknownNode
 from metrics_store.keys import QUERY_COUNT, Keys, member
 from metrics_store.resources import resource_metrics
-from metrics_store.scripts import BUCKET_TOTALS, SUM_BUCKETS, lua_source
+from metrics_store.scripts import BUCKET_TOTALS, lua_source
 from metrics_store.settings import Settings
 from metrics_store.shapes import (
     MetricsUpdate,
@@ -45,8 +45,8 @@ class Staged(Generic[T]):
     parse: Callable[[Sequence[Any]], T]
 
 
-def _sums(flat: Sequence[bytes]) -> dict[str, float]:
-    return {flat[i].decode(): float(flat[i + 1]) for i in range(0, len(flat), 2)}
+def _sums(pairs: Sequence[tuple[bytes, float]]) -> dict[str, float]:
+    return {name.decode(): score for name, score in pairs}
 
 
 class MetricsReader:
@@ -105,18 +105,20 @@ class MetricsReader:
         )
 
     # --- staging ---------------------------------------------------------------------------------
-    def _window_keys(self, bucket: Callable[[int, int], str], now_s: float) -> list[str]:
+    def _sum_window(self, pipe: Pipeline, bucket: Callable[[int, int], str], now_s: float) -> None:
+        """Every counter summed over the window's buckets, by Redis itself (ZUNION sums)."""
         s = self._settings
         plan = plan_window(now_s, s.bucket_s, s.rollup_s, s.window_s)
-        fine = [bucket(s.bucket_s, start) for start in plan.fine_starts]
-        return fine + [bucket(s.rollup_s, start) for start in plan.rollup_starts]
+        keys = [bucket(s.bucket_s, start) for start in plan.fine_starts]
+        keys += [bucket(s.rollup_s, start) for start in plan.rollup_starts]
+        pipe.zunion(keys, withscores=True)
 
     def _stage_queries(self, pipe: Pipeline, now_s: float) -> Staged[QueryMetrics]:
         s = self._settings
         starts = chart_starts(now_s, s.bucket_s, s.chart_points)
         chart_keys = [self._keys.query_bucket(s.bucket_s, start) for start in starts]
         counts = [member(QUERY_COUNT, tier) for tier in s.tiers]
-        self._evalsha(pipe, SUM_BUCKETS, self._window_keys(self._keys.query_bucket, now_s))
+        self._sum_window(pipe, self._keys.query_bucket, now_s)
         self._evalsha(pipe, BUCKET_TOTALS, chart_keys, counts)
 
         def parse(replies: Sequence[Any]) -> QueryMetrics:
@@ -128,7 +130,7 @@ class MetricsReader:
 
     def _stage_tiers(self, pipe: Pipeline, now_s: float) -> Staged[list[TierMetrics]]:
         s = self._settings
-        self._evalsha(pipe, SUM_BUCKETS, self._window_keys(self._keys.query_bucket, now_s))
+        self._sum_window(pipe, self._keys.query_bucket, now_s)
         for tier in s.tiers:
             pipe.lrange(self._keys.recent_queries(tier), 0, s.sparkline_points - 1)
 
@@ -140,7 +142,7 @@ class MetricsReader:
 
     def _stage_routing(self, pipe: Pipeline, now_s: float) -> Staged[RoutingMetrics]:
         s = self._settings
-        self._evalsha(pipe, SUM_BUCKETS, self._window_keys(self._keys.routing_bucket, now_s))
+        self._sum_window(pipe, self._keys.routing_bucket, now_s)
         pipe.zrangebyscore(self._keys.live_nodes, now_s - s.node_ttl_s, "+inf")
         pipe.hgetall(self._keys.availability)
 
@@ -204,8 +206,7 @@ class MetricsReader:
             raise StoreUnavailable(f"Redis unavailable: {exc}") from exc
 
     async def _load_scripts(self) -> None:
-        for name in (SUM_BUCKETS, BUCKET_TOTALS):
-            self._sha[name] = await self._client.script_load(lua_source(name))
+        self._sha[BUCKET_TOTALS] = await self._client.script_load(lua_source(BUCKET_TOTALS))
 
     def _evalsha(
         self, pipe: Pipeline, name: str, keys: list[str], args: Sequence[str] = ()
