@@ -35,6 +35,8 @@ format: $(STAMP)
 ## bench: the benchmarks in bench/ (quick mode; FULL=1 for the full run)
 bench: $(STAMP)
 	scripts/ensure-redis-server
+	scripts/ensure-bench-tools
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m bench $(if $(FULL),--full,)
 
 clean:

@@ -1,0 +1,1 @@
+"""metrics-store's benchmarks: `make bench` (quick) or `make bench FULL=1`."""

@@ -1,0 +1,70 @@
+"""Fill a store fast: synthetic events spread over the window, written by the ingest script."""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+
+import orjson
+import redis
+
+from metrics_store.batch import BatchEncoder
+from metrics_store.events import Event
+from metrics_store.keys import Keys
+from metrics_store.scripts import INGEST, lua_source
+from metrics_store.settings import Settings
+from metrics_store.snapshots import NodeSnapshot
+
+BATCH = 1000
+
+
+def synthetic_events(count: int, start_s: float, span_s: float, seed: int = 1) -> list[Event]:
+    """`count` events, half queries and half routing decisions, evenly over [start, start+span)."""
+    rng = random.Random(seed)
+    tiers, complexities = ("Q2", "Q3", "Q4"), ("SIMPLE", "MODERATE", "COMPLEX")
+    events: list[Event] = []
+    for i in range(count):
+        ts = start_s + span_s * i / count
+        if i % 2:
+            events.append(("q", ts, tiers[i % 3], rng.uniform(100, 9000), rng.randint(1, 500),
+                           rng.uniform(50, 8000), i % 97 == 0))  # fmt: skip
+        else:
+            events.append(("r", ts, complexities[i % 3], tiers[(i // 3) % 3],
+                           rng.uniform(0, 10), rng.uniform(1, 30), i % 31 == 0))  # fmt: skip
+    return events
+
+
+def load_events(settings: Settings, count: int, span_s: float, end_s: float | None = None) -> None:
+    """Write `count` events over the `span_s` seconds before `end_s` (default now)."""
+    end = end_s if end_s is not None else time.time()
+    client = redis.Redis.from_url(settings.redis_url)
+    script = client.register_script(lua_source(INGEST))
+    encoder = BatchEncoder(settings, Keys(settings.key_prefix))
+    written = 0
+    while written < count:
+        size = min(BATCH * 100, count - written)
+        start = end - span_s + span_s * written / count
+        chunk = synthetic_events(size, start, span_s * size / count, seed=written)
+        pipe = client.pipeline(transaction=False)
+        for i in range(0, size, BATCH):
+            encoded = encoder.encode(chunk[i : i + BATCH], uuid.uuid4().hex, end)
+            script(keys=encoded.keys, args=encoded.args, client=pipe)
+        pipe.execute()
+        written += size
+    client.close()
+
+
+def load_snapshots(settings: Settings, nodes: int) -> None:
+    """Hardware snapshots of `nodes` live nodes, as samplers would write them."""
+    client = redis.Redis.from_url(settings.redis_url)
+    keys = Keys(settings.key_prefix)
+    for n in range(nodes):
+        snapshot = NodeSnapshot(
+            # Dated an hour ahead: the nodes stay live for the whole run without a sampler.
+            node=f"node-{n}", sampled_at=time.time() + 3600, cpu_percent=40.0, cpu_cores=16,
+            memory_used_bytes=12 * 2**30, memory_total_bytes=32 * 2**30,
+            vram_used_bytes=8 * 2**30, vram_total_bytes=24 * 2**30,
+        )  # fmt: skip
+        client.hset(keys.snapshots, snapshot.node, orjson.dumps(snapshot.model_dump()))
+    client.close()
