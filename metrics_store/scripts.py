@@ -15,3 +15,4 @@ def lua_source(name: str) -> str:
 INGEST = "ingest"
 SUM_BUCKETS = "sum_buckets"
 BUCKET_TOTALS = "bucket_totals"
+WRITE_SNAPSHOT = "write_snapshot"

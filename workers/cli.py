@@ -28,6 +28,12 @@ def _cmd_up(args: argparse.Namespace) -> int:
     return run_up(host=args.host, port=args.port, demo=not args.no_demo)
 
 
+def _cmd_sampler(args: argparse.Namespace) -> int:
+    from workers.sampler import run_sampler
+
+    return run_sampler()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="metrics-store", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
@@ -43,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     api.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     api.set_defaults(handler=_cmd_api)
+
+    sampler = sub.add_parser(
+        "sampler", help="write this node's hardware snapshot to Redis every interval"
+    )
+    sampler.set_defaults(handler=_cmd_sampler)
     return parser
 
 
