@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import fakeredis
 import pytest
 import redis
 import redis.asyncio as aioredis
@@ -281,3 +282,16 @@ def test_settings_refuse_a_sampler_slower_than_the_node_ttl() -> None:
         Settings(sample_interval_s=5.0, node_ttl_s=5.0)
     assert Settings(job_queues="high, default").job_queues == ["high", "default"]
     assert Settings(redis_url="redis://a/0").resolved_cache_redis_url == "redis://a/0"
+
+
+def test_the_write_runs_on_fakeredis_too(settings: Settings) -> None:
+    """`metrics-store up` falls back to fakeredis: the sampler's script must run there."""
+    client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    sources = Sources(RecordedSource([host(0.0)]), NvmlSource(FakeNvml()), FixedBytes(0),
+                      RedisMemorySource(client), JobQueueSource(client, ["default"]))  # fmt: skip
+    sampler = Sampler(settings.model_copy(update={"snapshot_history_len": 2}), sources, client)
+    assert all(sampler.write(sampler.sample()) for _ in range(3))
+    keys = Keys(settings.key_prefix)
+    assert client.hkeys(keys.snapshots) == [b"node-a"]
+    assert client.llen(keys.snapshot_history("node-a")) == 2
+    sampler.close()
