@@ -169,7 +169,14 @@ def run(full: bool) -> dict[str, Any]:
         "",
     )
     print(table.render())
-    results = {"raw_lua": raw, "collector_1": one, "collector_4": four, "redis_cpu_4": redis_cpu,
-               "record_query_ns": ours, "histogram_observe_ns": prometheus, "table": table.rows}  # fmt: skip
+    results = {
+        "raw_lua": raw,
+        "collector_1": one,
+        "collector_4": four,
+        "redis_cpu_4": redis_cpu,
+        "record_query_ns": ours,
+        "histogram_observe_ns": prometheus,
+        "table": table.rows,
+    }
     write_results("ingest", results)
     return results

@@ -24,7 +24,7 @@ def memory_by_kind(client: redis.Redis, keys: Keys) -> dict[str, int]:
         if key in streams:
             totals["streams"] += usage
             totals["stream_entries"] += int(client.xlen(key))
-        elif ":q:" in key and ":recent:" not in key or ":r:" in key:
+        elif (":q:" in key and ":recent:" not in key) or ":r:" in key:
             totals["buckets"] += usage
             totals["bucket_keys"] += 1
         else:
@@ -60,7 +60,9 @@ def run(full: bool) -> dict[str, Any]:
         progress(f"steady state: {rate} events/s over the {retention_s} s retention period")
         steady[rate] = store_after(rate * retention_s, retention_s, cap)
 
-    table = Table("Redis memory", ["store", "used_memory", "streams", "buckets", "per event", "per bucket"])
+    table = Table(
+        "Redis memory", ["store", "used_memory", "streams", "buckets", "per event", "per bucket"]
+    )
     for name, fig in [(f"{many:,} events in 30 min", bulk)] + [
         (f"steady, {rate}/s over {retention_s // 3600} h", fig) for rate, fig in steady.items()
     ]:
@@ -73,7 +75,9 @@ def run(full: bool) -> dict[str, Any]:
             f"{fig['buckets'] / max(fig['bucket_keys'], 1):.0f} B",
         )
     low, high = (steady[r]["used_memory"] for r in rates)
-    table.add(f"steady-state ratio {rates[1]}/s : {rates[0]}/s", f"{high / low:.2f}", "", "", "", "")
+    table.add(
+        f"steady-state ratio {rates[1]}/s : {rates[0]}/s", f"{high / low:.2f}", "", "", "", ""
+    )
     print(table.render())
     results = {"bulk": bulk, "steady": {str(k): v for k, v in steady.items()}, "table": table.rows}
     write_results("memory", results)

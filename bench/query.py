@@ -107,7 +107,9 @@ def plot(by_volume: dict[int, dict[str, Any]]) -> None:
     figure, axis = plt.subplots(figsize=(7, 4))
     for name in ("one GET", *ENDPOINTS):
         p50 = [by_volume[v][f"{name}@1"]["p50_ms"].median for v in volumes]
-        axis.plot(volumes, p50, marker="o", label=name, linestyle="--" if name == "one GET" else "-")
+        axis.plot(
+            volumes, p50, marker="o", label=name, linestyle="--" if name == "one GET" else "-"
+        )
     axis.set_xscale("log")
     axis.set_xlabel("events recorded in the window")
     axis.set_ylabel("p50 latency at concurrency 1 (ms)")

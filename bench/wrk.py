@@ -32,10 +32,9 @@ def _ms(text: str) -> float:
 
 def run_wrk(url: str, connections: int, duration_s: float) -> LoadResult:
     threads = min(connections, 2)
-    done = subprocess.run(
-        [require_wrk(), f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration_s))}s", "--latency", url],
-        capture_output=True, text=True, check=True, timeout=duration_s + 30,
-    )  # fmt: skip
+    seconds = max(1, round(duration_s))
+    command = [require_wrk(), f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", url]
+    done = subprocess.run(command, capture_output=True, text=True, check=True, timeout=seconds + 30)
     out = done.stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]

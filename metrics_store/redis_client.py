@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit, urlunsplit
+
 import redis
 import redis.asyncio as aioredis
 from redis.backoff import NoBackoff
@@ -14,10 +16,10 @@ from metrics_store.settings import Settings
 HEALTH_CHECK_INTERVAL_S = 30
 
 
-def sync_client(settings: Settings) -> redis.Redis:
-    """A blocking client for threads (the collector's flusher, the sampler)."""
+def sync_client(settings: Settings, url: str | None = None) -> redis.Redis:
+    """A blocking client for threads (the collector's flusher, the sampler); `url` overrides."""
     return redis.Redis.from_url(
-        settings.redis_url,
+        url or settings.redis_url,
         retry=Retry(NoBackoff(), 0),
         socket_connect_timeout=settings.redis_connect_timeout_s,
         socket_timeout=settings.redis_command_timeout_s,
@@ -34,3 +36,15 @@ def async_client(settings: Settings) -> aioredis.Redis:
         socket_timeout=settings.redis_command_timeout_s,
         health_check_interval=HEALTH_CHECK_INTERVAL_S,
     )
+
+
+def redacted_url(url: str) -> str:
+    """The URL with any password replaced by ***, fit to print or log."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host  # an IPv6 literal keeps its brackets
+    port = f":{parts.port}" if parts.port is not None else ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))

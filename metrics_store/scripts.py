@@ -14,3 +14,4 @@ def lua_source(name: str) -> str:
 
 INGEST = "ingest"
 BUCKET_TOTALS = "bucket_totals"
+WRITE_SNAPSHOT = "write_snapshot"

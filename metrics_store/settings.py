@@ -76,10 +76,33 @@ class Settings(BaseSettings):
         default=5.0, gt=0, description="A node is live this long after a beat."
     )
 
-    # --- jobs and demo traffic --------------------------------------------------------------
-    job_queues: Annotated[list[str], NoDecode] = Field(
-        default=["default"], description="rq queues the workers serve and the sampler counts."
+    # --- sampler (one per node) -------------------------------------------------------------
+    sample_interval_s: float = Field(
+        default=1.0, gt=0, description="Seconds between two hardware snapshots of this node."
     )
+    snapshot_history_len: int = Field(
+        default=300, ge=1, le=100_000, description="Snapshots kept per node for charts."
+    )
+    node_prune_after_s: int = Field(
+        default=3600,
+        ge=1,
+        description="A node silent this long loses its snapshot; its history expires then too.",
+    )
+    faiss_index_path: str | None = Field(
+        default=None,
+        description="Path or glob of the FAISS index file(s) whose bytes are faissIndexSize; "
+        "unset: 0.",
+    )
+    cache_redis_url: str | None = Field(
+        default=None,
+        description="Redis whose INFO used_memory is redisCacheSize; unset: REDIS_URL.",
+    )
+    job_queues: Annotated[list[str], NoDecode] = Field(
+        default=["default"],
+        description="rq queues (on REDIS_URL) the workers serve and threadPoolStatus counts.",
+    )
+
+    # --- demo traffic ------------------------------------------------------------------------
     demo_time_scale: float = Field(
         default=0.01, ge=0, le=1, description="Real seconds slept per simulated second."
     )
@@ -87,6 +110,11 @@ class Settings(BaseSettings):
     # --- connections ---------------------------------------------------------------------------
     redis_connect_timeout_s: float = Field(default=1.0, gt=0)
     redis_command_timeout_s: float = Field(default=2.0, gt=0)
+
+    @property
+    def resolved_cache_redis_url(self) -> str:
+        """The cache Redis to measure: METRICS_CACHE_REDIS_URL, else the store's own."""
+        return self.cache_redis_url or self.redis_url
 
     @field_validator("tiers", "complexities", "job_queues", mode="before")
     @classmethod
@@ -115,6 +143,15 @@ class Settings(BaseSettings):
             raise ValueError("retention_s must cover window_s plus one rollup bucket")
         if self.chart_points * self.bucket_s > self.retention_s:
             raise ValueError("chart_points * bucket_s must fit in retention_s")
+        return self
+
+    @model_validator(mode="after")
+    def _check_liveness(self) -> Settings:
+        # A sampler slower than the node TTL would make its node blink in and out of the view.
+        if self.sample_interval_s >= self.node_ttl_s:
+            raise ValueError("sample_interval_s must be shorter than node_ttl_s")
+        if self.node_prune_after_s <= self.node_ttl_s:
+            raise ValueError("node_prune_after_s must be longer than node_ttl_s")
         return self
 
 

@@ -65,6 +65,12 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sampler(args: argparse.Namespace) -> int:
+    from workers.sampler import run_sampler
+
+    return run_sampler()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="metrics-store", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
@@ -93,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--direct", action="store_true", help="record events directly, without rq workers"
     )
     simulate.set_defaults(handler=_cmd_simulate)
+
+    sampler = sub.add_parser(
+        "sampler", help="write this node's hardware snapshot to Redis every interval"
+    )
+    sampler.set_defaults(handler=_cmd_sampler)
     return parser
 
 

@@ -80,6 +80,7 @@ def run_up(host: str, port: int, demo: bool) -> int:
     children = Children(env={**os.environ, "REDIS_URL": redis_url})
     try:
         children.start("api", "api", "--host", host, "--port", str(port))
+        children.start("sampler", "sampler")
         children.start("worker", "worker")
         if demo:
             children.start("simulate", "simulate", "--rate", "5")

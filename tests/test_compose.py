@@ -1,0 +1,82 @@
+"""docker-compose.yml: it parses, and every command it runs is a real CLI subcommand.
+
+No Docker engine runs here, so the topology itself is exercised as processes in
+tests/test_topology.py.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from workers.cli import build_parser
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT = re.compile(r"\$\{(\w+):-([^}]*)\}")
+
+
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return loaded
+
+
+def with_defaults(word: str) -> str:
+    """Interpolate ${NAME:-default} as compose would with the variable unset."""
+    return DEFAULT.sub(lambda m: m.group(2), word)
+
+
+def metrics_services() -> dict[str, dict[str, Any]]:
+    return {
+        n: s for n, s in compose()["services"].items() if s.get("image") == "metrics-store:latest"
+    }
+
+
+def test_every_command_is_a_real_subcommand() -> None:
+    services = metrics_services()
+    assert set(services) >= {"api-1", "api-2", "sampler", "worker-1", "worker-2", "simulator"}
+    parser = build_parser()
+    for name, service in services.items():
+        argv = [with_defaults(word) for word in service["command"]]
+        args = parser.parse_args(argv)  # exits (fails the test) on an unknown command or flag
+        assert args.command == argv[0], name
+
+
+def test_apis_listen_on_all_interfaces_behind_the_proxy() -> None:
+    services = compose()["services"]
+    for name in ("api-1", "api-2"):
+        command = services[name]["command"]
+        assert command[command.index("--host") + 1] == "0.0.0.0"
+        assert "ports" not in services[name]  # only the proxy is published
+    nginx = (ROOT / "deploy" / "nginx.conf").read_text()
+    assert "server api-1:8000" in nginx and "server api-2:8000" in nginx
+    assert "proxy_set_header Upgrade $http_upgrade" in nginx
+
+
+def test_redis_persists_with_aof_and_has_a_healthcheck() -> None:
+    redis = compose()["services"]["redis"]
+    assert redis["command"][redis["command"].index("--appendonly") + 1] == "yes"
+    assert "healthcheck" in redis
+    assert any(v.endswith(":/data") for v in redis["volumes"])
+    for service in metrics_services().values():
+        assert service["depends_on"]["redis"]["condition"] == "service_healthy"
+        assert service["environment"]["REDIS_URL"].startswith("${REDIS_URL:-redis://redis:6379")
+
+
+def test_simulator_only_runs_under_the_demo_profile() -> None:
+    assert compose()["services"]["simulator"]["profiles"] == ["demo"]
+
+
+@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose not installed")
+def test_docker_compose_validates_the_file() -> None:
+    for profile in ([], ["--profile", "demo"]):
+        subprocess.run(
+            ["docker-compose", "-f", str(ROOT / "docker-compose.yml"), *profile, "config", "-q"],
+            check=True,
+            timeout=60,
+        )
