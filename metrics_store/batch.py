@@ -41,12 +41,14 @@ class _KeyTable:
     def __init__(self, initial: list[str]) -> None:
         self.keys = initial
         self._positions: dict[str, int] = {}
+        self.retirements: dict[int, int] = {}  # bucket's KEYS index -> epoch second it retires
 
-    def index(self, key: str) -> int:
+    def bucket(self, key: str, retires_at: int) -> int:
         found = self._positions.get(key)
         if found is None:
             self.keys.append(key)
             found = self._positions[key] = len(self.keys)
+            self.retirements[found] = retires_at
         return found
 
 
@@ -56,10 +58,16 @@ class BatchEncoder:
     def __init__(self, settings: Settings, keys: Keys) -> None:
         self._settings = settings
         self._keys = keys
-        self._fixed = [keys.query_stream, keys.routing_stream, keys.live_nodes, keys.availability]
+        self._fixed = [
+            keys.query_stream,
+            keys.routing_stream,
+            keys.live_nodes,
+            keys.availability,
+            keys.bucket_index,
+        ]
         self._recent = [keys.recent_queries(tier) for tier in settings.tiers]
-        # KEYS index of each tier's recent list: after the 4 fixed keys and the batch marker.
-        self._recent_index = {tier: 6 + i for i, tier in enumerate(settings.tiers)}
+        # KEYS index of each tier's recent list: after the 5 fixed keys and the batch marker.
+        self._recent_index = {tier: 7 + i for i, tier in enumerate(settings.tiers)}
 
     def encode(self, events: list[Event], batch_id: str, now_s: float) -> EncodedBatch:
         """The script call that writes `events` once, under the idempotency marker `batch_id`."""
@@ -101,13 +109,22 @@ class BatchEncoder:
         table = _KeyTable([*self._fixed, self._keys.written_batch(batch_id), *self._recent])
         increments = self._query_increments(query_sums, table)
         increments += self._routing_increments(routing_sums, table)
+        retirements: list[Arg] = []
+        for index, retires_at in table.retirements.items():
+            retirements += (index, retires_at)
         pushes: list[Arg] = []
         for tier, newest in recent.items():
             for _, _, _, latency, tokens, generation, _ in newest:
                 pushes += (self._recent_index[tier], f"{tokens} {generation!r} {latency!r}")
         head = self._head(now_s, len(query_entries), len(routing_entries))
-        counts = [len(increments) // 3, len(pushes) // 2, len(availability) // 2]
-        args = head + counts + query_entries + routing_entries + increments + pushes + availability
+        counts = [
+            len(increments) // 3,
+            len(pushes) // 2,
+            len(availability) // 2,
+            len(retirements) // 2,
+        ]
+        sections = [query_entries, routing_entries, increments, pushes, availability, retirements]
+        args = head + counts + [arg for section in sections for arg in section]
         return EncodedBatch(table.keys, args)
 
     def _head(self, now_s: float, queries: int, decisions: int) -> list[Arg]:
@@ -129,9 +146,10 @@ class BatchEncoder:
         s, keys = self._settings, self._keys
         name = keys.query_bucket if kind == "q" else keys.routing_bucket
         rollup_start = fine_start // s.rollup_s * s.rollup_s
-        return table.index(name(s.bucket_s, fine_start)), table.index(
-            name(s.rollup_s, rollup_start)
-        )
+        # A bucket retires once the whole retention period has passed since its end.
+        fine = table.bucket(name(s.bucket_s, fine_start), fine_start + s.bucket_s + s.retention_s)
+        rollup_end = rollup_start + s.rollup_s + s.retention_s
+        return fine, table.bucket(name(s.rollup_s, rollup_start), rollup_end)
 
     def _query_increments(self, sums: QuerySums, table: _KeyTable) -> list[Arg]:
         out: list[Arg] = []

@@ -32,6 +32,7 @@ from metrics_store.errors import InvalidMetric
 from metrics_store.events import Event, QueryEvent, RoutingEvent
 from metrics_store.keys import Keys
 from metrics_store.redis_client import sync_client
+from metrics_store.retention import prune_retired_buckets
 from metrics_store.scripts import INGEST, lua_source
 from metrics_store.settings import Settings, get_settings
 from metrics_store.validation import (
@@ -192,7 +193,7 @@ class MetricsCollector:
 
     # --- the flusher thread --------------------------------------------------------------------
     def _run(self) -> None:
-        beat_due = 0.0
+        beat_due = prune_due = 0.0
         while not self._stopping.is_set():
             batch, markers = self._take_batch()
             if batch or markers:
@@ -201,9 +202,13 @@ class MetricsCollector:
                     marker.set()
                 beat_due = self._clock.now() + self._settings.heartbeat_interval_s
                 continue
-            if self._clock.now() >= beat_due:
+            now = self._clock.now()
+            if now >= prune_due:
+                self._prune(now)
+                prune_due = now + self._settings.bucket_s
+            if now >= beat_due:
                 self._heartbeat()
-                beat_due = self._clock.now() + self._settings.heartbeat_interval_s
+                beat_due = now + self._settings.heartbeat_interval_s
             self._wake.wait(self._settings.flush_interval_s)
             self._wake.clear()
 
@@ -268,6 +273,12 @@ class MetricsCollector:
     def _backoff_s(self, attempt: int) -> float:
         ceiling = min(self._settings.retry_max_backoff_s, 0.05 * 2**attempt)
         return random.uniform(ceiling / 2, ceiling)  # jitter spreads reconnecting flushers
+
+    def _prune(self, now_s: float) -> None:
+        try:
+            prune_retired_buckets(self._client, self._keys, now_s)
+        except redis.RedisError as exc:
+            log.debug("pruning retired buckets failed: %s", exc)
 
     def _heartbeat(self) -> None:
         try:

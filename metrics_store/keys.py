@@ -14,6 +14,7 @@ key                                type         holds
 {p}:r:<size>s:<start>              sorted set   routing counters of one time bucket
 {p}:q:recent:<tier>                list         the tier's newest queries, newest first
 {p}:availability                   hash         "<node>:<tier>" -> "<available>/<total>"
+{p}:buckets                        sorted set   every bucket key -> the epoch second it retires
 =================================  ===========  ==============================================
 
 Live keys (they change by themselves: heartbeats, locks, expiring snapshots):
@@ -67,6 +68,10 @@ class Keys:
     @property
     def availability(self) -> str:
         return f"{self.root}:availability"
+
+    @property
+    def bucket_index(self) -> str:
+        return f"{self.root}:buckets"
 
     # --- live ------------------------------------------------------------------------------
     @property

@@ -5,31 +5,34 @@
 --
 -- KEYS[1] = query stream              KEYS[2] = routing stream
 -- KEYS[3] = live nodes (sorted set)   KEYS[4] = availability (hash)
--- KEYS[5] = this batch's id marker
--- KEYS[6..5+ARGV[7]] = the recent-query list of each configured tier; then the bucket keys
+-- KEYS[5] = bucket index (sorted set)  KEYS[6] = this batch's id marker
+-- KEYS[7..6+ARGV[7]] = the recent-query list of each configured tier; then the bucket keys
 -- ARGV[1] = batch id ttl (s)          ARGV[2] = stream MAXLEN (approximate)
 -- ARGV[3] = retention (s)             ARGV[4] = recent-list length
 -- ARGV[5] = node name                 ARGV[6] = now (epoch s), the node's heartbeat
 -- ARGV[7] = number of recent-query lists
--- ARGV[8..12] = how many query entries, routing entries, increments, pushes, availabilities
--- ARGV[13..] = those sections in that order:
+-- ARGV[8..13] = how many query entries, routing entries, increments, pushes, availabilities,
+--               retirements
+-- ARGV[14..] = those sections in that order:
 --   query entry:   "ts tier latency_ms tokens generation_ms error"      (1 value)
 --   routing entry: "ts complexity tier score decision_ms fallback"      (1 value)
 --   increment:     KEYS index of the bucket, member, amount            (3 values)
 --   push:          KEYS index of the recent list, entry                (2 values)
 --   availability:  field "<node>:<tier>", value "<available>/<total>"  (2 values)
+--   retirement:    KEYS index of a bucket, epoch second it retires     (2 values)
 -- Returns the number of stream entries written, or -1 if this batch id was written before.
 
 -- The marker makes a retried batch idempotent: a retry after a timeout whose first attempt
 -- did reach Redis finds the marker and writes nothing.
-if not redis.call('SET', KEYS[5], '1', 'NX', 'EX', ARGV[1]) then
+if not redis.call('SET', KEYS[6], '1', 'NX', 'EX', ARGV[1]) then
   return -1
 end
 
 local maxlen, node = ARGV[2], ARGV[5]
 local queries, decisions = tonumber(ARGV[8]), tonumber(ARGV[9])
-local increments, pushes, availabilities = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
-local i = 13
+local increments, pushes = tonumber(ARGV[10]), tonumber(ARGV[11])
+local availabilities, retirements = tonumber(ARGV[12]), tonumber(ARGV[13])
+local i = 14
 
 -- An entry travels as one space-separated argument: one argument per event instead of six
 -- keeps the client's encoding cost down; the stream still gets one field per value.
@@ -60,13 +63,19 @@ for _ = 1, availabilities do
   redis.call('HSET', KEYS[4], ARGV[i], ARGV[i + 1])
   i = i + 2
 end
+-- The index lets collectors delete buckets by the store's own clock (metrics_store/retention.py);
+-- EXPIRE below is the backstop for a store nobody writes to any more.
+for _ = 1, retirements do
+  redis.call('ZADD', KEYS[5], 'GT', ARGV[i + 1], KEYS[tonumber(ARGV[i])])
+  i = i + 2
+end
 
 -- Once per key, not per event: every bucket and list lives for the retention period after
 -- its last write, and each recent list keeps only its newest entries.
 local retention = ARGV[3]
-local last_recent = 5 + tonumber(ARGV[7])
+local last_recent = 6 + tonumber(ARGV[7])
 local keep = tonumber(ARGV[4]) - 1
-for k = 6, #KEYS do
+for k = 7, #KEYS do
   if k <= last_recent then
     redis.call('LTRIM', KEYS[k], 0, keep)
   end

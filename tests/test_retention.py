@@ -1,0 +1,76 @@
+"""Retention and retries: a simulated day reaches a steady state; a retried batch counts once."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from metrics_store.batch import BatchEncoder
+from metrics_store.reader import MetricsReader
+from metrics_store.retention import prune_retired_buckets
+from metrics_store.scripts import INGEST, lua_source
+from metrics_store.settings import Settings
+from tests.conftest import T0
+from tests.harness import StoreHarness, make_harness
+
+HOUR = 3600
+
+
+@pytest.fixture
+def harness(settings: Settings) -> Iterator[StoreHarness]:
+    h = make_harness("redis", settings.model_copy(update={"stream_maxlen": 500}), T0)
+    yield h
+    h.close()
+
+
+def test_a_simulated_day_reaches_a_steady_state(harness: StoreHarness) -> None:
+    key_counts: dict[int, int] = {}
+    memory: dict[int, int] = {}
+    for step in range(24 * 6):  # every 10 simulated minutes for a day
+        harness.clock.set(T0 + step * 600)
+        for i in range(20):
+            harness.collector.record_query("Q2", 100.0 + i, 10, 50.0)
+            harness.collector.record_routing_decision("SIMPLE", "Q2", 1.0, 2.0)
+        harness.collector.flush()
+        prune_retired_buckets(harness.client, harness.keys, harness.clock.now())
+        if step % 6 == 5:
+            hour = (step + 1) // 6
+            key_counts[hour] = len(harness.data_keys())
+            memory[hour] = int(harness.client.info("memory")["used_memory"])
+
+    retention_h = harness.settings.retention_s // HOUR
+    settled = {h: n for h, n in key_counts.items() if h > retention_h + 1}
+    assert len(set(settled.values())) == 1, key_counts  # the same keys, hour after hour
+    assert key_counts[24] < 80  # two hours of buckets, two streams, lists, index
+    assert max(memory[h] for h in settled) <= 1.05 * min(memory[h] for h in settled), memory
+    assert harness.client.xlen(harness.keys.query_stream) <= 600  # capped (MAXLEN ~ 500)
+    # The window still answers: the last half hour holds its three steps of 20 queries.
+    assert harness.read(MetricsReader.queries).totalQueries == 60
+
+
+def test_the_collector_prunes_retired_buckets_by_itself(harness: StoreHarness) -> None:
+    harness.collector.record_query("Q3", 10.0, 1, 1.0)
+    harness.collector.flush()
+    first_bucket = harness.keys.query_bucket(10, int(T0) // 10 * 10)
+    assert harness.client.exists(first_bucket)
+    harness.clock.advance(harness.settings.retention_s + 60)
+    deadline = time.monotonic() + 10
+    while harness.client.exists(first_bucket) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not harness.client.exists(first_bucket)
+    assert harness.client.zcard(harness.keys.bucket_index) == 0
+
+
+def test_a_retried_batch_is_counted_once(harness: StoreHarness) -> None:
+    """A retry after a lost reply: the first attempt reached Redis, the retry must not count."""
+    encoder = BatchEncoder(harness.settings, harness.keys)
+    events = [("q", T0, "Q4", 500.0, 50, 400.0, False)] * 7
+    encoded = encoder.encode(events, uuid.uuid4().hex, T0)  # type: ignore[arg-type]
+    ingest = harness.client.register_script(lua_source(INGEST))
+    assert ingest(keys=encoded.keys, args=encoded.args) == 7
+    assert ingest(keys=encoded.keys, args=encoded.args) == -1
+    assert harness.read(MetricsReader.queries).totalQueries == 7
+    assert harness.client.xlen(harness.keys.query_stream) == 7
