@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import redis
 import redis.asyncio as aioredis
 from redis.backoff import NoBackoff
@@ -34,3 +36,15 @@ def async_client(settings: Settings) -> aioredis.Redis:
         socket_timeout=settings.redis_command_timeout_s,
         health_check_interval=HEALTH_CHECK_INTERVAL_S,
     )
+
+
+async def drop_idle_connections(client: aioredis.Redis) -> None:
+    """Close the pool's idle connections, after a failure that may mean Redis restarted.
+
+    Every idle connection of a restarted Redis is dead, and with no retries each one would
+    fail one command of its own before the pool replaced it: one lost tick or heartbeat per
+    pooled connection. Connections in use are left alone; their requests fail by themselves.
+    """
+    # Closing a dead socket may complain; it is closed all the same.
+    with contextlib.suppress(redis.RedisError, OSError):
+        await client.connection_pool.disconnect(inuse_connections=False)

@@ -1,4 +1,4 @@
-"""The `metrics-store` command: up, api, sampler, worker, simulate."""
+"""The `metrics-store` command: up, api, sampler, worker, simulate, watch."""
 
 from __future__ import annotations
 
@@ -9,17 +9,27 @@ from collections.abc import Callable, Sequence
 
 from pydantic import ValidationError
 
+from workers.watch import DEFAULT_URL
+
 log = logging.getLogger("metrics_store.cli")
 
 Handler = Callable[[argparse.Namespace], int]
 
 
 def _cmd_api(args: argparse.Namespace) -> int:
-    import uvicorn
+    from api.serve import serve
 
     print(f"metrics-store API on http://{args.host}:{args.port}/  (docs: /api/docs)", flush=True)
-    uvicorn.run("api.main:app", host=args.host, port=args.port, log_level="warning")
+    serve(args.host, args.port)
     return 0
+
+
+def _cmd_watch(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from workers.watch import Watcher, watch
+
+    return asyncio.run(watch(Watcher(args.url, args.count), max_backoff_s=args.max_backoff))
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
@@ -43,7 +53,22 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     api.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     api.set_defaults(handler=_cmd_api)
+
+    watch = sub.add_parser("watch", help="print the live stream, one line per update")
+    watch.add_argument("--url", default=DEFAULT_URL, help=f"default {DEFAULT_URL}")
+    watch.add_argument("--count", type=_positive_int, help="exit after this many updates")
+    watch.add_argument(
+        "--max-backoff", type=float, default=30.0, help="longest reconnect wait, s (default 30)"
+    )
+    watch.set_defaults(handler=_cmd_watch)
     return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
