@@ -1,11 +1,12 @@
-"""Dependencies of the routes: the settings and the reader, kept on app.state by the lifespan."""
+"""Route dependencies: settings, reader and live stream, kept on app.state by the lifespan."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, WebSocket
 
+from api.live import LiveStream
 from metrics_store.reader import MetricsReader
 from metrics_store.settings import Settings
 
@@ -20,5 +21,11 @@ def get_app_settings(request: Request) -> Settings:
     return settings
 
 
+def get_live(websocket: WebSocket) -> LiveStream:
+    live: LiveStream = websocket.app.state.live
+    return live
+
+
 ReaderDep = Annotated[MetricsReader, Depends(get_reader)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+LiveDep = Annotated[LiveStream, Depends(get_live)]

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
+from api.live import LiveStream
 from api.routes import router
 from metrics_store.clock import Clock
 from metrics_store.reader import MetricsReader
@@ -22,16 +23,25 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         resolved = settings or get_settings()
         client = async_client(resolved)
+        reader = MetricsReader(client, resolved, clock)
+        live = LiveStream(client, reader, resolved, clock)
         app.state.settings = resolved
-        app.state.reader = MetricsReader(client, resolved, clock)
+        app.state.reader = reader
+        app.state.live = live
+        # Nothing here touches Redis: the app starts (and answers 503) while Redis is away,
+        # and the live loops connect by themselves once it is back.
+        live.start()
         try:
             yield
         finally:
+            await live.stop()
             await client.aclose()
 
     app = FastAPI(
         title="metrics-store",
         summary="Live telemetry of an LLM-serving backend, from Redis.",
+        description="REST endpoints below; the live stream is the WebSocket "
+        "`/api/metrics/ws` (one `metrics_update` a second; see docs/live-stream.md).",
         lifespan=lifespan,
         docs_url="/api/docs",
         openapi_url="/api/openapi.json",

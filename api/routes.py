@@ -1,12 +1,12 @@
-"""The REST endpoints under /api/metrics/."""
+"""The endpoints under /api/metrics/: REST, and the live WebSocket."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, WebSocket
 
-from api.deps import ReaderDep
+from api.deps import LiveDep, ReaderDep
 from api.responses import ErrorBody, OrjsonResponse
 from metrics_store.settings import NAME_PATTERN
 from metrics_store.shapes import QueryMetrics, ResourceMetrics, RoutingMetrics, TiersResponse
@@ -52,3 +52,9 @@ async def get_resources(
 async def get_routing(reader: ReaderDep) -> OrjsonResponse:
     """The complexity x tier decision matrix, decision figures and model availability."""
     return OrjsonResponse(await reader.routing())
+
+
+@router.websocket("/ws")
+async def metrics_ws(websocket: WebSocket, live: LiveDep) -> None:
+    """The live stream: the latest metrics_update at once, then one a second."""
+    await live.serve(websocket)

@@ -25,7 +25,7 @@ Live keys (they change by themselves: heartbeats, locks, expiring snapshots):
 {p}:live:history:<node>            list         the node's recent snapshots, newest first
 {p}:live:replicas                  sorted set   API replica -> epoch seconds of its last beat
 {p}:live:connections               hash         API replica -> its WebSocket client count
-{p}:live:tick                      string       lock of the replica computing this second
+{p}:live:tick:<second>             string       lock: the replica computing that second's update
 {p}:live:latest                    string       the latest metrics_update, JSON bytes
 {p}:live:updates                   channel      pub/sub: each metrics_update, JSON bytes
 {p}:live:batch:<id>                string       a written collector batch, for idempotent retry
@@ -93,9 +93,9 @@ class Keys:
     def connections(self) -> str:
         return f"{self.root}:live:connections"
 
-    @property
-    def tick_lock(self) -> str:
-        return f"{self.root}:live:tick"
+    def tick_lock(self, tick: int) -> str:
+        """The lock of one tick (epoch second): whoever sets it computes that update."""
+        return f"{self.root}:live:tick:{tick}"
 
     @property
     def latest_update(self) -> str:

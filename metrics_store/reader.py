@@ -86,9 +86,10 @@ class MetricsReader:
                 return ResourceMetrics(**fields, nodes=[entry])
         raise UnknownNode(node)
 
-    async def update(self) -> MetricsUpdate:
-        """Everything the live stream sends, read in a single round trip."""
-        now_s = self._clock.now()
+    async def update(self, now_s: float | None = None) -> MetricsUpdate:
+        """Everything the live stream sends, read in a single round trip, as of `now_s`."""
+        if now_s is None:
+            now_s = self._clock.now()
         stages = (
             self._stage_queries,
             self._stage_tiers,

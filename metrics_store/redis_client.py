@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
@@ -48,3 +49,15 @@ def redacted_url(url: str) -> str:
     host = f"[{host}]" if ":" in host else host  # an IPv6 literal keeps its brackets
     port = f":{parts.port}" if parts.port is not None else ""
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+
+
+async def drop_idle_connections(client: aioredis.Redis) -> None:
+    """Close the pool's idle connections, after a failure that may mean Redis restarted.
+
+    Every idle connection of a restarted Redis is dead, and with no retries each one would
+    fail one command of its own before the pool replaced it: one lost tick or heartbeat per
+    pooled connection. Connections in use are left alone; their requests fail by themselves.
+    """
+    # Closing a dead socket may complain; it is closed all the same.
+    with contextlib.suppress(redis.RedisError, OSError):
+        await client.connection_pool.disconnect(inuse_connections=False)

@@ -9,6 +9,7 @@ import tempfile
 import time
 from collections.abc import Mapping
 from types import TracebackType
+from typing import IO
 
 import httpx
 
@@ -32,16 +33,22 @@ class CliProcess:
         self.args = args
         self.env = dict(env)
         self.process: subprocess.Popen[bytes] | None = None
-        # A file, not a pipe: a chatty child must never block on a pipe nobody reads.
+        # Files, not pipes: a chatty child must never block on a pipe nobody reads.
+        self._stdout = tempfile.TemporaryFile()  # noqa: SIM115 (closed in stop())
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed in stop())
 
     def start(self) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "workers.cli", *self.args],
             env=self.env,
-            stdout=subprocess.DEVNULL,
+            stdout=self._stdout,
             stderr=self._stderr,
         )
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
 
     def stop(self, timeout_s: float = 10.0) -> None:
         process = self.process
@@ -65,12 +72,14 @@ class CliProcess:
 
     def stderr_text(self) -> str:
         """What the process has written to stderr so far."""
-        if self._stderr.closed:
-            return ""
-        self._stderr.seek(0)
-        return self._stderr.read().decode(errors="replace")
+        return _read_all(self._stderr)
+
+    def stdout_text(self) -> str:
+        """What the process has written to stdout so far."""
+        return _read_all(self._stdout)
 
     def _close_pipes(self) -> None:
+        self._stdout.close()
         self._stderr.close()
 
     def __enter__(self) -> CliProcess:
@@ -86,6 +95,13 @@ class CliProcess:
         self.stop()
 
 
+def _read_all(file: IO[bytes]) -> str:
+    if file.closed:
+        return ""
+    file.seek(0)
+    return file.read().decode(errors="replace")
+
+
 class ApiProcess(CliProcess):
     """An API replica (`metrics-store api`) on a free port, ready once it answers."""
 
@@ -97,9 +113,17 @@ class ApiProcess(CliProcess):
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/api/metrics/ws"
+
     def start(self) -> None:
-        super().start()
+        self.launch()
         self.wait_ready()
+
+    def launch(self) -> None:
+        """Start the process without waiting for it to answer."""
+        super().start()
 
     def wait_ready(self, timeout_s: float = 20.0) -> None:
         deadline = time.monotonic() + timeout_s
@@ -116,3 +140,18 @@ class ApiProcess(CliProcess):
 
     def get(self, path: str) -> httpx.Response:
         return httpx.get(f"{self.base_url}{path}", timeout=5.0)
+
+
+def start_replicas(env: Mapping[str, str], count: int) -> list[ApiProcess]:
+    """`count` API replicas on one store, started side by side and all ready."""
+    replicas = [ApiProcess(env) for _ in range(count)]
+    try:
+        for replica in replicas:
+            replica.launch()
+        for replica in replicas:
+            replica.wait_ready()
+    except BaseException:
+        for replica in replicas:
+            replica.stop()
+        raise
+    return replicas

@@ -1,4 +1,4 @@
-"""The `metrics-store` command: up, api, sampler, worker, simulate."""
+"""The `metrics-store` command: up, api, sampler, worker, simulate, watch."""
 
 from __future__ import annotations
 
@@ -6,30 +6,31 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import ValidationError
+
+from metrics_store.redis_client import redacted_url
+from workers.watch import DEFAULT_URL
 
 log = logging.getLogger("metrics_store.cli")
 
 Handler = Callable[[argparse.Namespace], int]
 
 
-def redacted(url: str) -> str:
-    """The URL without its password, for printing."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 def _cmd_api(args: argparse.Namespace) -> int:
-    import uvicorn
+    from api.serve import serve
 
     print(f"metrics-store API on http://{args.host}:{args.port}/  (docs: /api/docs)", flush=True)
-    uvicorn.run("api.main:app", host=args.host, port=args.port, log_level="warning")
+    serve(args.host, args.port)
     return 0
+
+
+def _cmd_watch(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from workers.watch import Watcher, watch
+
+    return asyncio.run(watch(Watcher(args.url, args.count), max_backoff_s=args.max_backoff))
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
@@ -44,8 +45,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     queues = args.queues.split(",") if args.queues else settings.job_queues
-    print(f"metrics-store worker on {redacted(settings.redis_url)}, queues {', '.join(queues)}",
-          flush=True)  # fmt: skip
+    where = redacted_url(settings.redis_url)
+    print(f"metrics-store worker on {where}, queues {', '.join(queues)}", flush=True)
     run_worker(settings, queues, burst=args.burst)
     return 0
 
@@ -59,8 +60,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         return 2
     settings = get_settings()
     target = "the collector" if args.direct else f"rq queue {settings.job_queues[0]!r}"
-    print(f"metrics-store simulate: {args.rate}/s into {target} on {redacted(settings.redis_url)}",
-          flush=True)  # fmt: skip
+    where = redacted_url(settings.redis_url)
+    print(f"metrics-store simulate: {args.rate}/s into {target} on {where}", flush=True)
     run_simulation(settings, args.rate, args.duration, args.direct)
     return 0
 
@@ -104,7 +105,22 @@ def build_parser() -> argparse.ArgumentParser:
         "sampler", help="write this node's hardware snapshot to Redis every interval"
     )
     sampler.set_defaults(handler=_cmd_sampler)
+
+    watch = sub.add_parser("watch", help="print the live stream, one line per update")
+    watch.add_argument("--url", default=DEFAULT_URL, help=f"default {DEFAULT_URL}")
+    watch.add_argument("--count", type=_positive_int, help="exit after this many updates")
+    watch.add_argument(
+        "--max-backoff", type=float, default=30.0, help="longest reconnect wait, s (default 30)"
+    )
+    watch.set_defaults(handler=_cmd_watch)
     return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,70 @@
+"""Each replica's one subscriber: relays every published update to this replica's clients.
+
+One subscription per replica, however many clients: Redis sends each update once to each
+replica, and the hub hands the same decoded text to every local slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from api.live.hub import ClientHub
+from api.live.slot import Frame
+from metrics_store.backoff import Backoff
+from metrics_store.keys import Keys
+
+log = logging.getLogger(__name__)
+
+# get_message() returns at least this often, so the connection's health check (a PING after
+# a quiet spell) runs and a half-open connection is noticed rather than waited on forever.
+POLL_S = 1.0
+
+
+class Relay:
+    """Subscribes to the updates channel and publishes each update to the hub.
+
+    A lost subscription (Redis restarted, network cut) is retried with backoff; the clients
+    stay connected meanwhile and simply get the next update once it flows again.
+    """
+
+    def __init__(self, client: aioredis.Redis, keys: Keys, hub: ClientHub) -> None:
+        self._client = client
+        self._channel = keys.updates_channel
+        self._hub = hub
+
+    async def run(self) -> None:
+        """Relay until cancelled, resubscribing after any failure."""
+        backoff = Backoff(base_s=0.1, cap_s=2.0)
+        while True:
+            try:
+                await self._subscribe_and_relay(backoff)
+            except (RedisError, OSError) as exc:
+                if backoff.failures == 0:
+                    log.warning("live relay: subscription lost (%s); resubscribing", exc)
+            await asyncio.sleep(backoff.next_delay())
+
+    async def _subscribe_and_relay(self, backoff: Backoff) -> None:
+        pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(self._channel)
+            if backoff.failures:
+                log.info("live relay: subscribed again")
+            backoff.reset()
+            while True:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=POLL_S)
+                if message is not None and message["type"] == "message":
+                    self._relay(message["data"])
+        finally:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]  # unannotated in redis-py
+
+    def _relay(self, payload: bytes) -> None:
+        try:
+            frame = Frame.from_payload(payload)
+        except ValueError as exc:  # orjson.JSONDecodeError is a ValueError too
+            log.warning("live relay: ignoring a message that is not an update: %s", exc)
+            return
+        self._hub.publish(frame)

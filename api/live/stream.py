@@ -1,0 +1,128 @@
+"""A replica's share of the live stream: ticker, relay, heartbeat and clients, in one object."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+from starlette.websockets import WebSocket
+
+from api.live.client import GOING_AWAY, serve_client
+from api.live.hub import ClientHub
+from api.live.relay import Relay
+from api.live.slot import Frame
+from api.live.ticker import Ticker
+from metrics_store.backoff import Backoff
+from metrics_store.clock import Clock, SystemClock
+from metrics_store.keys import Keys
+from metrics_store.reader import MetricsReader
+from metrics_store.redis_client import drop_idle_connections
+from metrics_store.replicas import ReplicaRegistry, new_replica_id
+from metrics_store.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Shutdown waits this long for clients to take their close frame before moving on.
+CLOSE_CLIENTS_TIMEOUT_S = 2.0
+DEREGISTER_TIMEOUT_S = 1.0
+
+
+class LiveStream:
+    """Started by the app lifespan; serves the /api/metrics/ws clients of this replica.
+
+    >>> live = LiveStream(client, reader, settings)
+    >>> live.start()
+    >>> await live.serve(websocket)   # in the WebSocket route
+    >>> await live.stop()             # clients get 1001, the replica leaves the registry
+    """
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        reader: MetricsReader,
+        settings: Settings,
+        clock: Clock | None = None,
+    ) -> None:
+        clock = clock or SystemClock()
+        keys = Keys(settings.key_prefix)
+        self.replica_id = new_replica_id(settings.node)
+        self.hub = ClientHub()
+        self.ticker = Ticker(client, reader, keys, clock, self.replica_id)
+        self.relay = Relay(client, keys, self.hub)
+        self.registry = ReplicaRegistry(client, settings, self.replica_id, clock)
+        self._client = client
+        self._keys = keys
+        self._beat_interval_s = settings.heartbeat_interval_s
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        """Start the ticker, the relay and the heartbeat on the running event loop."""
+        self._spawn("live-ticker", self.ticker.run())
+        self._spawn("live-relay", self.relay.run())
+        self._spawn("live-heartbeat", self._beat_forever())
+
+    async def stop(self) -> None:
+        """Close the clients (1001), stop the tasks, and leave the replica registry."""
+        await self.close_clients(GOING_AWAY)
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)  # not gather: see client._first_to_finish
+        try:
+            async with asyncio.timeout(DEREGISTER_TIMEOUT_S):
+                await self.registry.remove()
+        except (RedisError, OSError, TimeoutError) as exc:
+            # Not fatal: readers stop counting this replica once its beat ages out.
+            log.warning("live: could not leave the replica registry: %s", exc)
+
+    async def close_clients(self, code: int, timeout_s: float = CLOSE_CLIENTS_TIMEOUT_S) -> None:
+        """Ask every client to close with `code`; wait (bounded) until they have."""
+        self.hub.close_all(code)
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while self.hub.count and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
+
+    async def serve(self, websocket: WebSocket) -> None:
+        """Serve one WebSocket client until it leaves."""
+        await serve_client(websocket, self.hub, self.latest)
+
+    async def latest(self) -> Frame | None:
+        """The latest published update, or None if there is none or Redis cannot say."""
+        try:
+            payload = await self._client.get(self._keys.latest_update)
+            return None if payload is None else Frame.from_payload(payload)
+        except (RedisError, OSError, ValueError) as exc:
+            log.debug("live: no latest update for a new client: %s", exc)
+            return None
+
+    async def _beat_forever(self) -> None:
+        backoff = Backoff(base_s=0.1, cap_s=self._beat_interval_s)
+        while True:
+            try:
+                await self.registry.beat(self.hub.count)
+            except (RedisError, OSError) as exc:
+                if backoff.failures == 0:
+                    log.warning("live: replica heartbeat failed (%s); retrying", exc)
+                await drop_idle_connections(self._client)
+                await asyncio.sleep(backoff.next_delay())
+                continue
+            if backoff.failures:
+                log.info("live: replica heartbeat is back")
+            backoff.reset()
+            await asyncio.sleep(self._beat_interval_s)
+
+    def _spawn(self, name: str, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro, name=name)
+        task.add_done_callback(_log_crash)
+        self._tasks.append(task)
+
+
+def _log_crash(task: asyncio.Task[None]) -> None:
+    """The loops end only when cancelled; anything else is a bug worth a traceback."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("live: %s stopped", task.get_name(), exc_info=exc)

@@ -1,0 +1,68 @@
+"""The WebSocket route in process (TestClient): first update, what closes a client, shutdown."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+from starlette.testclient import WebSocketTestSession
+
+from api.live.client import GOING_AWAY, MAX_CLIENT_MESSAGE_BYTES
+from api.main import create_app
+from metrics_store.settings import Settings
+
+WS = "/api/metrics/ws"
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def next_close(ws: WebSocketTestSession) -> dict[str, Any]:
+    """Skip updates until the server's close message."""
+    while (message := ws.receive())["type"] != "websocket.close":
+        assert message["type"] == "websocket.send"
+    return message
+
+
+def test_first_update_comes_within_a_second_in_the_rest_shapes(client: TestClient) -> None:
+    started = time.monotonic()
+    with client.websocket_connect(WS) as ws:
+        update = orjson.loads(ws.receive_text())
+        assert time.monotonic() - started < 1.5
+        ws.send_text("hello")  # read and ignored
+        later = orjson.loads(ws.receive_text())
+    assert set(update) == {"type", "timestamp", "queries", "tiers", "resources", "routing"}
+    assert update["type"] == "metrics_update"
+    assert set(update["queries"]) == set(client.get("/api/metrics/queries").json())
+    assert len(update["tiers"]) == 3
+    assert update["resources"]["activeConnections"] >= 0
+    assert len(update["routing"]["decisionMatrix"]) == 9
+    assert later["timestamp"] > update["timestamp"]
+
+
+def test_binary_message_closes_the_client_with_1003(client: TestClient) -> None:
+    with client.websocket_connect(WS) as ws:
+        ws.send_bytes(b"\x00\xff garbage")
+        assert next_close(ws)["code"] == 1003
+
+
+def test_oversized_message_closes_the_client_with_1009(client: TestClient) -> None:
+    with client.websocket_connect(WS) as ws:
+        ws.send_text("x" * (MAX_CLIENT_MESSAGE_BYTES + 1))
+        assert next_close(ws)["code"] == 1009
+
+
+def test_shutdown_closes_clients_with_1001(client: TestClient) -> None:
+    app: Any = client.app
+    with client.websocket_connect(WS) as ws:
+        ws.receive_text()
+        assert client.portal is not None
+        client.portal.call(app.state.live.close_clients, GOING_AWAY)
+        assert next_close(ws)["code"] == GOING_AWAY
