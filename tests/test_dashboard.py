@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Page, WebSocketRoute, expect
 
 from metrics_store.collector import MetricsCollector
 from metrics_store.settings import Settings
@@ -65,10 +66,17 @@ def api(api_env: dict[str, str]) -> Iterator[ApiProcess]:
 
 
 @contextmanager
-def open_page(browser: Browser, api: ApiProcess, width: int = 1400) -> Iterator[Page]:
+def open_page(
+    browser: Browser,
+    api: ApiProcess,
+    width: int = 1400,
+    prepare: Callable[[Page], None] | None = None,
+) -> Iterator[Page]:
     """The dashboard in a fresh browser context; fails on page errors or outside requests."""
     context = browser.new_context(viewport={"width": width, "height": 1000})
     page = context.new_page()
+    if prepare is not None:
+        prepare(page)
     errors: list[str] = []
     outside: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -220,3 +228,37 @@ def test_narrow_window_fits_without_sideways_scrolling(browser: Browser, api: Ap
             "document.documentElement.scrollWidth - document.documentElement.clientWidth"
         )
         assert overflow <= 0
+
+
+def test_websocket_updates_make_the_page_live(browser: Browser, api: ApiProcess) -> None:
+    # The relay is not on this branch: Playwright stands in for /api/metrics/ws. The first
+    # connection is ours; later ones go to the real server (which refuses them, for now).
+    sockets: list[WebSocketRoute] = []
+
+    def route(ws: WebSocketRoute) -> None:
+        if sockets:
+            ws.connect_to_server()
+        sockets.append(ws)
+
+    def prepare(page: Page) -> None:
+        page.route_web_socket("**/api/metrics/ws", route)
+
+    with open_page(browser, api, prepare=prepare) as page:
+        expect_state(page, "live")
+        queries = api.get("/api/metrics/queries").json()
+        update = {
+            "type": "metrics_update",
+            "timestamp": "2025-01-01T00:00:00Z",
+            "queries": {**queries, "totalQueries": 4242},  # a number only the socket says
+            "tiers": api.get("/api/metrics/tiers").json()["tiers"],
+            "resources": api.get("/api/metrics/resources").json(),
+            "routing": api.get("/api/metrics/routing").json(),
+        }
+        sockets[0].send(json.dumps(update))
+        expect_texts(page, {"q-total": "4242"})
+        expect_panels(page, "fresh")
+        expect_texts(page, routing_texts(update["routing"]))
+
+        sockets[0].close()
+        expect_state(page, "polling")
+        expect_texts(page, {"q-total": js_num(queries["totalQueries"])})
