@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format bench redis-server clean
+.PHONY: run test lint format bench screenshot redis-server clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,9 +17,10 @@ run: $(STAMP)
 	@scripts/ensure-redis-server || echo "no redis-server: metrics-store will fall back to fakeredis"
 	$(BIN)/metrics-store up
 
-## test: run the test suite against a private redis-server
+## test: run the test suite against a private redis-server (and headless Chromium)
 test: $(STAMP)
 	scripts/ensure-redis-server
+	@scripts/ensure-chromium || echo "no chromium: the browser tests will be skipped"
 	$(BIN)/pytest -q
 
 ## lint: ruff (lint and format) and mypy strict on the three packages
@@ -38,6 +39,12 @@ bench: $(STAMP)
 	scripts/ensure-bench-tools
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m bench $(if $(FULL),--full,)
+
+## screenshot: docs/dashboard.png, the dashboard on the browser tests' data
+screenshot: $(STAMP)
+	scripts/ensure-redis-server
+	scripts/ensure-chromium
+	$(BIN)/python scripts/screenshot.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .metrics-store

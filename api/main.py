@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
 
 from api.errors import install_error_handlers
 from api.live import LiveStream
@@ -49,7 +52,23 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     )
     install_error_handlers(app)
     app.include_router(router)
+    mount_dashboard(app)
     return app
+
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+def mount_dashboard(app: FastAPI) -> None:
+    """The MetricsPage at `/`, its files under `/static/`; nothing catches `/api/*`."""
+
+    # A route for "/" and a mount for "/static", rather than StaticFiles at "/": a catch-all
+    # mount would answer /api paths that match no route (405s with the wrong Allow header).
+    @app.get("/", include_in_schema=False)
+    async def dashboard() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
 
 app = create_app()

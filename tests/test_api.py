@@ -120,3 +120,22 @@ def test_openapi_documents_every_endpoint_and_field(client: TestClient) -> None:
     query_fields = schema["components"]["schemas"]["QueryMetrics"]["properties"]
     assert all("description" in field for field in query_fields.values())
     assert client.get("/api/docs").status_code == 200
+
+
+def test_dashboard_is_served_at_the_root(client: TestClient) -> None:
+    page = client.get("/")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    # Relative URLs only, so the page works behind a proxy and loads nothing from outside.
+    assert 'src="static/app.js"' in page.text and 'href="static/style.css"' in page.text
+    assert "http://" not in page.text and "https://" not in page.text
+    for asset, kind in [("app.js", "javascript"), ("style.css", "text/css")]:
+        response = client.get(f"/static/{asset}")
+        assert response.status_code == 200
+        assert kind in response.headers["content-type"]
+
+
+def test_dashboard_leaves_api_errors_alone(client: TestClient) -> None:
+    assert_error_body(client.get("/api/nope").json(), "NotFound")
+    assert_error_body(client.get("/static/nope.js").json(), "NotFound")
+    assert "/" not in client.get("/api/openapi.json").json()["paths"]

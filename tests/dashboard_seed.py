@@ -1,0 +1,128 @@
+"""Known data for the dashboard: recorded events and two hand-written node snapshots.
+
+Shared by the browser tests and scripts/screenshot.py, so the screenshot shows what is tested.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import redis
+
+from metrics_store.clock import ManualClock
+from metrics_store.collector import MetricsCollector
+from metrics_store.keys import Keys
+from metrics_store.settings import Settings
+from metrics_store.shapes import GpuStatus
+from metrics_store.snapshots import NodeSnapshot
+
+GIB = 2**30
+MIB = 2**20
+
+# The API child must count these snapshots and heartbeats as live for the whole test, however
+# long it runs: nothing refreshes them.
+API_ENV = {"METRICS_NODE_TTL_S": "3600"}
+
+
+def _record_traffic(collector: MetricsCollector, clock: ManualClock, start: float) -> None:
+    """Queries spread over the chart's 18 ten-second buckets, with a rising then falling rate."""
+    for bucket in range(18):
+        per_bucket = 2 + (bucket * 7) % 11
+        for i in range(per_bucket):
+            clock.set(start + bucket * 10 + i * 10 / per_bucket)
+            tier = ("Q2", "Q2", "Q2", "Q3", "Q4")[(bucket + i) % 5]
+            latency_ms = {"Q2": 400.0, "Q3": 1300.0, "Q4": 3900.0}[tier] + 15.0 * ((i * 13) % 20)
+            tokens = {"Q2": 96, "Q3": 160, "Q4": 240}[tier] + (i * 7) % 40
+            collector.record_query(tier, latency_ms, tokens, latency_ms * 0.8, is_error=i == 7)
+
+
+def _record_routing(collector: MetricsCollector) -> None:
+    plan = [("SIMPLE", "Q2", 40), ("SIMPLE", "Q3", 6), ("MODERATE", "Q2", 9),
+            ("MODERATE", "Q3", 25), ("MODERATE", "Q4", 3), ("COMPLEX", "Q3", 7),
+            ("COMPLEX", "Q4", 18)]  # fmt: skip
+    base_score = {"SIMPLE": 1.5, "MODERATE": 5.0, "COMPLEX": 8.5}
+    for complexity, tier, count in plan:
+        for i in range(count):
+            score = base_score[complexity] + (i % 5) * 0.25
+            collector.record_routing_decision(
+                complexity, tier, score, 8.0 + i % 9, is_fallback=i % 12 == 11
+            )
+
+
+def record_events(settings: Settings) -> None:
+    """Queries over the last three minutes, routing decisions and model availability."""
+    now = time.time()
+    # Every event strictly in the past: one stamped ahead of the clock would join the totals
+    # only once its bucket begins, and the numbers would change under the tests' eyes.
+    start = now - 18 * 10 - 5
+    clock = ManualClock(start)
+    collector = MetricsCollector(settings, clock=clock)
+    try:
+        _record_traffic(collector, clock, start)
+        clock.set(now)
+        _record_routing(collector)
+        collector.update_model_availability("Q2", 3, 3)
+        collector.update_model_availability("Q3", 1, 2)
+        collector.update_model_availability("Q4", 0, 1)
+        collector.flush(timeout_s=10)
+    finally:
+        collector.close()
+    # Availability counts only live nodes; beat for this one rather than wait on the flusher.
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        client.zadd(Keys(settings.key_prefix).live_nodes, {settings.node: time.time()})
+    finally:
+        client.close()
+
+
+NODES = ("gpu-a", "gpu-b")  # the node selector lists them in this order
+# Per-node figures; sizes chosen so that no displayed value sits on a rounding tie.
+NODE_FIGURES: dict[str, dict[str, Any]] = {
+    "gpu-a": {"cpu_percent": 62.5, "cpu_cores": 16, "memory_used_bytes": 24 * GIB,
+              "memory_total_bytes": 64 * GIB, "vram_used_bytes": 17 * GIB,
+              "faiss_index_bytes": 500 * MIB, "disk_read_mbps": 15.3, "disk_write_mbps": 8.7,
+              "net_rx_mbps": 2.5, "net_tx_mbps": 1.8},
+    "gpu-b": {"cpu_percent": 31.25, "cpu_cores": 8, "memory_used_bytes": 10 * GIB,
+              "memory_total_bytes": 32 * GIB, "vram_used_bytes": 6 * GIB,
+              "faiss_index_bytes": 2 * GIB + 300 * MIB, "disk_read_mbps": 1.2,
+              "disk_write_mbps": 0.4, "net_rx_mbps": 0.75, "net_tx_mbps": 0.25},
+}  # fmt: skip
+# What every node reports alike (the cluster-wide values).
+CLUSTER_FIGURES: dict[str, Any] = {
+    "vram_total_bytes": 24 * GIB,
+    "redis_used_memory_bytes": 3 * MIB + 300 * 1024,
+    "jobs_active": 4,
+    "jobs_queued": 2,
+}
+
+
+def node_snapshots(sampled_at: float) -> list[NodeSnapshot]:
+    """One snapshot per node in NODES, as its sampler would have taken it at `sampled_at`."""
+    return [
+        NodeSnapshot(
+            node=node, sampled_at=sampled_at, gpus=[_gpu(figures)], **CLUSTER_FIGURES, **figures
+        )
+        for node, figures in NODE_FIGURES.items()
+    ]
+
+
+def _gpu(figures: dict[str, Any]) -> GpuStatus:
+    used = figures["vram_used_bytes"] / GIB
+    total = CLUSTER_FIGURES["vram_total_bytes"] / GIB
+    return GpuStatus(index=0, name="NVIDIA L4", memoryUsed=used, memoryTotal=total)
+
+
+def write_snapshots(redis_url: str, prefix: str) -> None:
+    """What each node's sampler would have written a moment ago."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        for snapshot in node_snapshots(time.time()):
+            client.hset(Keys(prefix).snapshots, snapshot.node, snapshot.model_dump_json())
+    finally:
+        client.close()
+
+
+def seed(settings: Settings) -> None:
+    record_events(settings)
+    write_snapshots(settings.redis_url, settings.key_prefix)
