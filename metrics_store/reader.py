@@ -20,6 +20,7 @@ from metrics_store.buckets import chart_starts, plan_window
 from metrics_store.clock import Clock, SystemClock
 from metrics_store.errors import StoreUnavailable, UnknownNode
 from metrics_store.keys import QUERY_COUNT, Keys, member
+from metrics_store.redis_client import drop_idle_connections
 from metrics_store.resources import resource_metrics
 from metrics_store.scripts import BUCKET_TOTALS, lua_source
 from metrics_store.settings import Settings
@@ -191,20 +192,26 @@ class MetricsReader:
                 offset += item.commands
             return results
 
-        return await self._with_scripts(attempt)
+        try:
+            try:
+                return await self._with_scripts(attempt)
+            except redis.ConnectionError:
+                # After a Redis restart every idle pooled connection is dead: drop them all
+                # and try once more on a fresh one, so the first request after recovery works.
+                await drop_idle_connections(self._client)
+                return await self._with_scripts(attempt)
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            raise StoreUnavailable(f"Redis unavailable: {exc}") from exc
 
     async def _with_scripts(self, attempt: Callable[[], Awaitable[list[Any]]]) -> list[Any]:
         """Run `attempt`, loading the scripts first and again if Redis has forgotten them."""
+        if not self._sha:
+            await self._load_scripts()
         try:
-            if not self._sha:
-                await self._load_scripts()
-            try:
-                return await attempt()
-            except NoScriptError:
-                await self._load_scripts()  # Redis restarted or SCRIPT FLUSH
-                return await attempt()
-        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-            raise StoreUnavailable(f"Redis unavailable: {exc}") from exc
+            return await attempt()
+        except NoScriptError:
+            await self._load_scripts()  # Redis restarted or SCRIPT FLUSH
+            return await attempt()
 
     async def _load_scripts(self) -> None:
         self._sha[BUCKET_TOTALS] = await self._client.script_load(lua_source(BUCKET_TOTALS))

@@ -22,7 +22,7 @@ MIB = 2**20
 
 # The API child must count these snapshots and heartbeats as live for the whole test, however
 # long it runs: nothing refreshes them.
-API_ENV = {"METRICS_NODE_TTL_S": "3600"}
+API_ENV = {"METRICS_NODE_TTL_S": "3600", "METRICS_NODE_PRUNE_AFTER_S": "7200"}
 
 
 def _record_traffic(collector: MetricsCollector, clock: ManualClock, start: float) -> None:

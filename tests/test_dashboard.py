@@ -102,8 +102,7 @@ def expect_texts(page: Page, expected: dict[str, str]) -> None:
 
 
 def wait_current(page: Page) -> None:
-    # `live` once the WebSocket relay is merged (the lead tightens this then); `polling` before.
-    expect_state(page, "live|polling")
+    expect_state(page, "live")
     expect_panels(page, "fresh")
 
 
@@ -231,13 +230,14 @@ def test_narrow_window_fits_without_sideways_scrolling(browser: Browser, api: Ap
 
 
 def test_websocket_updates_make_the_page_live(browser: Browser, api: ApiProcess) -> None:
-    # The relay is not on this branch: Playwright stands in for /api/metrics/ws. The first
-    # connection is ours; later ones go to the real server (which refuses them, for now).
+    # Playwright stands in for /api/metrics/ws, so the test decides what the socket says: the
+    # first connection is ours; later ones are refused, as by a proxy that drops WebSockets.
     sockets: list[WebSocketRoute] = []
 
     def route(ws: WebSocketRoute) -> None:
         if sockets:
-            ws.connect_to_server()
+            ws.close(code=1011, reason="refused by the test")
+            return
         sockets.append(ws)
 
     def prepare(page: Page) -> None:
