@@ -9,7 +9,13 @@ from fastapi import APIRouter, Query, WebSocket
 from api.deps import LiveDep, ReaderDep
 from api.responses import ErrorBody, OrjsonResponse
 from metrics_store.settings import NAME_PATTERN
-from metrics_store.shapes import QueryMetrics, ResourceMetrics, RoutingMetrics, TiersResponse
+from metrics_store.shapes import (
+    HealthStatus,
+    QueryMetrics,
+    ResourceMetrics,
+    RoutingMetrics,
+    TiersResponse,
+)
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     422: {"model": ErrorBody, "description": "Invalid query parameters."},
@@ -52,6 +58,12 @@ async def get_resources(
 async def get_routing(reader: ReaderDep) -> OrjsonResponse:
     """The complexity x tier decision matrix, decision figures and model availability."""
     return OrjsonResponse(await reader.routing())
+
+
+@router.get("/health", response_model=HealthStatus, response_class=OrjsonResponse)
+async def get_health(reader: ReaderDep) -> OrjsonResponse:
+    """Live nodes and replicas, and each live collector's written, dropped and pending events."""
+    return OrjsonResponse(await reader.health())
 
 
 @router.websocket("/ws")

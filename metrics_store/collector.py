@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import logging
-import random
 import threading
 import uuid
 from collections import deque
@@ -26,8 +25,11 @@ from collections.abc import Callable
 
 import redis
 
+from metrics_store import collector_stats
+from metrics_store.backoff import Backoff
 from metrics_store.batch import BatchEncoder
 from metrics_store.clock import Clock, SystemClock
+from metrics_store.collector_stats import counters_now
 from metrics_store.errors import InvalidMetric
 from metrics_store.events import Event, QueryEvent, RoutingEvent
 from metrics_store.keys import Keys
@@ -78,6 +80,8 @@ class MetricsCollector:
         self.dropped_events = 0
         self.written_events = 0
         self._in_flight = 0
+        self._beats = 0
+        self._backoff = Backoff(base_s=0.05, cap_s=self._settings.retry_max_backoff_s)
         self._thread = threading.Thread(target=self._run, name="metrics-flusher", daemon=True)
         self._thread.start()
 
@@ -200,15 +204,15 @@ class MetricsCollector:
                 self._write_until_done(batch)
                 for marker in markers:
                     marker.set()
-                beat_due = self._clock.now() + self._settings.heartbeat_interval_s
-                continue
             now = self._clock.now()
+            if now >= beat_due:
+                self._heartbeat(now)
+                beat_due = now + self._settings.heartbeat_interval_s
+            if batch or markers:
+                continue  # more may be waiting: write it before sleeping or pruning
             if now >= prune_due:
                 self._prune(now)
                 prune_due = now + self._settings.bucket_s
-            if now >= beat_due:
-                self._heartbeat()
-                beat_due = now + self._settings.heartbeat_interval_s
             self._wake.wait(self._settings.flush_interval_s)
             self._wake.clear()
 
@@ -245,6 +249,9 @@ class MetricsCollector:
             try:
                 self._write(batch, batch_id)
                 self.written_events += len(batch)
+                self._backoff.reset()
+                if attempt:
+                    log.warning("Redis is back: the retried batch is written")
                 return
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 failure = f"Redis unavailable ({exc})"
@@ -259,7 +266,7 @@ class MetricsCollector:
             attempt += 1
             if attempt == 1:
                 log.warning("%s; retrying with backoff", failure)
-            if self._stopping.wait(self._backoff_s(attempt)):
+            if self._stopping.wait(self._backoff.next_delay()):
                 self._requeue(batch)  # closing: leave them counted as pending
                 return
 
@@ -270,19 +277,25 @@ class MetricsCollector:
     def _requeue(self, batch: list[Event]) -> None:
         self._buffer.extendleft(reversed(batch))
 
-    def _backoff_s(self, attempt: int) -> float:
-        ceiling = min(self._settings.retry_max_backoff_s, 0.05 * 2**attempt)
-        return random.uniform(ceiling / 2, ceiling)  # jitter spreads reconnecting flushers
-
     def _prune(self, now_s: float) -> None:
         try:
             prune_retired_buckets(self._client, self._keys, now_s)
         except redis.RedisError as exc:
             log.debug("pruning retired buckets failed: %s", exc)
 
-    def _heartbeat(self) -> None:
+    def _heartbeat(self, now_s: float) -> None:
+        counters = counters_now(
+            self._settings.node,
+            self.written_events,
+            self.dropped_events,
+            self.pending_events,
+            now_s,
+        )
         try:
-            self._client.zadd(self._keys.live_nodes, {self._settings.node: self._clock.now()})
+            collector_stats.beat(self._client, self._keys, counters)
+            self._beats += 1
+            if self._beats % 600 == 1:  # now and then: forget crashed collectors' counters
+                collector_stats.forget_silent(self._client, self._keys, now_s)
         except redis.RedisError as exc:
             log.debug("heartbeat failed: %s", exc)
 

@@ -29,6 +29,7 @@ Live keys (they change by themselves: heartbeats, locks, expiring snapshots):
 {p}:live:latest                    string       the latest metrics_update, JSON bytes
 {p}:live:updates                   channel      pub/sub: each metrics_update, JSON bytes
 {p}:live:batch:<id>                string       a written collector batch, for idempotent retry
+{p}:live:collectors                hash         "<node>:<pid>" -> JSON counters of a collector
 =================================  ===========  ==============================================
 """
 
@@ -104,6 +105,10 @@ class Keys:
     @property
     def updates_channel(self) -> str:
         return f"{self.root}:live:updates"
+
+    @property
+    def collectors(self) -> str:
+        return f"{self.root}:live:collectors"
 
     def written_batch(self, batch_id: str) -> str:
         return f"{self.root}:live:batch:{batch_id}"

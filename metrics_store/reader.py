@@ -18,6 +18,7 @@ from redis.exceptions import NoScriptError
 from metrics_store import aggregates
 from metrics_store.buckets import chart_starts, plan_window
 from metrics_store.clock import Clock, SystemClock
+from metrics_store.collector_stats import CollectorCounters
 from metrics_store.errors import StoreUnavailable, UnknownNode
 from metrics_store.keys import QUERY_COUNT, Keys, member
 from metrics_store.redis_client import drop_idle_connections
@@ -25,6 +26,8 @@ from metrics_store.resources import resource_metrics
 from metrics_store.scripts import BUCKET_TOTALS, lua_source
 from metrics_store.settings import Settings
 from metrics_store.shapes import (
+    CollectorHealth,
+    HealthStatus,
     MetricsUpdate,
     QueryMetrics,
     ResourceMetrics,
@@ -86,6 +89,10 @@ class MetricsReader:
                 fields = entry.model_dump(exclude={"node", "sampledAt", "gpus"})
                 return ResourceMetrics(**fields, nodes=[entry])
         raise UnknownNode(node)
+
+    async def health(self) -> HealthStatus:
+        """Who is alive, and what each live collector has written, dropped and holds."""
+        return await self._run_one(self._stage_health)
 
     async def update(self, now_s: float | None = None) -> MetricsUpdate:
         """Everything the live stream sends, read in a single round trip, as of `now_s`."""
@@ -171,6 +178,35 @@ class MetricsReader:
             counts = replies[2]
             connections = sum(int(counts[r]) for r in replicas if r in counts)
             return resource_metrics(live, connections)
+
+        return Staged(3, parse)
+
+    def _stage_health(self, pipe: Pipeline, now_s: float) -> Staged[HealthStatus]:
+        alive_since = now_s - self._settings.node_ttl_s
+        pipe.zrangebyscore(self._keys.live_nodes, alive_since, "+inf")
+        pipe.zcount(self._keys.replicas, alive_since, "+inf")
+        pipe.hgetall(self._keys.collectors)
+
+        def parse(replies: Sequence[Any]) -> HealthStatus:
+            counters = [CollectorCounters.from_json(raw) for raw in replies[2].values()]
+            live = sorted((c for c in counters if c.at >= alive_since), key=lambda c: c.field)
+            collectors = [
+                CollectorHealth(
+                    node=c.node,
+                    pid=c.pid,
+                    writtenEvents=c.written,
+                    droppedEvents=c.dropped,
+                    pendingEvents=c.pending,
+                    lastSeen=iso_utc(c.at),
+                )
+                for c in live
+            ]
+            return HealthStatus(
+                liveNodes=sorted(node.decode() for node in replies[0]),
+                liveReplicas=int(replies[1]),
+                collectors=collectors,
+                droppedEvents=sum(c.dropped for c in live),
+            )
 
         return Staged(3, parse)
 

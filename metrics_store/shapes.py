@@ -142,3 +142,22 @@ class MetricsUpdate(Shape):
     tiers: list[TierMetrics]
     resources: ResourceMetrics
     routing: RoutingMetrics
+
+
+# --- /api/metrics/health --------------------------------------------------------------------
+class CollectorHealth(Shape):
+    node: str = Field(description="The collector's node (METRICS_NODE).")
+    pid: int = Field(description="The collector's process id.")
+    writtenEvents: int = Field(description="Events this collector has written to Redis.")
+    droppedEvents: int = Field(
+        description="Events dropped because its buffer filled while Redis was unreachable."
+    )
+    pendingEvents: int = Field(description="Events recorded but not yet written.")
+    lastSeen: str = Field(description="When it last reported (ISO-8601 UTC).")
+
+
+class HealthStatus(Shape):
+    liveNodes: list[str] = Field(description="Nodes with a heartbeat within the node TTL.")
+    liveReplicas: int = Field(description="API replicas with a heartbeat within the node TTL.")
+    collectors: list[CollectorHealth] = Field(description="Each live collector's counters.")
+    droppedEvents: int = Field(description="Events dropped by the live collectors, in all.")

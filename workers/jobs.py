@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from functools import cache
 
 import redis
 from rq import Queue, SimpleWorker
 
+from metrics_store.backoff import Backoff
 from metrics_store.collector import get_metrics_collector
 from metrics_store.settings import Settings, get_settings
 from workers.demo_backend import DemoBackend, GenerationFailed
@@ -78,17 +80,38 @@ class _HideDemoFailures(logging.Filter):
 
 
 def run_worker(settings: Settings, queue_names: list[str], burst: bool = False) -> None:
-    """Serve the queues until SIGINT or SIGTERM, reporting model availability meanwhile."""
+    """Serve the queues until SIGINT or SIGTERM, reporting model availability meanwhile.
+
+    rq retries a lost connection while it waits for jobs; an outage anywhere else (starting
+    up, registering, finishing a job) ends its loop with a connection error, and then this
+    waits with backoff and starts a new loop. Either way the worker outlives the outage.
+    """
     logging.getLogger("rq.worker").addFilter(_HideDemoFailures())
-    connection = rq_connection(settings)
-    queues = [Queue(name, connection=connection) for name in queue_names]
     stop = threading.Event()
     reporter = threading.Thread(
         target=_report_availability, args=(stop,), name="availability", daemon=True
     )
     reporter.start()
+    backoff = Backoff(base_s=0.2, cap_s=5.0)
     try:
-        SimpleWorker(queues, connection=connection).work(burst=burst, logging_level="WARNING")
+        while True:
+            try:
+                _work(settings, queue_names, burst)
+                return  # asked to stop, or (burst) the queues are empty
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                delay = backoff.next_delay()
+                log.warning("worker lost Redis (%s); starting again in %.1f s", exc, delay)
+                time.sleep(delay)
     finally:
         stop.set()
         get_metrics_collector().close()
+
+
+def _work(settings: Settings, queue_names: list[str], burst: bool) -> None:
+    connection = rq_connection(settings)
+    try:
+        queues = [Queue(name, connection=connection) for name in queue_names]
+        worker = SimpleWorker(queues, connection=connection)
+        worker.work(burst=burst, logging_level="WARNING")
+    finally:
+        connection.close()

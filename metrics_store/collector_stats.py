@@ -1,0 +1,65 @@
+"""What each collector reports about itself: events written, dropped and waiting.
+
+Every collector's flusher writes its counters into the `{p}:live:collectors` hash with its
+heartbeat, so events dropped during an outage are visible through the API
+(`/api/metrics/health`) once Redis is back, not only in that process's log.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import orjson
+import redis
+
+from metrics_store.keys import Keys
+
+# Fields of collectors silent this long are deleted by the next collector that beats.
+FORGET_AFTER_S = 3600.0
+
+
+@dataclass(frozen=True)
+class CollectorCounters:
+    node: str
+    pid: int
+    written: int
+    dropped: int
+    pending: int
+    at: float
+
+    @property
+    def field(self) -> str:
+        return f"{self.node}:{self.pid}"
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.__dict__)
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> CollectorCounters:
+        return cls(**orjson.loads(raw))
+
+
+def counters_now(
+    node: str, written: int, dropped: int, pending: int, at: float
+) -> CollectorCounters:
+    return CollectorCounters(node, os.getpid(), written, dropped, pending, at)
+
+
+def beat(client: redis.Redis, keys: Keys, counters: CollectorCounters) -> None:
+    """The node's heartbeat and this collector's counters, in one round trip."""
+    pipe = client.pipeline(transaction=False)
+    pipe.zadd(keys.live_nodes, {counters.node: counters.at})
+    pipe.hset(keys.collectors, counters.field, counters.to_json())
+    pipe.execute()
+
+
+def forget_silent(client: redis.Redis, keys: Keys, now_s: float) -> None:
+    """Delete the counters of collectors that stopped beating long ago (crashed processes)."""
+    stale = [
+        field
+        for field, raw in client.hgetall(keys.collectors).items()
+        if CollectorCounters.from_json(raw).at < now_s - FORGET_AFTER_S
+    ]
+    if stale:
+        client.hdel(keys.collectors, *stale)

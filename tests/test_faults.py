@@ -1,0 +1,210 @@
+"""Faults with real processes: Redis killed and restarted under load, persistence across a
+restart, drops reported through the API, workers that outlive an outage."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from api.main import create_app
+from metrics_store.clock import ManualClock
+from metrics_store.collector import MetricsCollector
+from metrics_store.reader import MetricsReader
+from metrics_store.settings import Settings
+from tests.conftest import T0
+from tests.harness import make_harness
+from tests.processes import child_env
+from workers.redis_process import RedisServerProcess
+
+RECORDER = textwrap.dedent(
+    """
+    import sys, time
+    from metrics_store import get_metrics_collector
+    count, rate = int(sys.argv[1]), float(sys.argv[2])
+    collector = get_metrics_collector()
+    started = time.monotonic()
+    for i in range(count):
+        collector.record_query("Q3", 10.0 + i % 7, 5, 4.0, is_error=(i % 13 == 0))
+        collector.record_routing_decision("MODERATE", "Q3", 5.0, 1.0)
+        time.sleep(max(0.0, started + (i + 1) / rate - time.monotonic()))
+    collector.flush(timeout_s=90)
+    print(collector.written_events, collector.dropped_events, flush=True)
+    """
+)
+
+
+def wait_until(check: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def durable_redis(tmp_path: Path) -> Iterator[RedisServerProcess]:
+    """A redis-server that writes every command to its AOF before answering."""
+    server = RedisServerProcess(
+        tmp_path / "redis", persist=True, extra_args=("--appendfsync", "always")
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_kill_9_and_restart_redis_under_load_loses_and_doubles_nothing(
+    durable_redis: RedisServerProcess, prefix: str
+) -> None:
+    per_process, rate = 600, 300.0  # two seconds of steady traffic from each of two processes
+    env = child_env(durable_redis.url, prefix)
+    recorders = [
+        subprocess.Popen(
+            [sys.executable, "-c", RECORDER, str(per_process), str(rate)],
+            env={**env, "METRICS_NODE": f"recorder-{n}"},
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(2)
+    ]
+    time.sleep(0.7)  # mid-stream
+    durable_redis.kill()
+    time.sleep(1.0)  # both recorders keep recording into their buffers meanwhile
+    durable_redis.start()  # same port, same AOF
+
+    outputs = [recorder.communicate(timeout=120)[0].split() for recorder in recorders]
+    assert all(recorder.returncode == 0 for recorder in recorders)
+    assert [int(dropped) for _, dropped in outputs] == [0, 0]
+    settings = Settings(redis_url=durable_redis.url, key_prefix=prefix)
+    harness = make_harness("redis", settings, time.time())
+    try:
+        expected = 2 * per_process
+        assert harness.client.xlen(harness.keys.query_stream) == expected
+        assert harness.client.xlen(harness.keys.routing_stream) == expected
+        assert harness.read(MetricsReader.queries).totalQueries == expected
+        assert harness.read(MetricsReader.routing).accuracyMetrics.totalDecisions == expected
+        errors = sum(1 for i in range(per_process) if i % 13 == 0) * 2
+        q3 = harness.read(MetricsReader.tiers).tiers[1]
+        assert round(q3.errorRate * q3.requestCount) == errors
+    finally:
+        harness.close()
+
+
+def test_aggregates_survive_a_restart_with_aof(
+    durable_redis: RedisServerProcess, prefix: str
+) -> None:
+    settings = Settings(redis_url=durable_redis.url, key_prefix=prefix, node="node-a")
+    harness = make_harness("redis", settings, T0)
+    try:
+        for i in range(30):
+            harness.collector.record_query("Q2", 100.0 + i, 10, 50.0, is_error=i < 3)
+            harness.collector.record_routing_decision("SIMPLE", "Q2", 1.5, 2.0)
+        harness.collector.flush()
+        before = [harness.read(call) for call in (MetricsReader.queries, MetricsReader.tiers,
+                                                  MetricsReader.routing)]  # fmt: skip
+        durable_redis.kill()  # as hard as a crash: no SHUTDOWN SAVE
+        durable_redis.start()
+        after = [harness.read(call) for call in (MetricsReader.queries, MetricsReader.tiers,
+                                                 MetricsReader.routing)]  # fmt: skip
+        assert after[:2] == before[:2]
+        assert after[2].decisionMatrix == before[2].decisionMatrix
+        assert after[2].accuracyMetrics == before[2].accuracyMetrics
+    finally:
+        harness.close()
+
+
+def test_dropped_events_are_reported_through_the_api(tmp_path: Path, prefix: str) -> None:
+    server = RedisServerProcess(tmp_path / "redis")
+    server.start()
+    settings = Settings(
+        redis_url=server.url, key_prefix=prefix, node="node-d", buffer_max_events=10
+    )
+    collector = MetricsCollector(settings)
+    try:
+        collector.flush()
+        server.stop()
+        for i in range(25):  # the buffer keeps the newest 10
+            collector.record_query("Q4", float(i), 1, 1.0)
+        wait_until(lambda: collector.dropped_events >= 14, 10, "drops")
+        server.start()
+        collector.flush(timeout_s=20)
+        dropped, written = collector.dropped_events, collector.written_events
+        assert dropped + written == 25
+        with TestClient(create_app(settings)) as client:
+            wait_until(
+                lambda: client.get("/api/metrics/health").json()["droppedEvents"] == dropped,
+                10,
+                "the drop count in /health",
+            )
+            health = client.get("/api/metrics/health").json()
+        [entry] = health["collectors"]
+        assert (entry["node"], entry["droppedEvents"], entry["writtenEvents"]) == (
+            "node-d",
+            dropped,
+            written,
+        )
+        assert "node-d" in health["liveNodes"]
+    finally:
+        collector.close(timeout_s=1)
+        server.stop()
+
+
+def test_health_forgets_collectors_that_stopped_beating(settings: Settings) -> None:
+    clock = ManualClock(T0)
+    collector = MetricsCollector(settings, clock=clock)
+    collector.record_query("Q2", 1.0, 1, 1.0)
+    collector.flush()
+    collector.close()
+    with TestClient(create_app(settings, ManualClock(T0))) as client:
+        assert [c["node"] for c in client.get("/api/metrics/health").json()["collectors"]] == [
+            "node-a"
+        ]
+    with TestClient(create_app(settings, ManualClock(T0 + 60))) as client:
+        assert client.get("/api/metrics/health").json()["collectors"] == []
+
+
+def test_worker_outlives_a_redis_restart(tmp_path: Path, prefix: str) -> None:
+    from rq import Queue
+
+    from tests.processes import CliProcess
+    from workers.jobs import enqueue_query
+
+    server = RedisServerProcess(tmp_path / "redis")
+    server.start()
+    queue_name = f"{prefix}-jobs"
+    env = child_env(server.url, prefix, METRICS_DEMO_TIME_SCALE="0")
+    try:
+        with CliProcess(["worker", "--queues", queue_name], env) as worker:
+            connection = redis.Redis.from_url(server.url)
+            queue = Queue(queue_name, connection=connection)
+            enqueue_query(queue, "before the outage")
+            wait_until(lambda: len(queue) == 0, 15, "the first job to run")
+            server.stop()
+            time.sleep(1.5)
+            assert worker.process is not None and worker.process.poll() is None
+            server.start()
+            connection = redis.Redis.from_url(server.url)
+            queue = Queue(queue_name, connection=connection)
+            for i in range(3):
+                enqueue_query(queue, f"after the outage {i}")
+            settings = Settings(redis_url=server.url, key_prefix=prefix)
+            harness = make_harness("redis", settings, time.time())
+            try:
+                # This Redis keeps nothing across a restart: only the 3 later jobs are there.
+                wait_until(
+                    lambda: harness.read(MetricsReader.queries).totalQueries == 3,
+                    30,
+                    "the jobs after the outage",
+                )
+            finally:
+                harness.close()
+            assert worker.process.poll() is None
+    finally:
+        server.stop()
