@@ -208,3 +208,42 @@ def test_worker_outlives_a_redis_restart(tmp_path: Path, prefix: str) -> None:
             assert worker.process.poll() is None
     finally:
         server.stop()
+
+
+def test_a_worker_killed_mid_job_records_nothing_for_it(settings: Settings) -> None:
+    from rq import Queue
+    from rq.registry import StartedJobRegistry
+
+    from tests.processes import CliProcess
+    from workers.jobs import enqueue_query, rq_connection
+
+    queue_name = f"{settings.key_prefix}-jobs"
+    connection = rq_connection(settings)
+    queue = Queue(queue_name, connection=connection)
+    started = StartedJobRegistry(queue_name, connection=connection)
+    slow = child_env(settings.redis_url, settings.key_prefix, METRICS_DEMO_TIME_SCALE="1")
+    harness = make_harness("redis", settings, time.time())
+    try:
+        with CliProcess(["worker", "--queues", queue_name], slow) as doomed:
+            enqueue_query(queue, "a long prompt " * 40)  # seconds of simulated generation
+            wait_until(lambda: started.count == 1, 15, "the job to start")
+            doomed.kill()
+        harness.clock.set(time.time())
+        assert harness.read(MetricsReader.queries).totalQueries == 0  # never half a job
+        assert harness.read(MetricsReader.routing).accuracyMetrics.totalDecisions == 0
+
+        fast = child_env(settings.redis_url, settings.key_prefix, METRICS_DEMO_TIME_SCALE="0")
+        with CliProcess(["worker", "--queues", queue_name], fast):
+            for i in range(2):
+                enqueue_query(queue, f"short {i}")
+            wait_until(lambda: len(queue) == 0, 15, "the survivor to take the jobs")
+
+            def two_recorded() -> bool:
+                harness.clock.set(time.time())
+                return harness.read(MetricsReader.queries).totalQueries == 2
+
+            wait_until(two_recorded, 15, "the two later jobs")
+    finally:
+        harness.close()
+        queue.delete(delete_jobs=True)
+        connection.close()
