@@ -16,7 +16,7 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import NoScriptError
 
 from metrics_store import aggregates
-from metrics_store.buckets import chart_starts, plan_window
+from metrics_store.buckets import bucket_start, chart_starts, plan_window
 from metrics_store.clock import Clock, SystemClock
 from metrics_store.collector_stats import CollectorCounters
 from metrics_store.errors import StoreUnavailable, UnknownNode
@@ -49,6 +49,14 @@ class Staged(Generic[T]):
     parse: Callable[[Sequence[Any]], T]
 
 
+@dataclass(frozen=True)
+class BucketKeys:
+    """Encoded bucket names: those tiling the window, and the chart's fine buckets."""
+
+    window: list[bytes]
+    chart: list[bytes]
+
+
 def _sums(pairs: Sequence[tuple[bytes, float]]) -> dict[str, float]:
     return {name.decode(): score for name, score in pairs}
 
@@ -68,6 +76,8 @@ class MetricsReader:
         self._clock = clock or SystemClock()
         self._keys = Keys(settings.key_prefix)
         self._sha: dict[str, str] = {}
+        self._key_cache: dict[tuple[str, int], BucketKeys] = {}
+        self._count_members = [member(QUERY_COUNT, tier).encode() for tier in settings.tiers]
 
     # --- public: one aggregate, or all at once ---------------------------------------------
     async def queries(self) -> QueryMetrics:
@@ -114,21 +124,40 @@ class MetricsReader:
         )
 
     # --- staging ---------------------------------------------------------------------------------
-    def _sum_window(self, pipe: Pipeline, bucket: Callable[[int, int], str], now_s: float) -> None:
+    def _bucket_keys(self, kind: str, bucket: int) -> BucketKeys:
+        """The keys of the window (and chart) that end with the fine bucket starting at `bucket`.
+
+        Cached per bucket: the same few dozen names serve every request of those 10 seconds,
+        already encoded, so the request path neither formats nor encodes them again.
+        """
+        cached = self._key_cache.get((kind, bucket))
+        if cached is None:
+            s = self._settings
+            name = self._keys.query_bucket if kind == "q" else self._keys.routing_bucket
+            plan = plan_window(bucket, s.bucket_s, s.rollup_s, s.window_s)
+            window = [name(s.bucket_s, start) for start in plan.fine_starts]
+            window += [name(s.rollup_s, start) for start in plan.rollup_starts]
+            chart = [
+                name(s.bucket_s, start)
+                for start in chart_starts(bucket, s.bucket_s, s.chart_points)
+            ]
+            if len(self._key_cache) > 8:  # only the current bucket's entries are ever wanted
+                self._key_cache.clear()
+            cached = BucketKeys([k.encode() for k in window], [k.encode() for k in chart])
+            self._key_cache[kind, bucket] = cached
+        return cached
+
+    def _sum_window(self, pipe: Pipeline, kind: str, now_s: float) -> None:
         """Every counter summed over the window's buckets, by Redis itself (ZUNION sums)."""
-        s = self._settings
-        plan = plan_window(now_s, s.bucket_s, s.rollup_s, s.window_s)
-        keys = [bucket(s.bucket_s, start) for start in plan.fine_starts]
-        keys += [bucket(s.rollup_s, start) for start in plan.rollup_starts]
-        pipe.zunion(keys, withscores=True)
+        keys = self._bucket_keys(kind, bucket_start(now_s, self._settings.bucket_s))
+        pipe.zunion(keys.window, withscores=True)
 
     def _stage_queries(self, pipe: Pipeline, now_s: float) -> Staged[QueryMetrics]:
         s = self._settings
         starts = chart_starts(now_s, s.bucket_s, s.chart_points)
-        chart_keys = [self._keys.query_bucket(s.bucket_s, start) for start in starts]
-        counts = [member(QUERY_COUNT, tier) for tier in s.tiers]
-        self._sum_window(pipe, self._keys.query_bucket, now_s)
-        self._evalsha(pipe, BUCKET_TOTALS, chart_keys, counts)
+        self._sum_window(pipe, "q", now_s)
+        chart_keys = self._bucket_keys("q", starts[-1]).chart
+        self._evalsha(pipe, BUCKET_TOTALS, chart_keys, self._count_members)
 
         def parse(replies: Sequence[Any]) -> QueryMetrics:
             chart = [float(total) for total in replies[1]]
@@ -139,7 +168,7 @@ class MetricsReader:
 
     def _stage_tiers(self, pipe: Pipeline, now_s: float) -> Staged[list[TierMetrics]]:
         s = self._settings
-        self._sum_window(pipe, self._keys.query_bucket, now_s)
+        self._sum_window(pipe, "q", now_s)
         for tier in s.tiers:
             pipe.lrange(self._keys.recent_queries(tier), 0, s.sparkline_points - 1)
 
@@ -151,7 +180,7 @@ class MetricsReader:
 
     def _stage_routing(self, pipe: Pipeline, now_s: float) -> Staged[RoutingMetrics]:
         s = self._settings
-        self._sum_window(pipe, self._keys.routing_bucket, now_s)
+        self._sum_window(pipe, "r", now_s)
         pipe.zrangebyscore(self._keys.live_nodes, now_s - s.node_ttl_s, "+inf")
         pipe.hgetall(self._keys.availability)
 
@@ -253,6 +282,6 @@ class MetricsReader:
         self._sha[BUCKET_TOTALS] = await self._client.script_load(lua_source(BUCKET_TOTALS))
 
     def _evalsha(
-        self, pipe: Pipeline, name: str, keys: list[str], args: Sequence[str] = ()
+        self, pipe: Pipeline, name: str, keys: Sequence[bytes], args: Sequence[bytes] = ()
     ) -> None:
         pipe.evalsha(self._sha[name], len(keys), *keys, *args)
