@@ -19,23 +19,16 @@ import asyncio
 import atexit
 import logging
 import threading
-import uuid
 from collections import deque
 from collections.abc import Callable
 
 import redis
 
-from metrics_store import collector_stats
-from metrics_store.backoff import Backoff
-from metrics_store.batch import BatchEncoder
 from metrics_store.clock import Clock, SystemClock
-from metrics_store.collector_stats import counters_now
 from metrics_store.errors import InvalidMetric
 from metrics_store.events import Event, QueryEvent, RoutingEvent
-from metrics_store.keys import Keys
+from metrics_store.flusher import Flusher, Item
 from metrics_store.redis_client import sync_client
-from metrics_store.retention import prune_retired_buckets
-from metrics_store.scripts import INGEST, lua_source
 from metrics_store.settings import Settings, get_settings
 from metrics_store.validation import (
     MAX_MS,
@@ -48,14 +41,9 @@ from metrics_store.validation import (
 
 log = logging.getLogger(__name__)
 
-# A flush() request travels through the buffer behind the events recorded before it.
-_Item = Event | threading.Event
-
 
 class MetricsCollector:
     """Records queries, routing decisions and model availability into Redis."""
-
-    REFUSED_BATCH_ATTEMPTS = 10
 
     def __init__(
         self,
@@ -67,23 +55,30 @@ class MetricsCollector:
         self._settings = settings or get_settings()
         self._client = client if client is not None else sync_client(self._settings)
         self._clock = clock or SystemClock()
-        self._keys = Keys(self._settings.key_prefix)
-        self._encoder = BatchEncoder(self._settings, self._keys)
-        self._ingest = self._client.register_script(lua_source(INGEST))
         self._tiers = tuple(self._settings.tiers)
         self._complexities = tuple(self._settings.complexities)
-        self._buffer: deque[_Item] = deque()
+        self._buffer: deque[Item] = deque()
         self._cap = self._settings.buffer_max_events
         self._wake = threading.Event()
         self._closed = False
         self._stopping = threading.Event()
-        self.dropped_events = 0
-        self.written_events = 0
-        self._in_flight = 0
-        self._beats = 0
-        self._backoff = Backoff(base_s=0.05, cap_s=self._settings.retry_max_backoff_s)
-        self._thread = threading.Thread(target=self._run, name="metrics-flusher", daemon=True)
+        self._flusher = Flusher(
+            self._settings, self._client, self._clock, self._buffer, self._wake, self._stopping
+        )
+        self._thread = threading.Thread(
+            target=self._flusher.run, name="metrics-flusher", daemon=True
+        )
         self._thread.start()
+
+    @property
+    def written_events(self) -> int:
+        """Events this collector has written to Redis."""
+        return self._flusher.counters.written
+
+    @property
+    def dropped_events(self) -> int:
+        """Events dropped: the oldest, when the buffer filled during an outage."""
+        return self._flusher.counters.dropped
 
     # --- the contract's calls ------------------------------------------------------------
     def record_query(
@@ -170,9 +165,8 @@ class MetricsCollector:
 
     @property
     def pending_events(self) -> int:
-        """Events recorded but not yet written (buffered, or in a batch being retried)."""
-        buffered = sum(1 for item in list(self._buffer) if isinstance(item, tuple))
-        return buffered + self._in_flight
+        """Events recorded but not yet written (buffered, or in a batch not yet confirmed)."""
+        return self._flusher.pending_events()
 
     # --- hand-off ----------------------------------------------------------------------------
     def _enqueue(self, event: Event) -> None:
@@ -191,113 +185,10 @@ class MetricsCollector:
         if isinstance(dropped, threading.Event):
             dropped.set()  # nothing before it is left to wait for
             return
-        self.dropped_events += 1
-        if self.dropped_events in (1, 1000) or self.dropped_events % 100_000 == 0:
-            log.warning("buffer full: %d oldest events dropped so far", self.dropped_events)
-
-    # --- the flusher thread --------------------------------------------------------------------
-    def _run(self) -> None:
-        beat_due = prune_due = 0.0
-        while not self._stopping.is_set():
-            batch, markers = self._take_batch()
-            if batch or markers:
-                self._write_until_done(batch)
-                for marker in markers:
-                    marker.set()
-            now = self._clock.now()
-            if now >= beat_due:
-                self._heartbeat(now)
-                beat_due = now + self._settings.heartbeat_interval_s
-            if batch or markers:
-                continue  # more may be waiting: write it before sleeping or pruning
-            if now >= prune_due:
-                self._prune(now)
-                prune_due = now + self._settings.bucket_s
-            self._wake.wait(self._settings.flush_interval_s)
-            self._wake.clear()
-
-    def _take_batch(self) -> tuple[list[Event], list[threading.Event]]:
-        batch: list[Event] = []
-        markers: list[threading.Event] = []
-        limit = self._settings.batch_max_events
-        buffer = self._buffer
-        while len(batch) < limit:
-            try:
-                item = buffer.popleft()
-            except IndexError:
-                break
-            if isinstance(item, threading.Event):
-                markers.append(item)
-                break  # the flush waits for exactly what came before it
-            batch.append(item)
-        return batch, markers
-
-    def _write_until_done(self, batch: list[Event]) -> None:
-        """Write the batch, retrying through outages with the same id until Redis takes it."""
-        if not batch:
-            return
-        batch_id = uuid.uuid4().hex
-        self._in_flight = len(batch)
-        try:
-            self._retry_until_written(batch, batch_id)
-        finally:
-            self._in_flight = 0
-
-    def _retry_until_written(self, batch: list[Event], batch_id: str) -> None:
-        attempt = 0
-        while True:
-            try:
-                self._write(batch, batch_id)
-                self.written_events += len(batch)
-                self._backoff.reset()
-                if attempt:
-                    log.warning("Redis is back: the retried batch is written")
-                return
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                failure = f"Redis unavailable ({exc})"
-            except redis.RedisError as exc:
-                # A refusal rather than an outage (out of memory, read-only replica): worth
-                # retrying for a while, but one poisoned batch must not stall the flusher.
-                failure = f"Redis refused the batch ({exc})"
-                if attempt >= self.REFUSED_BATCH_ATTEMPTS:
-                    log.error("%s; dropping %d events", failure, len(batch))
-                    self.dropped_events += len(batch)
-                    return
-            attempt += 1
-            if attempt == 1:
-                log.warning("%s; retrying with backoff", failure)
-            if self._stopping.wait(self._backoff.next_delay()):
-                self._requeue(batch)  # closing: leave them counted as pending
-                return
-
-    def _write(self, batch: list[Event], batch_id: str) -> None:
-        encoded = self._encoder.encode(batch, batch_id, self._clock.now())
-        self._ingest(keys=encoded.keys, args=encoded.args)
-
-    def _requeue(self, batch: list[Event]) -> None:
-        self._buffer.extendleft(reversed(batch))
-
-    def _prune(self, now_s: float) -> None:
-        try:
-            prune_retired_buckets(self._client, self._keys, now_s)
-        except redis.RedisError as exc:
-            log.debug("pruning retired buckets failed: %s", exc)
-
-    def _heartbeat(self, now_s: float) -> None:
-        counters = counters_now(
-            self._settings.node,
-            self.written_events,
-            self.dropped_events,
-            self.pending_events,
-            now_s,
-        )
-        try:
-            collector_stats.beat(self._client, self._keys, counters)
-            self._beats += 1
-            if self._beats % 600 == 1:  # now and then: forget crashed collectors' counters
-                collector_stats.forget_silent(self._client, self._keys, now_s)
-        except redis.RedisError as exc:
-            log.debug("heartbeat failed: %s", exc)
+        counters = self._flusher.counters
+        counters.dropped += 1
+        if counters.dropped in (1, 1000) or counters.dropped % 100_000 == 0:
+            log.warning("buffer full: %d oldest events dropped so far", counters.dropped)
 
 
 _instance: MetricsCollector | None = None

@@ -1,0 +1,213 @@
+"""The collector's background thread: drain the buffer into Redis, batch by batch.
+
+Each batch is one ingest-script call, sent before the next batch is encoded and confirmed
+after, so Python's encoding overlaps Redis's execution. A batch that fails is retried on its own,
+with backoff and under the same id, until Redis takes it; the script's id marker makes the
+retry count once even when the failed attempt did reach Redis.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+
+import redis
+
+from metrics_store import collector_stats
+from metrics_store.backoff import Backoff
+from metrics_store.batch import BatchEncoder, EncodedBatch
+from metrics_store.clock import Clock
+from metrics_store.collector_stats import counters_now
+from metrics_store.events import Event
+from metrics_store.keys import Keys
+from metrics_store.retention import prune_retired_buckets
+from metrics_store.script_sender import ScriptSender
+from metrics_store.scripts import INGEST, lua_source
+from metrics_store.settings import Settings
+
+log = logging.getLogger("metrics_store.collector")
+
+# A flush() request travels through the buffer behind the events recorded before it.
+Item = Event | threading.Event
+
+# A refusal rather than an outage (out of memory, a read-only replica) is retried this many
+# times, then the batch is dropped: one poisoned batch must not stall the flusher for ever.
+REFUSED_BATCH_ATTEMPTS = 10
+
+
+@dataclass
+class FlushCounters:
+    written: int = 0
+    dropped: int = 0
+    in_flight: int = 0  # taken from the buffer, not yet confirmed by Redis
+
+
+@dataclass
+class Batch:
+    events: list[Event]
+    markers: list[threading.Event]
+    batch_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+class Flusher:
+    """Writes what the collector buffers; `run` is the body of its thread."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        client: redis.Redis,
+        clock: Clock,
+        buffer: deque[Item],
+        wake: threading.Event,
+        stopping: threading.Event,
+    ) -> None:
+        self.counters = FlushCounters()
+        self._settings = settings
+        self._client = client
+        self._clock = clock
+        self._buffer = buffer
+        self._wake = wake
+        self._stopping = stopping
+        self._keys = Keys(settings.key_prefix)
+        self._encoder = BatchEncoder(settings, self._keys)
+        self._script = client.register_script(lua_source(INGEST))
+        self._sender = ScriptSender(client, lua_source(INGEST))
+        self._backoff = Backoff(base_s=0.05, cap_s=settings.retry_max_backoff_s)
+        self._beats = 0
+
+    def run(self) -> None:
+        beat_due = prune_due = 0.0
+        sent: Batch | None = None
+        while not self._stopping.is_set():
+            batch = self._take_batch()
+            encoded = self._encode(batch) if batch.events else None
+            if sent is not None:
+                self._confirm(sent)  # Redis ran it while the next batch was being encoded
+                sent = None
+            if encoded is not None:
+                sent = self._send(batch, encoded)
+            elif batch.markers:
+                self._release(batch)
+            now = self._clock.now()
+            if now >= beat_due:
+                self._heartbeat(now)
+                beat_due = now + self._settings.heartbeat_interval_s
+            if sent is not None or batch.markers:
+                continue  # more may be waiting: write it before sleeping or pruning
+            if now >= prune_due:
+                self._prune(now)
+                prune_due = now + self._settings.bucket_s
+            self._wake.wait(self._settings.flush_interval_s)
+            self._wake.clear()
+        if sent is not None:
+            self._confirm(sent)
+        self._sender.discard()
+
+    # --- one batch --------------------------------------------------------------------------
+    def _take_batch(self) -> Batch:
+        batch = Batch([], [])
+        limit = self._settings.batch_max_events
+        buffer = self._buffer
+        while len(batch.events) < limit:
+            try:
+                item = buffer.popleft()
+            except IndexError:
+                break
+            if isinstance(item, threading.Event):
+                batch.markers.append(item)
+                break  # the flush waits for exactly what came before it
+            batch.events.append(item)
+        self.counters.in_flight += len(batch.events)
+        return batch
+
+    def _encode(self, batch: Batch) -> EncodedBatch:
+        return self._encoder.encode(batch.events, batch.batch_id, self._clock.now())
+
+    def _send(self, batch: Batch, encoded: EncodedBatch) -> Batch | None:
+        """Put the batch on the wire; if that fails, write it the slow way now."""
+        try:
+            self._sender.send(encoded.keys, encoded.args)
+            return batch
+        except redis.RedisError:
+            self._write_until_done(batch)
+            return None
+
+    def _confirm(self, batch: Batch) -> None:
+        try:
+            self._sender.receive()
+            self._done(batch)
+        except redis.RedisError:
+            self._write_until_done(batch)  # same id: counted once if the first try landed
+
+    def _done(self, batch: Batch) -> None:
+        self.counters.written += len(batch.events)
+        self.counters.in_flight -= len(batch.events)
+        self._backoff.reset()
+        self._release(batch)
+
+    def _release(self, batch: Batch) -> None:
+        for marker in batch.markers:
+            marker.set()
+
+    def _write_until_done(self, batch: Batch) -> None:
+        """Retry the batch with backoff until Redis takes it (or refuses it for good)."""
+        attempt = 0
+        while True:
+            try:
+                encoded = self._encode(batch)
+                self._script(keys=encoded.keys, args=encoded.args)
+                if attempt:
+                    log.warning("Redis is back: the retried batch is written")
+                self._done(batch)
+                return
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                failure = f"Redis unavailable ({exc})"
+            except redis.RedisError as exc:
+                failure = f"Redis refused the batch ({exc})"
+                if attempt >= REFUSED_BATCH_ATTEMPTS:
+                    log.error("%s; dropping %d events", failure, len(batch.events))
+                    self.counters.dropped += len(batch.events)
+                    self.counters.in_flight -= len(batch.events)
+                    self._release(batch)
+                    return
+            attempt += 1
+            if attempt == 1:
+                log.warning("%s; retrying with backoff", failure)
+            if self._stopping.wait(self._backoff.next_delay()):
+                self._requeue(batch)  # closing: leave them counted as pending
+                return
+
+    def _requeue(self, batch: Batch) -> None:
+        self.counters.in_flight -= len(batch.events)
+        self._buffer.extendleft(reversed(batch.events))
+
+    # --- upkeep -------------------------------------------------------------------------------
+    def _prune(self, now_s: float) -> None:
+        try:
+            prune_retired_buckets(self._client, self._keys, now_s)
+        except redis.RedisError as exc:
+            log.debug("pruning retired buckets failed: %s", exc)
+
+    def _heartbeat(self, now_s: float) -> None:
+        counters = counters_now(
+            self._settings.node,
+            self.counters.written,
+            self.counters.dropped,
+            self.pending_events(),
+            now_s,
+        )
+        try:
+            collector_stats.beat(self._client, self._keys, counters)
+            self._beats += 1
+            if self._beats % 600 == 1:  # now and then: forget crashed collectors' counters
+                collector_stats.forget_silent(self._client, self._keys, now_s)
+        except redis.RedisError as exc:
+            log.debug("heartbeat failed: %s", exc)
+
+    def pending_events(self) -> int:
+        """Events recorded but not yet written (buffered, or taken and not yet confirmed)."""
+        buffered = sum(1 for item in list(self._buffer) if isinstance(item, tuple))
+        return buffered + self.counters.in_flight
