@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 import httpx
 
@@ -41,12 +41,12 @@ def serve(module_args: list[str], env: dict[str, str], probe: str) -> Iterator[s
         process.wait(10)
 
 
-def metrics_api(redis_url: str, prefix: str) -> Iterator[str]:
+def metrics_api(redis_url: str, prefix: str) -> AbstractContextManager[str]:
     env = {"REDIS_URL": redis_url, "METRICS_KEY_PREFIX": prefix}
     return serve(["workers.cli", "api"], env, "/api/metrics/queries")
 
 
-def baseline_api(redis_url: str) -> Iterator[str]:
+def baseline_api(redis_url: str) -> AbstractContextManager[str]:
     args = ["uvicorn", "bench.baseline_app:app", "--log-level", "warning"]
     return serve(args, {"REDIS_URL": redis_url}, "/const")
 
