@@ -1,0 +1,49 @@
+"""The docs stay true: every setting is in the README's table, every key in the schema doc."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from metrics_store.keys import Keys
+from metrics_store.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def env_name(field: str) -> str:
+    alias = Settings.model_fields[field].validation_alias
+    return "REDIS_URL" if alias is not None else f"METRICS_{field.upper()}"
+
+
+def test_every_setting_is_in_the_readme_configuration_table() -> None:
+    readme = (ROOT / "README.md").read_text()
+    documented = set(re.findall(r"^\| `([A-Z_]+)` \|", readme, flags=re.MULTILINE))
+    missing = {env_name(f) for f in Settings.model_fields} - documented
+    assert not missing, f"README configuration table lacks {sorted(missing)}"
+
+
+# How the schema doc spells the keys that take arguments.
+PLACEHOLDERS = {
+    "query_bucket": (10, "<start>"),
+    "routing_bucket": (10, "<start>"),
+    "recent_queries": ("<tier>",),
+    "snapshot_history": ("<node>",),
+    "tick_lock": ("<second>",),
+    "written_batch": ("<id>",),
+}
+
+
+def test_every_key_is_in_the_schema_doc() -> None:
+    schema = (ROOT / "docs" / "redis-schema.md").read_text()
+    keys = Keys("p")  # root "{p}", as the doc writes it
+    names = [
+        getattr(keys, name)
+        for name in vars(Keys)
+        if isinstance(vars(Keys)[name], property) and name not in ("root", "scan_pattern")
+    ]
+    names += [getattr(keys, method)(*args) for method, args in PLACEHOLDERS.items()]
+    methods = {n for n, v in vars(Keys).items() if callable(v) and not n.startswith("_")}
+    assert methods == set(PLACEHOLDERS), "a new key method needs its placeholder here"
+    missing = [name for name in names if f"`{name}`" not in schema]
+    assert not missing, f"docs/redis-schema.md lacks {missing}"
