@@ -33,7 +33,7 @@ def main() -> int:
             with ApiProcess(child_env(server.url, prefix, **API_ENV)) as api, chromium() as browser:
                 page = browser.new_page(viewport={"width": 1280, "height": 900})
                 page.goto(f"{api.base_url}/")
-                expect_state(page, "live|polling")
+                expect_state(page, "live")
                 expect_panels(page, "fresh")
                 page.screenshot(path=str(output), full_page=True)
         finally:
