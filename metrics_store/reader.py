@@ -1,18 +1,18 @@
 """Read the windowed aggregates from Redis: a bounded number of keys per answer, one round trip.
 
-Each aggregate is staged as a few commands on a pipeline plus a parser of their replies, so the
-REST endpoints and the live update (all four at once) share the same code and round trip.
+Each aggregate is staged as a few reads on a ReadPlan plus a parser of their replies; a plan
+runs as one call of lua/read.lua, so the REST endpoints and the live update (all four at once)
+share the same code and cost one command each.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import redis
 import redis.asyncio as aioredis
-from redis.asyncio.client import Pipeline
 from redis.exceptions import NoScriptError
 
 from metrics_store import aggregates
@@ -21,9 +21,10 @@ from metrics_store.clock import Clock, SystemClock
 from metrics_store.collector_stats import CollectorCounters
 from metrics_store.errors import StoreUnavailable, UnknownNode
 from metrics_store.keys import QUERY_COUNT, Keys, member
+from metrics_store.read_plan import ReadPlan, pairs
 from metrics_store.redis_client import drop_idle_connections
 from metrics_store.resources import resource_metrics
-from metrics_store.scripts import BUCKET_TOTALS, lua_source
+from metrics_store.scripts import READ, lua_source
 from metrics_store.settings import Settings
 from metrics_store.shapes import (
     CollectorHealth,
@@ -57,8 +58,9 @@ class BucketKeys:
     chart: list[bytes]
 
 
-def _sums(pairs: Sequence[tuple[bytes, float]]) -> dict[str, float]:
-    return {name.decode(): score for name, score in pairs}
+def _sums(flat: Sequence[bytes]) -> dict[str, float]:
+    """A ZUNION ... WITHSCORES reply, [member, score, ...], as counter name -> total."""
+    return {flat[i].decode(): float(flat[i + 1]) for i in range(0, len(flat), 2)}
 
 
 class MetricsReader:
@@ -75,7 +77,7 @@ class MetricsReader:
         self._settings = settings
         self._clock = clock or SystemClock()
         self._keys = Keys(settings.key_prefix)
-        self._sha: dict[str, str] = {}
+        self._sha: str | None = None
         self._key_cache: dict[tuple[str, int], BucketKeys] = {}
         self._count_members = [member(QUERY_COUNT, tier).encode() for tier in settings.tiers]
 
@@ -147,17 +149,16 @@ class MetricsReader:
             self._key_cache[kind, bucket] = cached
         return cached
 
-    def _sum_window(self, pipe: Pipeline, kind: str, now_s: float) -> None:
+    def _sum_window(self, plan: ReadPlan, kind: str, now_s: float) -> None:
         """Every counter summed over the window's buckets, by Redis itself (ZUNION sums)."""
         keys = self._bucket_keys(kind, bucket_start(now_s, self._settings.bucket_s))
-        pipe.zunion(keys.window, withscores=True)
+        plan.zunion(keys.window)
 
-    def _stage_queries(self, pipe: Pipeline, now_s: float) -> Staged[QueryMetrics]:
+    def _stage_queries(self, plan: ReadPlan, now_s: float) -> Staged[QueryMetrics]:
         s = self._settings
         starts = chart_starts(now_s, s.bucket_s, s.chart_points)
-        self._sum_window(pipe, "q", now_s)
-        chart_keys = self._bucket_keys("q", starts[-1]).chart
-        self._evalsha(pipe, BUCKET_TOTALS, chart_keys, self._count_members)
+        self._sum_window(plan, "q", now_s)
+        plan.totals(self._bucket_keys("q", starts[-1]).chart, self._count_members)
 
         def parse(replies: Sequence[Any]) -> QueryMetrics:
             chart = [float(total) for total in replies[1]]
@@ -166,11 +167,11 @@ class MetricsReader:
 
         return Staged(2, parse)
 
-    def _stage_tiers(self, pipe: Pipeline, now_s: float) -> Staged[list[TierMetrics]]:
+    def _stage_tiers(self, plan: ReadPlan, now_s: float) -> Staged[list[TierMetrics]]:
         s = self._settings
-        self._sum_window(pipe, "q", now_s)
+        self._sum_window(plan, "q", now_s)
         for tier in s.tiers:
-            pipe.lrange(self._keys.recent_queries(tier), 0, s.sparkline_points - 1)
+            plan.lrange(self._keys.recent_queries(tier), 0, s.sparkline_points - 1)
 
         def parse(replies: Sequence[Any]) -> list[TierMetrics]:
             recent = dict(zip(s.tiers, replies[1:], strict=True))
@@ -178,46 +179,48 @@ class MetricsReader:
 
         return Staged(1 + len(s.tiers), parse)
 
-    def _stage_routing(self, pipe: Pipeline, now_s: float) -> Staged[RoutingMetrics]:
+    def _stage_routing(self, plan: ReadPlan, now_s: float) -> Staged[RoutingMetrics]:
         s = self._settings
-        self._sum_window(pipe, "r", now_s)
-        pipe.zrangebyscore(self._keys.live_nodes, now_s - s.node_ttl_s, "+inf")
-        pipe.hgetall(self._keys.availability)
+        self._sum_window(plan, "r", now_s)
+        plan.zrangebyscore(self._keys.live_nodes, now_s - s.node_ttl_s, "+inf")
+        plan.hgetall(self._keys.availability)
 
         def parse(replies: Sequence[Any]) -> RoutingMetrics:
             live = {node.decode() for node in replies[1]}
-            availability = aggregates.parse_availability(replies[2], live, s.tiers)
+            availability = aggregates.parse_availability(pairs(replies[2]), live, s.tiers)
             return aggregates.routing_metrics(
                 s.complexities, s.tiers, _sums(replies[0]), availability
             )
 
         return Staged(3, parse)
 
-    def _stage_resources(self, pipe: Pipeline, now_s: float) -> Staged[ResourceMetrics]:
+    def _stage_resources(self, plan: ReadPlan, now_s: float) -> Staged[ResourceMetrics]:
         s = self._settings
-        pipe.hgetall(self._keys.snapshots)
-        pipe.zrangebyscore(self._keys.replicas, now_s - s.node_ttl_s, "+inf")
-        pipe.hgetall(self._keys.connections)
+        plan.hgetall(self._keys.snapshots)
+        plan.zrangebyscore(self._keys.replicas, now_s - s.node_ttl_s, "+inf")
+        plan.hgetall(self._keys.connections)
 
         def parse(replies: Sequence[Any]) -> ResourceMetrics:
             fresh_after = now_s - s.node_ttl_s
-            snapshots = [NodeSnapshot.model_validate_json(raw) for raw in replies[0].values()]
+            raw_snapshots = pairs(replies[0]).values()
+            snapshots = [NodeSnapshot.model_validate_json(raw) for raw in raw_snapshots]
             live = [snap for snap in snapshots if snap.sampled_at >= fresh_after]
             replicas = set(replies[1])
-            counts = replies[2]
+            counts = pairs(replies[2])
             connections = sum(int(counts[r]) for r in replicas if r in counts)
             return resource_metrics(live, connections)
 
         return Staged(3, parse)
 
-    def _stage_health(self, pipe: Pipeline, now_s: float) -> Staged[HealthStatus]:
+    def _stage_health(self, plan: ReadPlan, now_s: float) -> Staged[HealthStatus]:
         alive_since = now_s - self._settings.node_ttl_s
-        pipe.zrangebyscore(self._keys.live_nodes, alive_since, "+inf")
-        pipe.zcount(self._keys.replicas, alive_since, "+inf")
-        pipe.hgetall(self._keys.collectors)
+        plan.zrangebyscore(self._keys.live_nodes, alive_since, "+inf")
+        plan.zcount(self._keys.replicas, alive_since, "+inf")
+        plan.hgetall(self._keys.collectors)
 
         def parse(replies: Sequence[Any]) -> HealthStatus:
-            counters = [CollectorCounters.from_json(raw) for raw in replies[2].values()]
+            raw_counters = pairs(replies[2]).values()
+            counters = [CollectorCounters.from_json(raw) for raw in raw_counters]
             live = sorted((c for c in counters if c.at >= alive_since), key=lambda c: c.field)
             collectors = [
                 CollectorHealth(
@@ -240,48 +243,42 @@ class MetricsReader:
         return Staged(3, parse)
 
     # --- execution ----------------------------------------------------------------------------
-    async def _run_one(self, stage: Callable[[Pipeline, float], Staged[T]]) -> T:
+    async def _run_one(self, stage: Callable[[ReadPlan, float], Staged[T]]) -> T:
         (result,) = await self._run((stage,), self._clock.now())
         return result  # type: ignore[no-any-return]
 
     async def _run(
-        self, stages: Sequence[Callable[[Pipeline, float], Staged[Any]]], now_s: float
+        self, stages: Sequence[Callable[[ReadPlan, float], Staged[Any]]], now_s: float
     ) -> list[Any]:
-        async def attempt() -> list[Any]:
-            pipe = self._client.pipeline(transaction=False)
-            staged = [stage(pipe, now_s) for stage in stages]
-            replies = await pipe.execute()
-            results, offset = [], 0
-            for item in staged:
-                results.append(item.parse(replies[offset : offset + item.commands]))
-                offset += item.commands
-            return results
+        plan = ReadPlan()
+        staged = [stage(plan, now_s) for stage in stages]
+        replies = await self._read(plan)
+        results, offset = [], 0
+        for item in staged:
+            results.append(item.parse(replies[offset : offset + item.commands]))
+            offset += item.commands
+        return results
 
+    async def _read(self, plan: ReadPlan) -> list[Any]:
+        """Run the plan as one read-script call; Redis errors become StoreUnavailable."""
         try:
             try:
-                return await self._with_scripts(attempt)
+                return await self._evalsha(plan)
             except redis.ConnectionError:
                 # After a Redis restart every idle pooled connection is dead: drop them all
                 # and try once more on a fresh one, so the first request after recovery works.
                 await drop_idle_connections(self._client)
-                return await self._with_scripts(attempt)
+                return await self._evalsha(plan)
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             raise StoreUnavailable(f"Redis unavailable: {exc}") from exc
 
-    async def _with_scripts(self, attempt: Callable[[], Awaitable[list[Any]]]) -> list[Any]:
-        """Run `attempt`, loading the scripts first and again if Redis has forgotten them."""
-        if not self._sha:
-            await self._load_scripts()
+    async def _evalsha(self, plan: ReadPlan) -> list[Any]:
+        """The read script, loaded first and again if Redis has forgotten it."""
+        if self._sha is None:
+            self._sha = await self._client.script_load(lua_source(READ))
         try:
-            return await attempt()
-        except NoScriptError:
-            await self._load_scripts()  # Redis restarted or SCRIPT FLUSH
-            return await attempt()
-
-    async def _load_scripts(self) -> None:
-        self._sha[BUCKET_TOTALS] = await self._client.script_load(lua_source(BUCKET_TOTALS))
-
-    def _evalsha(
-        self, pipe: Pipeline, name: str, keys: Sequence[bytes], args: Sequence[bytes] = ()
-    ) -> None:
-        pipe.evalsha(self._sha[name], len(keys), *keys, *args)
+            replies = await self._client.evalsha(self._sha, len(plan.keys), *plan.keys, *plan.args)
+        except NoScriptError:  # Redis restarted, or SCRIPT FLUSH
+            self._sha = await self._client.script_load(lua_source(READ))
+            replies = await self._client.evalsha(self._sha, len(plan.keys), *plan.keys, *plan.args)
+        return list(replies)

@@ -13,5 +13,5 @@ def lua_source(name: str) -> str:
 
 
 INGEST = "ingest"
-BUCKET_TOTALS = "bucket_totals"
+READ = "read"
 WRITE_SNAPSHOT = "write_snapshot"

@@ -1,0 +1,49 @@
+-- Run a list of read commands as one command, so every answer costs one round trip and one
+-- command (a pipeline of several cost the client more than Redis's own work).
+--
+-- KEYS = the keys of all the reads, in order
+-- ARGV = for each read: its name, how many KEYS it takes, how many ARGV follow, those ARGV:
+--   ZUNION   <n keys>  0                 every member's score summed over the keys
+--   TOTALS   <n keys>  <m> member...     for each key, the sum of those members' scores
+--   LRANGE   1         2 start stop
+--   ZRANGEBYSCORE 1    2 min max
+--   ZCOUNT   1         2 min max
+--   HGETALL  1         0
+-- Returns one reply per read, in order. Only these reads exist: the script writes nothing.
+
+local replies = {}
+local k, i = 1, 1
+while i <= #ARGV do
+  local op, nkeys, nargs = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+  local first, a = k, i + 3
+  k, i = k + nkeys, a + nargs
+  local reply
+  if op == 'ZUNION' then
+    -- unpack() only expands as the last argument of a call: build the whole list first
+    local command = { 'ZUNION', nkeys }
+    for j = first, first + nkeys - 1 do
+      command[#command + 1] = KEYS[j]
+    end
+    command[#command + 1] = 'WITHSCORES'
+    reply = redis.call(unpack(command))
+  elseif op == 'TOTALS' then
+    reply = {}
+    for j = first, first + nkeys - 1 do
+      local sum = 0
+      for _, score in ipairs(redis.call('ZMSCORE', KEYS[j], unpack(ARGV, a, a + nargs - 1))) do
+        if score then
+          sum = sum + tonumber(score)
+        end
+      end
+      reply[#reply + 1] = string.format('%.17g', sum)
+    end
+  elseif op == 'LRANGE' or op == 'ZRANGEBYSCORE' or op == 'ZCOUNT' then
+    reply = redis.call(op, KEYS[first], ARGV[a], ARGV[a + 1])
+  elseif op == 'HGETALL' then
+    reply = redis.call('HGETALL', KEYS[first])
+  else
+    return redis.error_reply('read.lua: no such read ' .. tostring(op))
+  end
+  replies[#replies + 1] = reply
+end
+return replies

@@ -1,0 +1,51 @@
+"""Reads gathered for one call of lua/read.lua: an answer is one command and one round trip."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+Key = str | bytes
+Arg = str | bytes | int | float
+
+
+class ReadPlan:
+    """The reads of one answer, in order; `keys` and `args` are the script's KEYS and ARGV.
+
+    >>> plan = ReadPlan()
+    >>> plan.hgetall("{metrics}:availability")
+    >>> plan.zunion(window_keys)
+    """
+
+    def __init__(self) -> None:
+        self.keys: list[Key] = []
+        self.args: list[Arg] = []
+
+    def zunion(self, keys: Sequence[Key]) -> None:
+        """Every member's score summed over `keys`: flat [member, score, ...]."""
+        self._add("ZUNION", keys, ())
+
+    def totals(self, keys: Sequence[Key], members: Sequence[Arg]) -> None:
+        """For each key, the sum of `members`' scores (as strings)."""
+        self._add("TOTALS", keys, members)
+
+    def lrange(self, key: Key, start: int, stop: int) -> None:
+        self._add("LRANGE", (key,), (start, stop))
+
+    def zrangebyscore(self, key: Key, low: float | str, high: float | str) -> None:
+        self._add("ZRANGEBYSCORE", (key,), (repr(low) if isinstance(low, float) else low, high))
+
+    def zcount(self, key: Key, low: float | str, high: float | str) -> None:
+        self._add("ZCOUNT", (key,), (repr(low) if isinstance(low, float) else low, high))
+
+    def hgetall(self, key: Key) -> None:
+        """Flat [field, value, ...]."""
+        self._add("HGETALL", (key,), ())
+
+    def _add(self, name: str, keys: Sequence[Key], args: Sequence[Arg]) -> None:
+        self.keys.extend(keys)
+        self.args += (name, len(keys), len(args), *args)
+
+
+def pairs(flat: Sequence[bytes]) -> dict[bytes, bytes]:
+    """A flat [field, value, ...] reply as a dict."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
