@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, WebSocket
 
 from api.deps import LiveDep, ReaderDep
 from api.responses import ErrorBody, OrjsonResponse
-from metrics_store.settings import NAME_PATTERN
+from metrics_store.settings import MAX_NAME_CHARS, NAME_PATTERN
 from metrics_store.shapes import QueryMetrics, ResourceMetrics, RoutingMetrics, TiersResponse
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -41,7 +41,12 @@ async def get_resources(
     reader: ReaderDep,
     node: Annotated[
         str | None,
-        Query(pattern=NAME_PATTERN.pattern, description="Only this node (METRICS_NODE)."),
+        Query(
+            min_length=1,
+            max_length=MAX_NAME_CHARS,
+            pattern=NAME_PATTERN.pattern,
+            description="Only this node (METRICS_NODE).",
+        ),
     ] = None,
 ) -> OrjsonResponse:
     """Hardware summed over the live nodes, each node's own figures, or one node's."""
