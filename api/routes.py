@@ -12,7 +12,9 @@ from metrics_store.settings import MAX_NAME_CHARS, NAME_PATTERN
 from metrics_store.shapes import QueryMetrics, ResourceMetrics, RoutingMetrics, TiersResponse
 
 ERRORS: dict[int | str, dict[str, Any]] = {
+    414: {"model": ErrorBody, "description": "URL too long (api/limits.py)."},
     422: {"model": ErrorBody, "description": "Invalid query parameters."},
+    431: {"model": ErrorBody, "description": "Headers too large (api/limits.py)."},
     503: {"model": ErrorBody, "description": "Redis is unreachable; retry shortly."},
 }
 
