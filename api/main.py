@@ -11,6 +11,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from api.errors import install_error_handlers
+from api.limits import RequestLimits
 from api.live import LiveStream
 from api.routes import router
 from metrics_store.clock import Clock
@@ -51,6 +52,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         redoc_url=None,
     )
     install_error_handlers(app)
+    app.add_middleware(RequestLimits)
     app.include_router(router)
     mount_dashboard(app)
     return app

@@ -6,11 +6,15 @@ from typing import Any
 
 import orjson
 from pydantic import BaseModel
-from starlette.responses import Response
+from starlette.responses import JSONResponse
 
 
-class OrjsonResponse(Response):
-    media_type = "application/json"
+class OrjsonResponse(JSONResponse):
+    """JSON rendered by orjson.
+
+    A JSONResponse subclass, not a bare Response: FastAPI documents a route's response_model in
+    OpenAPI only for JSON response classes, and would otherwise announce `{"type": "string"}`.
+    """
 
     def render(self, content: Any) -> bytes:
         if isinstance(content, BaseModel):

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, WebSocket
 
 from api.deps import LiveDep, ReaderDep
 from api.responses import ErrorBody, OrjsonResponse
-from metrics_store.settings import NAME_PATTERN
+from metrics_store.settings import MAX_NAME_CHARS, NAME_PATTERN
 from metrics_store.shapes import (
     HealthStatus,
     QueryMetrics,
@@ -18,7 +18,9 @@ from metrics_store.shapes import (
 )
 
 ERRORS: dict[int | str, dict[str, Any]] = {
+    414: {"model": ErrorBody, "description": "URL too long (api/limits.py)."},
     422: {"model": ErrorBody, "description": "Invalid query parameters."},
+    431: {"model": ErrorBody, "description": "Headers too large (api/limits.py)."},
     503: {"model": ErrorBody, "description": "Redis is unreachable; retry shortly."},
 }
 
@@ -47,7 +49,12 @@ async def get_resources(
     reader: ReaderDep,
     node: Annotated[
         str | None,
-        Query(pattern=NAME_PATTERN.pattern, description="Only this node (METRICS_NODE)."),
+        Query(
+            min_length=1,
+            max_length=MAX_NAME_CHARS,
+            pattern=NAME_PATTERN.pattern,
+            description="Only this node (METRICS_NODE).",
+        ),
     ] = None,
 ) -> OrjsonResponse:
     """Hardware summed over the live nodes, each node's own figures, or one node's."""

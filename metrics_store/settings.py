@@ -12,7 +12,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Names end up inside Redis key names and sorted-set members ("count:Q2"), so they are kept
 # to characters that never need quoting in redis-cli and never contain our separators.
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# Checked with fullmatch: in Python's re, "$" also matches before a trailing newline.
+MAX_NAME_CHARS = 64
+NAME_PATTERN = re.compile(rf"^[A-Za-z0-9._-]{{1,{MAX_NAME_CHARS}}}$")
 
 
 def _split_names(value: object) -> object:
@@ -25,7 +27,7 @@ def _check_names(field: str, names: list[str]) -> list[str]:
     if not names:
         raise ValueError(f"{field} must name at least one entry")
     for name in names:
-        if not NAME_PATTERN.match(name):
+        if not NAME_PATTERN.fullmatch(name):
             raise ValueError(f"{field}: {name!r} must match {NAME_PATTERN.pattern}")
     if len(set(names)) != len(names):
         raise ValueError(f"{field} must not repeat a name")
@@ -129,7 +131,7 @@ class Settings(BaseSettings):
     @field_validator("key_prefix", "node")
     @classmethod
     def _validate_name(cls, value: str) -> str:
-        if not NAME_PATTERN.match(value):
+        if not NAME_PATTERN.fullmatch(value):
             raise ValueError(f"{value!r} must match {NAME_PATTERN.pattern}")
         return value
 

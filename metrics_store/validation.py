@@ -6,7 +6,6 @@ the first, cheapest branch.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Collection
 
 from metrics_store.errors import InvalidMetric
@@ -16,31 +15,46 @@ from metrics_store.errors import InvalidMetric
 MAX_MS = 86_400_000.0
 MAX_COUNT = 1_000_000_000
 MAX_SCORE = 1_000_000_000.0
+# A refused value is quoted in its error message up to this length.
+MAX_SHOWN_CHARS = 80
 
 
 def check_number(field: str, value: object, maximum: float) -> float:
     """A finite int or float in [0, maximum]; bools and numeric strings are refused."""
-    kind = type(value)
-    if (kind is not float and kind is not int) and (
-        isinstance(value, bool) or not isinstance(value, (int, float))
-    ):
-        raise InvalidMetric(field, f"must be a number, got {kind.__name__}")
-    number = float(value)  # type: ignore[arg-type]
-    if not 0.0 <= number <= maximum:
-        if math.isnan(number):
+    if type(value) is float or type(value) is int:
+        number: int | float = value
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = _exact(value)
+    else:
+        raise InvalidMetric(field, f"must be a number, got {type(value).__name__}")
+    # Compared before converting: float() of a huge int raises OverflowError, not ValueError.
+    if not 0 <= number <= maximum:
+        if number != number:
             raise InvalidMetric(field, "must be a number, got NaN")
-        raise InvalidMetric(field, f"must be between 0 and {maximum:g}, got {value!r}")
-    return number
+        raise InvalidMetric(field, f"must be between 0 and {maximum:g}, got {_shown(number)}")
+    return float(number) + 0.0  # + 0.0 stores -0.0 as 0.0
 
 
 def check_count(field: str, value: object) -> int:
     """An int in [0, MAX_COUNT]; bools and floats are refused."""
-    if type(value) is not int and (isinstance(value, bool) or not isinstance(value, int)):
+    if type(value) is int:
+        count = value
+    elif isinstance(value, int) and not isinstance(value, bool):
+        count = int.__int__(value)
+    else:
         raise InvalidMetric(field, f"must be an int, got {type(value).__name__}")
-    count = int(value)
     if not 0 <= count <= MAX_COUNT:
-        raise InvalidMetric(field, f"must be between 0 and {MAX_COUNT}, got {count}")
+        raise InvalidMetric(field, f"must be between 0 and {MAX_COUNT}, got {_shown(count)}")
     return count
+
+
+def _exact(value: int | float) -> int | float:
+    """The plain int or float inside a subclass, read without calling the subclass's code.
+
+    An IntEnum or a float subclass is a number; but its own __le__, __float__ or __repr__
+    could say anything, so the checks and the stored value use the base type's.
+    """
+    return float.__float__(value) if isinstance(value, float) else int.__int__(value)
 
 
 def check_flag(field: str, value: object) -> bool:
@@ -51,7 +65,25 @@ def check_flag(field: str, value: object) -> bool:
 
 
 def check_name(field: str, value: object, allowed: Collection[str]) -> str:
-    """One of the configured names, exactly (case included)."""
-    if type(value) is not str or value not in allowed:
-        raise InvalidMetric(field, f"must be one of {', '.join(allowed)}, got {value!r}")
+    """One of the configured names, exactly (case included); str subclasses are refused."""
+    if type(value) is not str:
+        raise InvalidMetric(field, f"must be a str, got {type(value).__name__}")
+    if value not in allowed:
+        raise InvalidMetric(field, f"must be one of {', '.join(allowed)}, got {_shown(value)}")
     return value
+
+
+def _shown(value: object) -> str:
+    """A refused value for an error message: never thousands of characters, never user code.
+
+    The type's own repr is called (not a subclass's), and ints too long to print (Python refuses
+    str() past 4300 digits) are described by their size instead.
+    """
+    if isinstance(value, str):
+        text = str.__repr__(value)
+        return text if len(text) <= MAX_SHOWN_CHARS else text[:MAX_SHOWN_CHARS] + "..."
+    if isinstance(value, float):
+        return float.__repr__(value)
+    if isinstance(value, int) and value.bit_length() > 64:
+        return f"an int of {value.bit_length()} bits"
+    return int.__repr__(value) if isinstance(value, int) else type(value).__name__

@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 from metrics_store.keys import Keys
 from metrics_store.settings import Settings
 from tests.harness import StoreHarness, make_harness
 from workers.redis_process import RedisServerProcess
+
+# Property tests (hypothesis): "fast" for every run, HYPOTHESIS_PROFILE=deep for a long hunt.
+# Their tests share one store harness across examples (each example diffs the store itself),
+# hence the suppressed function-scoped-fixture check; no deadline, as Redis sits in the loop.
+_PROPERTY_DEFAULTS = {
+    "deadline": None,
+    "suppress_health_check": [HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+}
+hypothesis_settings.register_profile("fast", max_examples=200, **_PROPERTY_DEFAULTS)  # type: ignore[arg-type]
+hypothesis_settings.register_profile("deep", max_examples=5000, **_PROPERTY_DEFAULTS)  # type: ignore[arg-type]
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fast"))
 
 # A moment in the middle of a 10-second bucket, far from any minute boundary.
 T0 = 1_700_000_025.0

@@ -122,6 +122,15 @@ def test_openapi_documents_every_endpoint_and_field(client: TestClient) -> None:
     assert client.get("/api/docs").status_code == 200
 
 
+def test_openapi_documents_each_200_body_by_its_model(client: TestClient) -> None:
+    # With a bare Response subclass as response_class, FastAPI announced {"type": "string"}.
+    schema = client.get("/api/openapi.json").json()
+    models = ["QueryMetrics", "TiersResponse", "ResourceMetrics", "RoutingMetrics"]
+    for path, model in zip(ENDPOINTS, models, strict=True):
+        ok = schema["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]
+        assert ok["schema"] == {"$ref": f"#/components/schemas/{model}"}
+
+
 def test_dashboard_is_served_at_the_root(client: TestClient) -> None:
     page = client.get("/")
     assert page.status_code == 200

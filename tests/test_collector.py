@@ -38,6 +38,12 @@ BAD_QUERIES = [
     ("latency_ms", True),
     ("latency_ms", None),
     ("latency_ms", 1e300),
+    # float() of it raised OverflowError, not ValueError
+    pytest.param("latency_ms", 10**400, id="latency_ms-10**400"),
+    # str() of these raised Python's digit-limit ValueError, which named no field
+    pytest.param("tokens_generated", 10**5000, id="tokens_generated-10**5000"),
+    pytest.param("tier", 10**5000, id="tier-10**5000"),
+    ("tier", "Q2\n"),
     ("tokens_generated", -1),
     ("tokens_generated", 1.0),
     ("tokens_generated", "5"),
@@ -59,6 +65,19 @@ BAD_DECISIONS = [
     ("decision_time_ms", [1]),
     ("is_fallback", 0),
 ]
+
+
+class Lying(float):
+    """A float subclass whose own comparisons and conversion would pass anything."""
+
+    def __ge__(self, other: object) -> bool:
+        return True
+
+    def __le__(self, other: object) -> bool:
+        return True
+
+    def __float__(self) -> float:
+        return 1.0
 
 
 @pytest.fixture
@@ -209,3 +228,35 @@ def test_collector_is_thread_safe(harness: StoreHarness) -> None:
         thread.join()
     harness.collector.flush(timeout_s=10)
     assert harness.client.xlen(harness.keys.query_stream) == 2000
+
+
+def test_a_subclass_is_checked_by_its_value_not_its_own_methods(harness: StoreHarness) -> None:
+    with pytest.raises(ValueError, match="latency_ms"):
+        harness.collector.record_query(**{**GOOD_QUERY, "latency_ms": Lying(-5.0)})
+    harness.collector.record_query(**{**GOOD_QUERY, "latency_ms": Lying(7.5)})
+    harness.collector.flush()
+    [(_, fields)] = harness.client.xrange(harness.keys.query_stream)
+    assert fields[b"latency_ms"] == b"7.5"
+
+
+def test_negative_zero_is_stored_as_zero(harness: StoreHarness) -> None:
+    harness.collector.record_query(**{**GOOD_QUERY, "latency_ms": -0.0})
+    harness.collector.flush()
+    [(_, fields)] = harness.client.xrange(harness.keys.query_stream)
+    assert fields[b"latency_ms"] == b"0.0"
+
+
+def test_error_messages_stay_short_whatever_the_value(harness: StoreHarness) -> None:
+    for field, value in [("tier", "Q" * 100_000), ("tokens_generated", 10**5000)]:
+        with pytest.raises(ValueError, match=f"^{field}: ") as raised:
+            harness.collector.record_query(**{**GOOD_QUERY, field: value})
+        assert len(str(raised.value)) < 200
+
+
+@pytest.mark.parametrize("name", ["node-a\n", "node a", "", "n" * 65])
+def test_settings_refuse_a_name_outside_the_pattern(name: str) -> None:
+    # re's "$" matches before a trailing newline: the names are checked with fullmatch.
+    with pytest.raises(ValueError, match="must match"):
+        Settings(node=name)
+    with pytest.raises(ValueError, match="must match"):
+        Settings(tiers=["Q2", name or "\n"])
