@@ -65,9 +65,15 @@ def check_flag(field: str, value: object) -> bool:
 
 
 def check_name(field: str, value: object, allowed: Collection[str]) -> str:
-    """One of the configured names, exactly (case included); str subclasses are refused."""
+    """One of the configured names, exactly (case included).
+
+    A str subclass (a StrEnum member, say) counts by its plain text, read through str's own
+    method rather than the subclass's, and is stored as a plain str.
+    """
     if type(value) is not str:
-        raise InvalidMetric(field, f"must be a str, got {type(value).__name__}")
+        if not isinstance(value, str):
+            raise InvalidMetric(field, f"must be a str, got {type(value).__name__}")
+        value = str.__str__(value)
     if value not in allowed:
         raise InvalidMetric(field, f"must be one of {', '.join(allowed)}, got {_shown(value)}")
     return value

@@ -260,3 +260,18 @@ def test_settings_refuse_a_name_outside_the_pattern(name: str) -> None:
         Settings(node=name)
     with pytest.raises(ValueError, match="must match"):
         Settings(tiers=["Q2", name or "\n"])
+
+
+def test_a_str_enum_tier_counts_by_its_value(harness: StoreHarness) -> None:
+    import enum
+
+    class Tier(enum.StrEnum):
+        Q3 = "Q3"
+        LOWER = "q3"
+
+    harness.collector.record_query(Tier.Q3, 10.0, 1, 1.0)
+    with pytest.raises(ValueError, match="tier"):
+        harness.collector.record_query(Tier.LOWER, 10.0, 1, 1.0)
+    harness.collector.flush()
+    [(_, fields)] = harness.client.xrange(harness.keys.query_stream)
+    assert fields[b"tier"] == b"Q3"

@@ -136,7 +136,7 @@ def is_count(value: object) -> bool:
 
 
 def is_name(value: object, allowed: Sequence[str]) -> bool:
-    return type(value) is str and value in allowed
+    return isinstance(value, str) and str.__str__(value) in allowed
 
 
 def is_flag(value: object) -> bool:
@@ -290,6 +290,7 @@ def test_record_query_refuses_whole_or_stores_exactly(
         assert after == before
         return
     assert isinstance(tier, str) and isinstance(is_error, bool)
+    tier = str.__str__(tier)
     latency, generation = as_stored(latency_ms), as_stored(generation_ms)
     count = int(tokens)  # type: ignore[call-overload]
     entry = expect_stream_entry(before, after, h.keys.query_stream)
@@ -349,6 +350,7 @@ def test_record_routing_decision_refuses_whole_or_stores_exactly(
         return
     assert isinstance(complexity, str) and isinstance(tier, str)
     assert isinstance(is_fallback, bool)
+    complexity, tier = str.__str__(complexity), str.__str__(tier)
     points, ms = as_stored(score), as_stored(decision_ms)
     entry = expect_stream_entry(before, after, h.keys.routing_stream)
     assert entry == {
