@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request, WebSocket
+from starlette.requests import HTTPConnection
 
 from api.live import LiveStream
 from metrics_store.reader import MetricsReader
@@ -16,8 +17,8 @@ def get_reader(request: Request) -> MetricsReader:
     return reader
 
 
-def get_app_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
+def get_app_settings(connection: HTTPConnection) -> Settings:
+    settings: Settings = connection.app.state.settings
     return settings
 
 
