@@ -26,7 +26,9 @@ def _error_name(status: int) -> str:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    return error_response(exc.status_code, _error_name(exc.status_code), str(exc.detail))
+    response = error_response(exc.status_code, _error_name(exc.status_code), str(exc.detail))
+    response.headers.update(exc.headers or {})  # e.g. WWW-Authenticate on a 401
+    return response
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:

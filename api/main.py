@@ -1,19 +1,22 @@
-"""The ASGI app: `api.main:app`, built by create_app()."""
+"""The ASGI app: `api.main:app`, built by create_app() on first use."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import cache
 from pathlib import Path
+from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from api.errors import install_error_handlers
 from api.limits import RequestLimits
 from api.live import LiveStream
-from api.routes import router
+from api.routes import live_router, router
+from api.security import install_cors, require_token
 from metrics_store.clock import Clock
 from metrics_store.reader import MetricsReader
 from metrics_store.redis_client import async_client
@@ -22,14 +25,14 @@ from metrics_store.settings import Settings, get_settings
 
 def create_app(settings: Settings | None = None, clock: Clock | None = None) -> FastAPI:
     """A new API app; settings default to the environment's, the clock to the wall clock."""
+    # Read here, not in the lifespan: CORS and the token's OpenAPI scheme shape the app itself.
+    resolved = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        resolved = settings or get_settings()
         client = async_client(resolved)
         reader = MetricsReader(client, resolved, clock)
         live = LiveStream(client, reader, resolved, clock)
-        app.state.settings = resolved
         app.state.reader = reader
         app.state.live = live
         # Nothing here touches Redis: the app starts (and answers 503) while Redis is away,
@@ -51,9 +54,14 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         openapi_url="/api/openapi.json",
         redoc_url=None,
     )
+    app.state.settings = resolved
     install_error_handlers(app)
     app.add_middleware(RequestLimits)
-    app.include_router(router)
+    install_cors(app, resolved)
+    # The dashboard page and its files stay public; they hold no data.
+    guard = [Depends(require_token)] if resolved.api_token is not None else []
+    app.include_router(router, dependencies=guard)
+    app.include_router(live_router)
     mount_dashboard(app)
     return app
 
@@ -73,4 +81,13 @@ def mount_dashboard(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
 
-app = create_app()
+@cache
+def _default_app() -> FastAPI:
+    return create_app()
+
+
+def __getattr__(name: str) -> Any:
+    """`api.main:app`, built on first use: importing this module reads no settings."""
+    if name == "app":
+        return _default_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

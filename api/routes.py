@@ -6,8 +6,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, WebSocket
 
-from api.deps import LiveDep, ReaderDep
+from api.deps import LiveDep, ReaderDep, SettingsDep
 from api.responses import ErrorBody, OrjsonResponse
+from api.security import admit_websocket
 from metrics_store.settings import MAX_NAME_CHARS, NAME_PATTERN
 from metrics_store.shapes import (
     HealthStatus,
@@ -24,7 +25,10 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     503: {"model": ErrorBody, "description": "Redis is unreachable; retry shortly."},
 }
 
+# REST and the WebSocket apart: the REST router gets the token dependency when a token is
+# set (and OpenAPI documents it); the WebSocket checks its handshake itself (?token=, Origin).
 router = APIRouter(prefix="/api/metrics", tags=["metrics"], responses=ERRORS)
+live_router = APIRouter(prefix="/api/metrics", tags=["metrics"])
 
 
 @router.get("/queries", response_model=QueryMetrics, response_class=OrjsonResponse)
@@ -73,7 +77,8 @@ async def get_health(reader: ReaderDep) -> OrjsonResponse:
     return OrjsonResponse(await reader.health())
 
 
-@router.websocket("/ws")
-async def metrics_ws(websocket: WebSocket, live: LiveDep) -> None:
+@live_router.websocket("/ws")
+async def metrics_ws(websocket: WebSocket, live: LiveDep, settings: SettingsDep) -> None:
     """The live stream: the latest metrics_update at once, then one a second."""
-    await live.serve(websocket)
+    if await admit_websocket(websocket, settings):
+        await live.serve(websocket)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import redis
 import redis.asyncio as aioredis
@@ -40,15 +40,25 @@ def async_client(settings: Settings) -> aioredis.Redis:
 
 
 def redacted_url(url: str) -> str:
-    """The URL with any password replaced by ***, fit to print or log."""
+    """The URL with any password (user info, or a `...password=` query argument) as ***."""
     parts = urlsplit(url)
-    if parts.password is None:
+    # redis-py passes unknown query arguments through, e.g. ssl_password for a client key.
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    secret_args = any("password" in key.lower() for key, _ in query)
+    if parts.password is None and not secret_args:
         return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    host = f"[{host}]" if ":" in host else host  # an IPv6 literal keeps its brackets
-    port = f":{parts.port}" if parts.port is not None else ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+    if parts.password is not None:
+        user = parts.username or ""
+        host = parts.hostname or ""
+        host = f"[{host}]" if ":" in host else host  # an IPv6 literal keeps its brackets
+        port = f":{parts.port}" if parts.port is not None else ""
+        parts = parts._replace(netloc=f"{user}:***@{host}{port}")
+    if secret_args:
+        redacted = [(k, "***" if "password" in k.lower() else v) for k, v in query]
+        parts = parts._replace(query=urlencode(redacted, safe="/*"))
+    # Joined by hand: urlunsplit would turn unix:///path (an empty host) into unix:/path.
+    query_part = f"?{parts.query}" if parts.query else ""
+    return f"{parts.scheme}://{parts.netloc}{parts.path}{query_part}"
 
 
 async def drop_idle_connections(client: aioredis.Redis) -> None:

@@ -7,7 +7,7 @@ import socket
 from functools import lru_cache
 from typing import Annotated
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Names end up inside Redis key names and sorted-set members ("count:Q2"), so they are kept
@@ -34,6 +34,21 @@ def _check_names(field: str, names: list[str]) -> list[str]:
     return names
 
 
+# A shorter bearer token could be guessed; `openssl rand -hex 32` makes a good one.
+MIN_TOKEN_CHARS = 16
+# What a browser sends as Origin: scheme, host (a name, or an IPv6 literal in brackets), port.
+ORIGIN_PATTERN = re.compile(r"^https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?$")
+
+
+def check_origin(origin: str) -> str:
+    """An allow-list entry: "*" or scheme://host[:port] exactly as browsers send Origin."""
+    if origin != "*" and not ORIGIN_PATTERN.match(origin):
+        raise ValueError(
+            f"cors_origins: {origin!r} must be '*' or http(s)://host[:port], with no path"
+        )
+    return origin.lower()
+
+
 def default_node_name() -> str:
     """The host name, cut down to the characters a node name may hold."""
     cleaned = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:64]
@@ -43,13 +58,19 @@ def default_node_name() -> str:
 class Settings(BaseSettings):
     """The store's configuration: REDIS_URL by its bare name, the rest as METRICS_<NAME>."""
 
-    model_config = SettingsConfigDict(env_prefix="METRICS_", extra="ignore", frozen=True)
+    # hide_input_in_errors: a validation error would otherwise quote its input, and for a
+    # model-level check that input is every setting, the Redis password and token included.
+    model_config = SettingsConfigDict(
+        env_prefix="METRICS_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     # --- the fixed contract -------------------------------------------------------------
+    # URLs may carry a password: repr=False keeps them out of repr(), str() and tracebacks.
     redis_url: str = Field(
         default="redis://localhost:6379/0",
         validation_alias=AliasChoices("REDIS_URL", "redis_url"),
         description="Redis holding every metric; redis://, rediss:// (TLS) or unix://.",
+        repr=False,
     )
     key_prefix: str = Field(default="metrics", description="Prefix of every key and channel.")
     node: str = Field(default_factory=default_node_name, description="This node's name.")
@@ -98,6 +119,7 @@ class Settings(BaseSettings):
     cache_redis_url: str | None = Field(
         default=None,
         description="Redis whose INFO used_memory is redisCacheSize; unset: REDIS_URL.",
+        repr=False,
     )
     job_queues: Annotated[list[str], NoDecode] = Field(
         default=["default"],
@@ -113,10 +135,60 @@ class Settings(BaseSettings):
     redis_connect_timeout_s: float = Field(default=1.0, gt=0)
     redis_command_timeout_s: float = Field(default=2.0, gt=0)
 
+    # --- the API's exposure (docs/security.md) -------------------------------------------------
+    api_host: str = Field(
+        default="127.0.0.1",
+        min_length=1,
+        description="Address `metrics-store api`/`up` bind; 0.0.0.0 only in a container or "
+        "behind a firewall.",
+    )
+    api_port: int = Field(default=8000, ge=1, le=65535, description="Port of the API.")
+    api_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token every /api/metrics request and the WebSocket must carry; "
+        "unset: no token asked.",
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default=[],
+        description="Browser origins (scheme://host[:port], comma-separated) allowed to call "
+        "the API and open the WebSocket besides the API's own; empty: same origin only.",
+    )
+
     @property
     def resolved_cache_redis_url(self) -> str:
         """The cache Redis to measure: METRICS_CACHE_REDIS_URL, else the store's own."""
         return self.cache_redis_url or self.redis_url
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _parse_origins(cls, value: object) -> object:
+        return _split_names(value)
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _validate_origins(cls, value: list[str]) -> list[str]:
+        return [check_origin(origin) for origin in value]
+
+    @field_validator("api_token", mode="before")
+    @classmethod
+    def _blank_token_is_none(cls, value: object) -> object:
+        # METRICS_API_TOKEN= (set but empty, as compose files write it) means no token.
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("api_token")
+    @classmethod
+    def _validate_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_TOKEN_CHARS:
+            raise ValueError(f"api_token must be at least {MIN_TOKEN_CHARS} characters")
+        return value
+
+    @model_validator(mode="after")
+    def _check_exposure(self) -> Settings:
+        # "*" switches the WebSocket Origin check off too, leaving the token as the only guard
+        # against any web page a user visits; a deployment with a token names its origins.
+        if "*" in self.cors_origins and self.api_token is not None:
+            raise ValueError("cors_origins '*' is refused with an api_token: name the origins")
+        return self
 
     @field_validator("tiers", "complexities", "job_queues", mode="before")
     @classmethod

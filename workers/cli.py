@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -17,11 +18,26 @@ log = logging.getLogger("metrics_store.cli")
 Handler = Callable[[argparse.Namespace], int]
 
 
-def _cmd_api(args: argparse.Namespace) -> int:
-    from api.serve import serve
+def _bind_address(args: argparse.Namespace) -> tuple[str, int]:
+    """--host and --port, else METRICS_API_HOST and METRICS_API_PORT (127.0.0.1:8000)."""
+    from metrics_store.settings import get_settings
 
-    print(f"metrics-store API on http://{args.host}:{args.port}/  (docs: /api/docs)", flush=True)
-    serve(args.host, args.port)
+    settings = get_settings()
+    host: str = args.host if args.host is not None else settings.api_host
+    port: int = args.port if args.port is not None else settings.api_port
+    return host, port
+
+
+def _cmd_api(args: argparse.Namespace) -> int:
+    from api.security import exposure_warning
+    from api.serve import serve
+    from metrics_store.settings import get_settings
+
+    host, port = _bind_address(args)
+    print(f"metrics-store API on http://{host}:{port}/  (docs: /api/docs)", flush=True)
+    if warning := exposure_warning(host, get_settings()):
+        log.warning(warning)
+    serve(host, port)
     return 0
 
 
@@ -30,13 +46,16 @@ def _cmd_watch(args: argparse.Namespace) -> int:
 
     from workers.watch import Watcher, watch
 
-    return asyncio.run(watch(Watcher(args.url, args.count), max_backoff_s=args.max_backoff))
+    token = args.token or os.environ.get("METRICS_API_TOKEN") or None
+    watcher = Watcher(args.url, args.count, token=token)
+    return asyncio.run(watch(watcher, max_backoff_s=args.max_backoff))
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
     from workers.up import run_up
 
-    return run_up(host=args.host, port=args.port, demo=not args.no_demo)
+    host, port = _bind_address(args)
+    return run_up(host=host, port=port, demo=not args.no_demo)
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
@@ -78,14 +97,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("up", help="start Redis (if needed), the API and the workers")
-    up.add_argument("--host", default="127.0.0.1", help="API bind address (default 127.0.0.1)")
-    up.add_argument("--port", type=int, default=8000, help="API port (default 8000)")
+    up.add_argument("--host", help="API bind address (default METRICS_API_HOST, 127.0.0.1)")
+    up.add_argument("--port", type=int, help="API port (default METRICS_API_PORT, 8000)")
     up.add_argument("--no-demo", action="store_true", help="do not generate demo traffic")
     up.set_defaults(handler=_cmd_up)
 
     api = sub.add_parser("api", help="serve the REST and WebSocket API")
-    api.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
-    api.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    api.add_argument(
+        "--host", help="bind address (default METRICS_API_HOST, 127.0.0.1; 0.0.0.0 in a container)"
+    )
+    api.add_argument("--port", type=int, help="port (default METRICS_API_PORT, 8000)")
     api.set_defaults(handler=_cmd_api)
 
     worker = sub.add_parser("worker", help="run demo LLM jobs from the rq queues")
@@ -109,6 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
     watch = sub.add_parser("watch", help="print the live stream, one line per update")
     watch.add_argument("--url", default=DEFAULT_URL, help=f"default {DEFAULT_URL}")
     watch.add_argument("--count", type=_positive_int, help="exit after this many updates")
+    # Never the token itself as the default: argparse would show it in --help.
+    watch.add_argument(
+        "--token", help="the API's bearer token (default $METRICS_API_TOKEN; prefer the variable)"
+    )
     watch.add_argument(
         "--max-backoff", type=float, default=30.0, help="longest reconnect wait, s (default 30)"
     )

@@ -17,6 +17,8 @@ from types import TracebackType
 
 import redis
 
+from metrics_store.redis_client import redacted_url
+
 log = logging.getLogger(__name__)
 
 
@@ -40,7 +42,8 @@ def wait_for_ping(url: str, timeout_s: float) -> None:
             except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
                 pass
             if time.monotonic() > deadline:
-                raise TimeoutError(f"Redis at {url} did not answer within {timeout_s} s")
+                where = redacted_url(url)
+                raise TimeoutError(f"Redis at {where} did not answer within {timeout_s} s")
             time.sleep(0.02)
     finally:
         client.close()
@@ -61,17 +64,21 @@ class RedisServerProcess:
         binary: str | None = None,
         extra_args: tuple[str, ...] = (),
         persist: bool = False,
+        url: str | None = None,
     ) -> None:
         self.data_dir = data_dir.resolve()  # redis-server chdirs into --dir before opening files
         self.port = port or free_port()
         self.binary = binary or shutil.which("redis-server") or "redis-server"
         self.extra_args = extra_args
         self.persist = persist
+        # The URL clients use, where extra_args ask for more than plain TCP: a password, an
+        # ACL user, or TLS ("--port 0 --tls-port P" with a rediss:// URL on P).
+        self._url = url
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return self._url or f"redis://127.0.0.1:{self.port}/0"
 
     def command(self) -> list[str]:
         persistence = ["--appendonly", "yes"] if self.persist else ["--appendonly", "no"]

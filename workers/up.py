@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+from metrics_store.redis_client import redacted_url
 from workers.redis_process import FakeRedisServer, RedisServerProcess
 
 log = logging.getLogger(__name__)
@@ -100,11 +101,21 @@ def run_up(host: str, port: int, demo: bool) -> int:
 
 def _print_banner(host: str, port: int, redis_url: str) -> None:
     base = f"http://{host}:{port}"
+    shown = redacted_url(redis_url)
+    # A URL with a password came from REDIS_URL (private servers have none): point at the
+    # variable rather than print the password.
+    cli_url = '"$REDIS_URL"' if shown != redis_url else redis_url
+    token_hint = (
+        f"  token      required: open {base}/#token=<METRICS_API_TOKEN>\n"
+        if os.environ.get("METRICS_API_TOKEN", "").strip()
+        else ""
+    )
     print(
         f"metrics-store is up\n"
         f"  dashboard  {base}/\n"
         f"  API docs   {base}/api/docs\n"
-        f"  Redis      {redis_url}   (redis-cli -u {redis_url})\n"
+        f"{token_hint}"
+        f"  Redis      {shown}   (redis-cli -u {cli_url})\n"
         f"Ctrl-C stops everything.",
         flush=True,
     )

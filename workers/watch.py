@@ -9,17 +9,19 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 import orjson
 from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidURI, WebSocketException
+from websockets.exceptions import InvalidStatus, InvalidURI, WebSocketException
 
 from metrics_store.backoff import Backoff
 
 DEFAULT_URL = "ws://127.0.0.1:8000/api/metrics/ws"
 CONNECT_TIMEOUT_S = 5.0
+# Refusals that retrying cannot fix: a missing or wrong token, a refused origin.
+REFUSED_STATUSES = {401: "the server wants a valid --token (METRICS_API_TOKEN)", 403: "refused"}
 
 
 def format_update(update: dict[str, Any]) -> str:
@@ -46,6 +48,8 @@ class Watcher:
     count: int | None = None
     out: TextIO = sys.stdout
     printed: int = 0
+    # Sent as a header, never in the URL: the URL is printed, and proxies log it.
+    token: str | None = field(default=None, repr=False)
 
     @property
     def done(self) -> bool:
@@ -53,7 +57,10 @@ class Watcher:
 
     async def watch_once(self) -> str:
         """One connection: print its updates until it ends or enough are printed; why it ended."""
-        async with connect(self.url, open_timeout=CONNECT_TIMEOUT_S) as websocket:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
+        async with connect(
+            self.url, open_timeout=CONNECT_TIMEOUT_S, additional_headers=headers
+        ) as websocket:
             _say(f"connected to {self.url}")
             async for message in websocket:
                 print(format_update(orjson.loads(message)), file=self.out, flush=True)
@@ -79,6 +86,11 @@ async def watch(
         except InvalidURI as exc:
             _say(f"not a WebSocket URL: {exc}")
             return 2
+        except InvalidStatus as exc:
+            if (status := exc.response.status_code) in REFUSED_STATUSES:
+                _say(f"{watcher.url}: HTTP {status}: {REFUSED_STATUSES[status]}")
+                return 2
+            reason = _describe(exc)
         except (OSError, TimeoutError, WebSocketException, ValueError) as exc:
             reason = _describe(exc)
         if watcher.done:

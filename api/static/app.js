@@ -24,6 +24,19 @@ const page = {
   panels: Object.fromEntries(PANELS.map((name) => [name, { okAt: 0, failed: false, note: "" }])),
 };
 
+// --- the API token (METRICS_API_TOKEN), where the server asks for one ---------------------------
+// Given once in the page's URL, as #token=... (a fragment never reaches the server or its logs)
+// or ?token=...; kept for this tab and taken out of the address bar, so that it is not
+// bookmarked or shared with the URL. docs/security.md
+const TOKEN = (() => {
+  const given = new URLSearchParams(location.hash.slice(1)).get("token") || new URLSearchParams(location.search).get("token");
+  if (!given) return sessionStorage.getItem("metrics-token") || "";
+  sessionStorage.setItem("metrics-token", given);
+  history.replaceState(null, "", location.pathname);
+  return given;
+})();
+const AUTH_HEADERS = TOKEN ? { Authorization: `Bearer ${TOKEN}` } : {};
+
 // --- URLs: relative to the page, so a proxy may serve it at / or under a path prefix ------------
 function apiUrl(path) {
   return new URL(path, document.baseURI);
@@ -32,6 +45,7 @@ function apiUrl(path) {
 function socketUrl() {
   const url = apiUrl("api/metrics/ws");
   url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+  if (TOKEN) url.searchParams.set("token", TOKEN); // a browser cannot set a WebSocket's headers
   return url.href;
 }
 
@@ -275,7 +289,7 @@ async function poll(panel) {
   const node = page.node;
   let response;
   try {
-    response = await fetch(pollUrl(panel), { cache: "no-store", signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
+    response = await fetch(pollUrl(panel), { cache: "no-store", headers: AUTH_HEADERS, signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
   } catch {
     return setReachable(false);
   }
