@@ -247,3 +247,23 @@ def test_a_worker_killed_mid_job_records_nothing_for_it(settings: Settings) -> N
         harness.close()
         queue.delete(delete_jobs=True)
         connection.close()
+
+
+def test_a_worker_stops_on_sigterm_while_redis_is_down(tmp_path: Path, prefix: str) -> None:
+    from tests.processes import CliProcess
+
+    server = RedisServerProcess(tmp_path / "redis")
+    server.start()
+    env = child_env(server.url, prefix, METRICS_DEMO_TIME_SCALE="0")
+    worker = CliProcess(["worker", "--queues", f"{prefix}-jobs"], env)
+    worker.start()
+    try:
+        time.sleep(1.0)  # registered and waiting for jobs
+        server.stop()
+        time.sleep(1.5)  # now retrying its connection
+        assert worker.process is not None
+        worker.process.terminate()
+        worker.process.wait(timeout=10)  # promptly, not after a kill
+    finally:
+        worker.kill()
+        server.stop()

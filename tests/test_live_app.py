@@ -66,3 +66,14 @@ def test_shutdown_closes_clients_with_1001(client: TestClient) -> None:
         assert client.portal is not None
         client.portal.call(app.state.live.close_clients, GOING_AWAY)
         assert next_close(ws)["code"] == GOING_AWAY
+
+
+def test_an_app_stopped_right_after_starting_shuts_down(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A cancellation landing inside a redis-py call used to be swallowed there, leaving the
+    # live loops "cancelling" for ever; shutdown now waits a bounded time and says so.
+    for _ in range(5):
+        with TestClient(create_app(settings)):
+            pass
+    assert not [r.message for r in caplog.records if "did not stop" in r.message]

@@ -8,9 +8,11 @@ child after every job.
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
 from functools import cache
+from types import FrameType
 
 import redis
 from rq import Queue, SimpleWorker
@@ -95,23 +97,37 @@ def run_worker(settings: Settings, queue_names: list[str], burst: bool = False) 
     backoff = Backoff(base_s=0.2, cap_s=5.0)
     try:
         while True:
+            worker = _worker(settings, queue_names)
             try:
-                _work(settings, queue_names, burst)
+                worker.work(burst=burst, logging_level="WARNING")
                 return  # asked to stop, or (burst) the queues are empty
             except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if _stop_was_requested(worker):
+                    return  # a stop during an outage: rq's goodbye to Redis failed, not us
                 delay = backoff.next_delay()
                 log.warning("worker lost Redis (%s); starting again in %.1f s", exc, delay)
+                # rq's handlers stay installed after its loop ends and would only set a flag
+                # for a loop that no longer runs: between loops, a signal must stop us.
+                signal.signal(signal.SIGTERM, _interrupt)
+                signal.signal(signal.SIGINT, _interrupt)
                 time.sleep(delay)
+            finally:
+                worker.connection.close()
     finally:
         stop.set()
         get_metrics_collector().close()
 
 
-def _work(settings: Settings, queue_names: list[str], burst: bool) -> None:
+def _stop_was_requested(worker: SimpleWorker) -> bool:
+    """Whether SIGTERM or SIGINT reached rq's handler (it notes the moment; rq has no getter)."""
+    return getattr(worker, "_shutdown_requested_date", None) is not None
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _worker(settings: Settings, queue_names: list[str]) -> SimpleWorker:
     connection = rq_connection(settings)
-    try:
-        queues = [Queue(name, connection=connection) for name in queue_names]
-        worker = SimpleWorker(queues, connection=connection)
-        worker.work(burst=burst, logging_level="WARNING")
-    finally:
-        connection.close()
+    queues = [Queue(name, connection=connection) for name in queue_names]
+    return SimpleWorker(queues, connection=connection)

@@ -12,6 +12,7 @@ import logging
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from api.live.cancel import reraise_if_cancelled
 from api.live.hub import ClientHub
 from api.live.slot import Frame
 from metrics_store.backoff import Backoff
@@ -43,8 +44,10 @@ class Relay:
             try:
                 await self._subscribe_and_relay(backoff)
             except (RedisError, OSError) as exc:
+                reraise_if_cancelled()
                 if backoff.failures == 0:
                     log.warning("live relay: subscription lost (%s); resubscribing", exc)
+            reraise_if_cancelled()
             await asyncio.sleep(backoff.next_delay())
 
     async def _subscribe_and_relay(self, backoff: Backoff) -> None:
@@ -56,6 +59,7 @@ class Relay:
             backoff.reset()
             while True:
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=POLL_S)
+                reraise_if_cancelled()
                 if message is not None and message["type"] == "message":
                     self._relay(message["data"])
         finally:

@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 from starlette.websockets import WebSocket
 
+from api.live.cancel import reraise_if_cancelled
 from api.live.client import GOING_AWAY, serve_client
 from api.live.hub import ClientHub
 from api.live.relay import Relay
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 # Shutdown waits this long for clients to take their close frame before moving on.
 CLOSE_CLIENTS_TIMEOUT_S = 2.0
 DEREGISTER_TIMEOUT_S = 1.0
+STOP_TASKS_TIMEOUT_S = 3.0
 
 
 class LiveStream:
@@ -72,7 +74,10 @@ class LiveStream:
         for task in tasks:
             task.cancel()
         if tasks:
-            await asyncio.wait(tasks)  # not gather: see client._first_to_finish
+            # not gather: see client._first_to_finish; bounded, so no loop can hold shutdown
+            _, stuck = await asyncio.wait(tasks, timeout=STOP_TASKS_TIMEOUT_S)
+            for task in stuck:
+                log.warning("live: %s did not stop in time", task.get_name())
         try:
             async with asyncio.timeout(DEREGISTER_TIMEOUT_S):
                 await self.registry.remove()
@@ -106,6 +111,7 @@ class LiveStream:
             try:
                 await self.registry.beat(self.hub.count)
             except (RedisError, OSError) as exc:
+                reraise_if_cancelled()
                 if backoff.failures == 0:
                     log.warning("live: replica heartbeat failed (%s); retrying", exc)
                 await drop_idle_connections(self._client)
@@ -114,6 +120,7 @@ class LiveStream:
             if backoff.failures:
                 log.info("live: replica heartbeat is back")
             backoff.reset()
+            reraise_if_cancelled()
             await asyncio.sleep(self._beat_interval_s)
 
     def _spawn(self, name: str, coro: Coroutine[Any, Any, None]) -> None:

@@ -17,6 +17,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from api.live.cancel import reraise_if_cancelled
 from metrics_store.backoff import Backoff
 from metrics_store.clock import Clock
 from metrics_store.errors import StoreUnavailable
@@ -61,12 +62,14 @@ class Ticker:
         """Tick each second until cancelled; a Redis outage only delays the next try."""
         backoff = Backoff(base_s=0.1, cap_s=2.0)
         while True:
+            reraise_if_cancelled()
             tick = await self._sleep_until_next_tick()
             try:
                 await self.tick(tick)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the ticker must outlive any one failed tick
+                reraise_if_cancelled()
                 _log_failure(backoff, exc)
                 await drop_idle_connections(self._client)
                 await asyncio.sleep(backoff.next_delay())
