@@ -54,7 +54,7 @@ def run(full: bool) -> dict[str, Any]:
     progress(f"{many:,} events over the 30-minute window")
     bulk = store_after(many, 1790, cap)
     # Steady state: a full retention period of traffic at two rates ten times apart.
-    rates = (20, 200)  # both fill the capped streams: what remains is the buckets
+    rates = (50, 500)  # both fill the capped streams: what remains is the buckets
     steady = {}
     for rate in rates:
         progress(f"steady state: {rate} events/s over the {retention_s} s retention period")
