@@ -67,12 +67,15 @@ def query_metrics(
 
 def parse_recent(entries: Sequence[bytes]) -> tuple[list[float], list[float]]:
     """Sparklines from a recent-query list (newest first): tokens/s and latency, oldest first."""
+    # Sixty entries per /tiers answer: written flat, without helpers, as it was a sixth of
+    # the request's time (py-spy, docs/performance.md).
     tokens_per_s: list[float] = []
     latency_ms: list[float] = []
     for entry in reversed(entries):
-        tokens, generation_ms, latency = (float(part) for part in entry.split())
-        tokens_per_s.append(round2(tokens / (generation_ms / 1000.0)) if generation_ms else 0.0)
-        latency_ms.append(round2(latency))
+        tokens, generation_ms, latency = entry.split()
+        generation = float(generation_ms)
+        tokens_per_s.append(round(int(tokens) * 1000.0 / generation, 2) if generation else 0.0)
+        latency_ms.append(round(float(latency), 2))
     return tokens_per_s, latency_ms
 
 
