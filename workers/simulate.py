@@ -63,7 +63,8 @@ def run_simulation(
     """Send prompts at `rate` per second (with bursts) until `duration_s` passes or Ctrl-C."""
     rng = rng or random.Random()
     send = _direct_sender(settings, rng) if direct else _queue_sender(settings)
-    progress = Progress(started=time.monotonic())
+    started = time.monotonic()
+    progress = Progress(started=started, last_print=started)  # first line after one interval
     next_at = progress.started
     try:
         while duration_s is None or time.monotonic() - progress.started < duration_s:
