@@ -114,6 +114,8 @@ def parse_availability(
         if node not in live_nodes or tier not in available:
             continue
         up, _, of = value.decode().partition("/")
+        if not (up.isdigit() and of.isdigit()):
+            continue  # not a value the collector writes: ignore it rather than fail the answer
         available[tier] += int(up)
         total[tier] += int(of)
     return [ModelAvailability(tier=t, available=available[t], total=total[t]) for t in tiers]

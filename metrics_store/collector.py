@@ -25,9 +25,9 @@ from collections.abc import Callable
 import redis
 
 from metrics_store.clock import Clock, SystemClock
-from metrics_store.errors import InvalidMetric
+from metrics_store.errors import EventsLost, InvalidMetric
 from metrics_store.events import Event, QueryEvent, RoutingEvent
-from metrics_store.flusher import Flusher, Item
+from metrics_store.flusher import Flusher, FlushMarker, Item
 from metrics_store.redis_client import sync_client
 from metrics_store.settings import Settings, get_settings
 from metrics_store.validation import (
@@ -134,15 +134,20 @@ class MetricsCollector:
         """Return once everything recorded before this call is in Redis.
 
         Raises TimeoutError if `timeout_s` passes first (for example while Redis is down);
-        the events stay buffered and are written later.
+        the events stay buffered and are written later. Raises EventsLost if some of them can
+        never be written: dropped from a full buffer, or the collector closed first.
         """
-        if self._stopping.is_set():
-            return  # closed: the flusher has written all it ever will
-        done = threading.Event()
+        if self._stopping.is_set():  # closed: the flusher has written all it ever will
+            if self.pending_events:
+                raise EventsLost(f"closed with {self.pending_events} events not written")
+            return
+        done = FlushMarker(self._flusher.counters)
         self._buffer.append(done)
         self._wake.set()
         if not done.wait(timeout_s):
             raise TimeoutError(f"events not written within {timeout_s} s")
+        if done.failure is not None:
+            raise EventsLost(done.failure)
 
     async def aflush(self, timeout_s: float | None = None) -> None:
         """flush() for asyncio code: waits in a thread, never blocking the event loop."""
@@ -155,8 +160,8 @@ class MetricsCollector:
         self._closed = True
         try:
             self.flush(timeout_s)
-        except TimeoutError:
-            log.warning("closing with %d events not written to Redis", self.pending_events)
+        except (TimeoutError, EventsLost) as exc:
+            log.warning("closing with events not written to Redis: %s", exc)
         finally:
             self._stopping.set()
             self._wake.set()
@@ -178,17 +183,23 @@ class MetricsCollector:
         buffer.append(event)
 
     def _drop_oldest(self) -> None:
+        """Drop the oldest event; flush() markers ahead of it keep their place."""
+        buffer, markers = self._buffer, []
         try:
-            dropped = self._buffer.popleft()
+            while isinstance(oldest := buffer.popleft(), FlushMarker):
+                markers.append(oldest)
         except IndexError:
+            oldest = None
+        buffer.extendleft(reversed(markers))
+        if oldest is None:
             return
-        if isinstance(dropped, threading.Event):
-            dropped.set()  # nothing before it is left to wait for
-            return
-        counters = self._flusher.counters
-        counters.dropped += 1
-        if counters.dropped in (1, 1000) or counters.dropped % 100_000 == 0:
-            log.warning("buffer full: %d oldest events dropped so far", counters.dropped)
+        # Markers ahead of the dropped event (skipped here, or already taken by the flusher)
+        # were not waiting for it; those behind it were, and their flush() will raise.
+        for marker in [*markers, *self._flusher.holding]:
+            marker.exempt_one_drop()
+        dropped = self._flusher.counters.count_dropped(1)
+        if dropped in (1, 1000) or dropped % 100_000 == 0:
+            log.warning("buffer full: %d oldest events dropped so far", dropped)
 
 
 _instance: MetricsCollector | None = None

@@ -7,22 +7,29 @@ heartbeat, so events dropped during an outage are visible through the API
 
 from __future__ import annotations
 
+import logging
 import os
-from dataclasses import dataclass
+import secrets
+from dataclasses import dataclass, fields
 
 import orjson
 import redis
 
 from metrics_store.keys import Keys
 
+log = logging.getLogger(__name__)
+
 # Fields of collectors silent this long are deleted by the next collector that beats.
 FORGET_AFTER_S = 3600.0
+# Unique per process: two containers can share a node name and both run as pid 1.
+INSTANCE = secrets.token_hex(3)
 
 
 @dataclass(frozen=True)
 class CollectorCounters:
     node: str
     pid: int
+    instance: str
     written: int
     dropped: int
     pending: int
@@ -30,20 +37,26 @@ class CollectorCounters:
 
     @property
     def field(self) -> str:
-        return f"{self.node}:{self.pid}"
+        return f"{self.node}:{self.pid}:{self.instance}"
 
     def to_json(self) -> bytes:
         return orjson.dumps(self.__dict__)
 
     @classmethod
-    def from_json(cls, raw: bytes | str) -> CollectorCounters:
-        return cls(**orjson.loads(raw))
+    def from_json(cls, raw: bytes | str) -> CollectorCounters | None:
+        """The counters in `raw`, or None if it is not such a record (logged, not raised)."""
+        try:
+            data = orjson.loads(raw)
+            return cls(**{f.name: data[f.name] for f in fields(cls)})
+        except (ValueError, TypeError, KeyError) as exc:
+            log.warning("ignoring a malformed collector record: %s", exc)
+            return None
 
 
 def counters_now(
     node: str, written: int, dropped: int, pending: int, at: float
 ) -> CollectorCounters:
-    return CollectorCounters(node, os.getpid(), written, dropped, pending, at)
+    return CollectorCounters(node, os.getpid(), INSTANCE, written, dropped, pending, at)
 
 
 def beat(client: redis.Redis, keys: Keys, counters: CollectorCounters) -> None:
@@ -56,10 +69,10 @@ def beat(client: redis.Redis, keys: Keys, counters: CollectorCounters) -> None:
 
 def forget_silent(client: redis.Redis, keys: Keys, now_s: float) -> None:
     """Delete the counters of collectors that stopped beating long ago (crashed processes)."""
-    stale = [
-        field
-        for field, raw in client.hgetall(keys.collectors).items()
-        if CollectorCounters.from_json(raw).at < now_s - FORGET_AFTER_S
-    ]
+    stale = []
+    for field, raw in client.hgetall(keys.collectors).items():
+        counters = CollectorCounters.from_json(raw)
+        if counters is None or counters.at < now_s - FORGET_AFTER_S:
+            stale.append(field)
     if stale:
         client.hdel(keys.collectors, *stale)

@@ -4,6 +4,7 @@ MetricsStoreError
  +-- InvalidMetric (also a ValueError): an argument the store refuses; nothing was written
  +-- StoreUnavailable: Redis cannot be reached or did not answer in time
  +-- UnknownNode (also a LookupError): a node name with no live snapshot
+ +-- EventsLost: flush() cannot keep its promise: events before it were dropped or abandoned
 """
 
 from __future__ import annotations
@@ -31,3 +32,7 @@ class UnknownNode(MetricsStoreError, LookupError):
     def __init__(self, node: str) -> None:
         super().__init__(f"no live node named {node!r}")
         self.node = node
+
+
+class EventsLost(MetricsStoreError):
+    """Some events recorded before a flush() will never reach Redis (the message says why)."""

@@ -30,8 +30,37 @@ from metrics_store.settings import Settings
 
 log = logging.getLogger("metrics_store.collector")
 
-# A flush() request travels through the buffer behind the events recorded before it.
-Item = Event | threading.Event
+
+class FlushMarker(threading.Event):
+    """A flush() request: it travels through the buffer behind the events recorded before it.
+
+    It is never dropped to make room. It is released once those events are written, or
+    failed: when some of them were dropped (counted since it was made), or when the
+    collector stopped before writing them; flush() then raises instead of returning.
+    """
+
+    def __init__(self, counters: FlushCounters) -> None:
+        super().__init__()
+        self._counters = counters
+        self._dropped_at_start = counters.dropped
+        self.failure: str | None = None
+
+    def exempt_one_drop(self) -> None:
+        """The next drop is of an event behind this marker: not one this flush waits for."""
+        self._dropped_at_start += 1
+
+    def release(self) -> None:
+        lost = self._counters.dropped - self._dropped_at_start
+        if lost > 0:
+            self.fail(f"{lost} events recorded before flush() were dropped")
+        self.set()
+
+    def fail(self, reason: str) -> None:
+        self.failure = self.failure or reason
+        self.set()
+
+
+Item = Event | FlushMarker
 
 # A refusal rather than an outage (out of memory, a read-only replica) is retried this many
 # times, then the batch is dropped: one poisoned batch must not stall the flusher for ever.
@@ -43,12 +72,19 @@ class FlushCounters:
     written: int = 0
     dropped: int = 0
     in_flight: int = 0  # taken from the buffer, not yet confirmed by Redis
+    # Callers drop on overflow while the flusher drops refused batches: one lock for both.
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def count_dropped(self, events: int) -> int:
+        with self.lock:
+            self.dropped += events
+            return self.dropped
 
 
 @dataclass
 class Batch:
     events: list[Event]
-    markers: list[threading.Event]
+    markers: list[FlushMarker]
     batch_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
@@ -77,6 +113,9 @@ class Flusher:
         self._sender = ScriptSender(client, lua_source(INGEST))
         self._backoff = Backoff(base_s=0.05, cap_s=settings.retry_max_backoff_s)
         self._beats = 0
+        # flush() markers taken from the buffer and not yet released: they are ahead of every
+        # buffered event, so no drop from the buffer concerns them.
+        self.holding: set[FlushMarker] = set()
 
     def run(self) -> None:
         beat_due = prune_due = 0.0
@@ -95,16 +134,17 @@ class Flusher:
             if now >= beat_due:
                 self._heartbeat(now)
                 beat_due = now + self._settings.heartbeat_interval_s
-            if sent is not None or batch.markers:
-                continue  # more may be waiting: write it before sleeping or pruning
             if now >= prune_due:
                 self._prune(now)
                 prune_due = now + self._settings.bucket_s
+            if sent is not None or batch.markers:
+                continue  # more may be waiting: write it before sleeping
             self._wake.wait(self._settings.flush_interval_s)
             self._wake.clear()
         if sent is not None:
             self._confirm(sent)
         self._sender.discard()
+        self._fail_waiting_flushes()
 
     # --- one batch --------------------------------------------------------------------------
     def _take_batch(self) -> Batch:
@@ -116,8 +156,9 @@ class Flusher:
                 item = buffer.popleft()
             except IndexError:
                 break
-            if isinstance(item, threading.Event):
+            if isinstance(item, FlushMarker):
                 batch.markers.append(item)
+                self.holding.add(item)
                 break  # the flush waits for exactly what came before it
             batch.events.append(item)
         self.counters.in_flight += len(batch.events)
@@ -150,7 +191,8 @@ class Flusher:
 
     def _release(self, batch: Batch) -> None:
         for marker in batch.markers:
-            marker.set()
+            marker.release()
+            self.holding.discard(marker)
 
     def _write_until_done(self, batch: Batch) -> None:
         """Retry the batch with backoff until Redis takes it (or refuses it for good)."""
@@ -169,7 +211,7 @@ class Flusher:
                 failure = f"Redis refused the batch ({exc})"
                 if attempt >= REFUSED_BATCH_ATTEMPTS:
                     log.error("%s; dropping %d events", failure, len(batch.events))
-                    self.counters.dropped += len(batch.events)
+                    self.counters.count_dropped(len(batch.events))
                     self.counters.in_flight -= len(batch.events)
                     self._release(batch)
                     return
@@ -183,6 +225,15 @@ class Flusher:
     def _requeue(self, batch: Batch) -> None:
         self.counters.in_flight -= len(batch.events)
         self._buffer.extendleft(reversed(batch.events))
+        for marker in batch.markers:
+            marker.fail("the collector closed before writing everything")
+            self.holding.discard(marker)
+
+    def _fail_waiting_flushes(self) -> None:
+        """Stopping: no flush() still in the buffer may wait for ever or return as if done."""
+        for item in list(self._buffer):
+            if isinstance(item, FlushMarker):
+                item.fail("the collector closed before writing everything")
 
     # --- upkeep -------------------------------------------------------------------------------
     def _prune(self, now_s: float) -> None:
@@ -190,6 +241,8 @@ class Flusher:
             prune_retired_buckets(self._client, self._keys, now_s)
         except redis.RedisError as exc:
             log.debug("pruning retired buckets failed: %s", exc)
+        except Exception:  # upkeep must never end the thread that writes the events
+            log.exception("pruning retired buckets failed")
 
     def _heartbeat(self, now_s: float) -> None:
         counters = counters_now(
@@ -206,6 +259,8 @@ class Flusher:
                 collector_stats.forget_silent(self._client, self._keys, now_s)
         except redis.RedisError as exc:
             log.debug("heartbeat failed: %s", exc)
+        except Exception:  # upkeep must never end the thread that writes the events
+            log.exception("heartbeat failed")
 
     def pending_events(self) -> int:
         """Events recorded but not yet written (buffered, or taken and not yet confirmed)."""

@@ -29,7 +29,7 @@ Live keys (they change by themselves: heartbeats, locks, expiring snapshots):
 {p}:live:latest                    string       the latest metrics_update, JSON bytes
 {p}:live:updates                   channel      pub/sub: each metrics_update, JSON bytes
 {p}:live:batch:<id>                string       a written collector batch, for idempotent retry
-{p}:live:collectors                hash         "<node>:<pid>" -> JSON counters of a collector
+{p}:live:collectors                hash         "<node>:<pid>:<instance>" -> JSON counters
 =================================  ===========  ==============================================
 """
 

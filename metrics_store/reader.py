@@ -7,12 +7,14 @@ share the same code and cost one command each.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import redis
 import redis.asyncio as aioredis
+from pydantic import ValidationError
 from redis.exceptions import NoScriptError
 
 from metrics_store import aggregates
@@ -39,15 +41,27 @@ from metrics_store.shapes import (
 from metrics_store.snapshots import NodeSnapshot
 from metrics_store.timefmt import iso_utc
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class Staged(Generic[T]):
-    """Commands put on a pipeline, and how to read their replies."""
+    """Reads put on a ReadPlan, and how to read their replies."""
 
     commands: int
     parse: Callable[[Sequence[Any]], T]
+
+
+def _valid_snapshots(raws: Iterable[bytes]) -> list[NodeSnapshot]:
+    """The snapshots that parse; one malformed record must not take /resources down with it."""
+    snapshots = []
+    for raw in raws:
+        try:
+            snapshots.append(NodeSnapshot.model_validate_json(raw))
+        except ValidationError as exc:
+            log.warning("ignoring a malformed node snapshot: %s", exc.errors()[0]["msg"])
+    return snapshots
 
 
 @dataclass(frozen=True)
@@ -202,8 +216,7 @@ class MetricsReader:
 
         def parse(replies: Sequence[Any]) -> ResourceMetrics:
             fresh_after = now_s - s.node_ttl_s
-            raw_snapshots = pairs(replies[0]).values()
-            snapshots = [NodeSnapshot.model_validate_json(raw) for raw in raw_snapshots]
+            snapshots = _valid_snapshots(pairs(replies[0]).values())
             live = [snap for snap in snapshots if snap.sampled_at >= fresh_after]
             replicas = set(replies[1])
             counts = pairs(replies[2])
@@ -219,8 +232,8 @@ class MetricsReader:
         plan.hgetall(self._keys.collectors)
 
         def parse(replies: Sequence[Any]) -> HealthStatus:
-            raw_counters = pairs(replies[2]).values()
-            counters = [CollectorCounters.from_json(raw) for raw in raw_counters]
+            parsed = (CollectorCounters.from_json(raw) for raw in pairs(replies[2]).values())
+            counters = [c for c in parsed if c is not None]
             live = sorted((c for c in counters if c.at >= alive_since), key=lambda c: c.field)
             collectors = [
                 CollectorHealth(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -275,3 +276,86 @@ def test_a_str_enum_tier_counts_by_its_value(harness: StoreHarness) -> None:
     harness.collector.flush()
     [(_, fields)] = harness.client.xrange(harness.keys.query_stream)
     assert fields[b"tier"] == b"Q3"
+
+
+def test_flush_raises_when_events_it_waits_for_are_dropped(tmp_path: Path, prefix: str) -> None:
+    import threading
+
+    from metrics_store.errors import EventsLost
+    from workers.redis_process import RedisServerProcess
+
+    server = RedisServerProcess(tmp_path / "redis")
+    server.start()
+    # One event per batch: while the flusher retries the first, the rest wait in the buffer
+    # ahead of the flush() marker, where the overflow drops them.
+    settings = Settings(
+        redis_url=server.url, key_prefix=prefix, buffer_max_events=3, batch_max_events=1
+    )
+    collector = MetricsCollector(settings)
+    outcome: list[BaseException | None] = []
+    try:
+        collector.flush()
+        server.stop()
+        for _ in range(3):
+            collector.record_query(**GOOD_QUERY)
+
+        def flush() -> None:
+            try:
+                collector.flush(timeout_s=30)
+                outcome.append(None)
+            except BaseException as exc:
+                outcome.append(exc)
+
+        waiter = threading.Thread(target=flush)
+        waiter.start()
+        for _ in range(20):  # overflow: the oldest go, some of them recorded before flush()
+            collector.record_query(**GOOD_QUERY)
+        server.start()
+        waiter.join(timeout=40)
+        assert len(outcome) == 1
+        assert isinstance(outcome[0], EventsLost), outcome
+    finally:
+        collector.close(timeout_s=1)
+        server.stop()
+
+
+def test_flush_succeeds_when_only_events_recorded_after_it_are_dropped(
+    tmp_path: Path, prefix: str
+) -> None:
+    import threading
+    import time
+
+    from workers.redis_process import RedisServerProcess
+
+    server = RedisServerProcess(tmp_path / "redis")
+    server.start()
+    settings = Settings(redis_url=server.url, key_prefix=prefix, buffer_max_events=3)
+    collector = MetricsCollector(settings)
+    outcome: list[BaseException | None] = []
+    try:
+        collector.flush()
+        server.stop()
+        for _ in range(2):
+            collector.record_query(**GOOD_QUERY)
+
+        def flush() -> None:
+            try:
+                collector.flush(timeout_s=30)
+                outcome.append(None)
+            except BaseException as exc:
+                outcome.append(exc)
+
+        waiter = threading.Thread(target=flush)
+        waiter.start()
+        deadline = time.monotonic() + 10
+        while len(collector._buffer) != 1 and time.monotonic() < deadline:  # the marker alone:
+            time.sleep(0.01)  # the flusher holds the two events in its retried batch
+        for _ in range(6):  # overflow: only events recorded after flush() can go
+            collector.record_query(**GOOD_QUERY)
+        assert collector.dropped_events > 0
+        server.start()
+        waiter.join(timeout=40)
+        assert outcome == [None]
+    finally:
+        collector.close(timeout_s=1)
+        server.stop()

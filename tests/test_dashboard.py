@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from decimal import ROUND_HALF_UP, Decimal
@@ -169,7 +170,12 @@ def test_each_panel_shows_what_the_rest_api_returns(page: Page, api: ApiProcess)
     wait_current(page)
     queries = api.get("/api/metrics/queries").json()
     tiers = api.get("/api/metrics/tiers").json()["tiers"]
-    resources = api.get("/api/metrics/resources").json()
+    # The page's own WebSocket is a live connection; the replica reports its count with its
+    # once-a-second heartbeat, so wait for REST to count it before comparing.
+    deadline = time.monotonic() + 10
+    while (resources := api.get("/api/metrics/resources").json())["activeConnections"] < 1:
+        assert time.monotonic() < deadline, "the page's connection never counted"
+        time.sleep(0.1)
     routing = api.get("/api/metrics/routing").json()
     assert queries["totalQueries"] > 0 and len(resources["nodes"]) == len(NODES)  # seeded
 

@@ -267,3 +267,40 @@ def test_a_worker_stops_on_sigterm_while_redis_is_down(tmp_path: Path, prefix: s
     finally:
         worker.kill()
         server.stop()
+
+
+def test_a_malformed_record_costs_only_itself(settings: Settings) -> None:
+    """Garbage in the shared hashes (another version, a typo in redis-cli) breaks nothing."""
+    from metrics_store.keys import Keys
+
+    keys = Keys(settings.key_prefix)
+    client = redis.Redis.from_url(settings.redis_url)
+    client.hset(keys.collectors, "ghost:1:x", b'{"node": "ghost", "unexpected": 1}')
+    client.hset(keys.collectors, "junk:2:y", b"not json")
+    client.hset(keys.snapshots, "broken-node", b'{"node": "broken-node"}')
+    client.hset(keys.availability, "node-a:Q2", b"lots/many")
+    collector = MetricsCollector(settings)  # its first heartbeat reads the collectors hash
+    try:
+        collector.record_query("Q2", 10.0, 1, 1.0)
+        collector.update_model_availability("Q3", 1, 2)
+        collector.flush(timeout_s=10)
+        collector.record_query("Q2", 10.0, 1, 1.0)
+        collector.flush(timeout_s=10)  # the flusher is still alive
+        with TestClient(create_app(settings)) as api:
+            for path in ("/api/metrics/health", "/api/metrics/resources", "/api/metrics/routing"):
+                assert api.get(path).status_code == 200, path
+            routing = api.get("/api/metrics/routing").json()
+            assert routing["modelAvailability"][1] == {"tier": "Q3", "available": 1, "total": 2}
+    finally:
+        collector.close()
+        client.close()
+
+
+def test_model_availability_does_not_expire(settings: Settings) -> None:
+    harness = make_harness("redis", settings, time.time())
+    try:
+        harness.collector.update_model_availability("Q4", 1, 1)
+        harness.collector.flush()
+        assert harness.client.ttl(harness.keys.availability) == -1  # no expiry set
+    finally:
+        harness.close()

@@ -81,8 +81,7 @@ for k = 7, #KEYS do
   end
   redis.call('EXPIRE', KEYS[k], retention)
 end
-if availabilities > 0 then
-  redis.call('EXPIRE', KEYS[4], retention)
-end
+-- The availability hash never expires: a node reports only when its models change, and its
+-- latest report stands while it is live (readers skip dead nodes; nodes x tiers bounds it).
 redis.call('ZADD', KEYS[3], ARGV[6], node)
 return queries + decisions
