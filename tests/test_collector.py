@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -278,8 +279,24 @@ def test_a_str_enum_tier_counts_by_its_value(harness: StoreHarness) -> None:
     assert fields[b"tier"] == b"Q3"
 
 
+def flush_in_background(
+    collector: MetricsCollector, outcome: list[BaseException | None]
+) -> threading.Thread:
+    """collector.flush() on another thread; `outcome` gets None or what it raised."""
+
+    def flush() -> None:
+        try:
+            collector.flush(timeout_s=30)
+            outcome.append(None)
+        except BaseException as exc:  # the test inspects what was raised
+            outcome.append(exc)
+
+    waiter = threading.Thread(target=flush)
+    waiter.start()
+    return waiter
+
+
 def test_flush_raises_when_events_it_waits_for_are_dropped(tmp_path: Path, prefix: str) -> None:
-    import threading
 
     from metrics_store.errors import EventsLost
     from workers.redis_process import RedisServerProcess
@@ -299,15 +316,7 @@ def test_flush_raises_when_events_it_waits_for_are_dropped(tmp_path: Path, prefi
         for _ in range(3):
             collector.record_query(**GOOD_QUERY)
 
-        def flush() -> None:
-            try:
-                collector.flush(timeout_s=30)
-                outcome.append(None)
-            except BaseException as exc:
-                outcome.append(exc)
-
-        waiter = threading.Thread(target=flush)
-        waiter.start()
+        waiter = flush_in_background(collector, outcome)
         for _ in range(20):  # overflow: the oldest go, some of them recorded before flush()
             collector.record_query(**GOOD_QUERY)
         server.start()
@@ -322,7 +331,6 @@ def test_flush_raises_when_events_it_waits_for_are_dropped(tmp_path: Path, prefi
 def test_flush_succeeds_when_only_events_recorded_after_it_are_dropped(
     tmp_path: Path, prefix: str
 ) -> None:
-    import threading
     import time
 
     from workers.redis_process import RedisServerProcess
@@ -338,15 +346,7 @@ def test_flush_succeeds_when_only_events_recorded_after_it_are_dropped(
         for _ in range(2):
             collector.record_query(**GOOD_QUERY)
 
-        def flush() -> None:
-            try:
-                collector.flush(timeout_s=30)
-                outcome.append(None)
-            except BaseException as exc:
-                outcome.append(exc)
-
-        waiter = threading.Thread(target=flush)
-        waiter.start()
+        waiter = flush_in_background(collector, outcome)
         deadline = time.monotonic() + 10
         while len(collector._buffer) != 1 and time.monotonic() < deadline:  # the marker alone:
             time.sleep(0.01)  # the flusher holds the two events in its retried batch
