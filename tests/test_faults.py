@@ -180,33 +180,31 @@ def test_worker_outlives_a_redis_restart(tmp_path: Path, prefix: str) -> None:
     server.start()
     queue_name = f"{prefix}-jobs"
     env = child_env(server.url, prefix, METRICS_DEMO_TIME_SCALE="0")
+    harness = make_harness("redis", Settings(redis_url=server.url, key_prefix=prefix), 0)
+
+    def recorded(count: int) -> Callable[[], bool]:
+        def check() -> bool:
+            harness.clock.set(time.time())  # the jobs may land in a later bucket
+            return harness.read(MetricsReader.queries).totalQueries == count
+
+        return check
+
     try:
         with CliProcess(["worker", "--queues", queue_name], env) as worker:
-            connection = redis.Redis.from_url(server.url)
-            queue = Queue(queue_name, connection=connection)
+            queue = Queue(queue_name, connection=redis.Redis.from_url(server.url))
             enqueue_query(queue, "before the outage")
-            wait_until(lambda: len(queue) == 0, 15, "the first job to run")
+            wait_until(recorded(1), 15, "the first job's query in Redis")
             server.stop()
             time.sleep(1.5)
             assert worker.process is not None and worker.process.poll() is None
-            server.start()
-            connection = redis.Redis.from_url(server.url)
-            queue = Queue(queue_name, connection=connection)
+            server.start()  # this one keeps nothing across a restart
+            queue = Queue(queue_name, connection=redis.Redis.from_url(server.url))
             for i in range(3):
                 enqueue_query(queue, f"after the outage {i}")
-            settings = Settings(redis_url=server.url, key_prefix=prefix)
-            harness = make_harness("redis", settings, time.time())
-            try:
-                # This Redis keeps nothing across a restart: only the 3 later jobs are there.
-                def three_recorded() -> bool:
-                    harness.clock.set(time.time())  # the jobs may land in a later bucket
-                    return harness.read(MetricsReader.queries).totalQueries == 3
-
-                wait_until(three_recorded, 30, "the jobs after the outage")
-            finally:
-                harness.close()
+            wait_until(recorded(3), 30, "the jobs after the outage")
             assert worker.process.poll() is None
     finally:
+        harness.close()
         server.stop()
 
 
