@@ -9,6 +9,7 @@ frames that are not UTF-8 or bigger than the server takes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -217,7 +218,9 @@ def test_a_bad_frame_closes_that_client_alone(
         async with connect(api.ws_url) as good:
             last = orjson.loads(await good.recv())["timestamp"]
             async with connect(api.ws_url, max_size=None) as bad:
-                await send(bad)
+                # The server may hang up while the rest is still being sent: that is fine.
+                with contextlib.suppress(ConnectionClosed, OSError):
+                    await send(bad)
                 assert await close_code(bad) in codes
             await next_after(good, last, 5.0)  # the other client goes on receiving
 
