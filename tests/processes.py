@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -12,6 +13,8 @@ from types import TracebackType
 from typing import IO
 
 import httpx
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
 
 from workers.redis_process import free_port
 
@@ -155,3 +158,13 @@ def start_replicas(env: Mapping[str, str], count: int) -> list[ApiProcess]:
             replica.stop()
         raise
     return replicas
+
+
+async def close_code(ws: ClientConnection, timeout_s: float = 10.0) -> int | None:
+    """Read a WebSocket until the server closes it; the code it closed with (None: no frame)."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            while True:
+                await ws.recv()
+    except ConnectionClosed as closed:
+        return closed.rcvd.code if closed.rcvd else None

@@ -30,7 +30,7 @@ from metrics_store.clock import ManualClock
 from metrics_store.keys import Keys
 from metrics_store.settings import Settings
 from tests.conftest import T0
-from tests.processes import ApiProcess, child_env
+from tests.processes import ApiProcess, child_env, close_code
 from tests.test_api import ENDPOINTS, assert_error_body
 from tests.test_live_processes import next_after
 from workers.redis_process import RedisServerProcess
@@ -194,16 +194,6 @@ BAD_FRAMES: list[tuple[str, Send, set[int | None]]] = [
     ("small-binary", lambda ws: ws.send(b"\x00\xff"), {1003}),
     ("fragments-adding-up", lambda ws: ws.send(["x" * 1024] * 8), {1009, None}),
 ]
-
-
-async def close_code(ws: ClientConnection) -> int | None:
-    """Read until the server closes; the code it closed with."""
-    try:
-        async with asyncio.timeout(10):
-            while True:
-                await ws.recv()
-    except ConnectionClosed as closed:
-        return closed.rcvd.code if closed.rcvd else None
 
 
 @pytest.mark.parametrize(

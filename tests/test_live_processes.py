@@ -21,7 +21,7 @@ from websockets.exceptions import ConnectionClosed
 
 from metrics_store.keys import Keys
 from metrics_store.replicas import replica_pid
-from tests.processes import ApiProcess, CliProcess, child_env, start_replicas
+from tests.processes import ApiProcess, CliProcess, child_env, close_code, start_replicas
 from workers.redis_process import RedisServerProcess, free_port
 
 # The guide's "WebSocket Testing (Python)" example, verbatim; only its address is replaced.
@@ -161,14 +161,6 @@ def test_the_guides_python_example_runs_unchanged_against_either_replica(
 
 def test_misbehaving_clients_are_closed_alone(pair: tuple[ApiProcess, ApiProcess]) -> None:
     a, _ = pair
-
-    async def close_code(ws: ClientConnection) -> int | None:
-        try:
-            async with asyncio.timeout(5):
-                while True:
-                    await ws.recv()
-        except ConnectionClosed as closed:
-            return closed.rcvd.code if closed.rcvd else None
 
     async def scenario() -> None:
         async with connect(a.ws_url) as big, connect(a.ws_url) as binary, connect(a.ws_url) as ok:
