@@ -20,8 +20,8 @@ from redis.exceptions import NoScriptError
 from metrics_store import aggregates
 from metrics_store.buckets import bucket_start, chart_starts, plan_window
 from metrics_store.clock import Clock, SystemClock
-from metrics_store.collector_stats import CollectorCounters
 from metrics_store.errors import StoreUnavailable, UnknownNode
+from metrics_store.health import health_status
 from metrics_store.keys import QUERY_COUNT, Keys, member
 from metrics_store.read_plan import ReadPlan, pairs
 from metrics_store.redis_client import drop_idle_connections
@@ -29,7 +29,6 @@ from metrics_store.resources import resource_metrics
 from metrics_store.scripts import READ, lua_source
 from metrics_store.settings import Settings
 from metrics_store.shapes import (
-    CollectorHealth,
     HealthStatus,
     MetricsUpdate,
     QueryMetrics,
@@ -230,30 +229,9 @@ class MetricsReader:
         plan.zrangebyscore(self._keys.live_nodes, alive_since, "+inf")
         plan.zcount(self._keys.replicas, alive_since, "+inf")
         plan.hgetall(self._keys.collectors)
-
-        def parse(replies: Sequence[Any]) -> HealthStatus:
-            parsed = (CollectorCounters.from_json(raw) for raw in pairs(replies[2]).values())
-            counters = [c for c in parsed if c is not None]
-            live = sorted((c for c in counters if c.at >= alive_since), key=lambda c: c.field)
-            collectors = [
-                CollectorHealth(
-                    node=c.node,
-                    pid=c.pid,
-                    writtenEvents=c.written,
-                    droppedEvents=c.dropped,
-                    pendingEvents=c.pending,
-                    lastSeen=iso_utc(c.at),
-                )
-                for c in live
-            ]
-            return HealthStatus(
-                liveNodes=sorted(node.decode() for node in replies[0]),
-                liveReplicas=int(replies[1]),
-                collectors=collectors,
-                droppedEvents=sum(c.dropped for c in live),
-            )
-
-        return Staged(3, parse)
+        plan.hgetall(self._keys.processes)
+        plan.hgetall(self._keys.refused)
+        return Staged(5, lambda replies: health_status(replies, alive_since))
 
     # --- execution ----------------------------------------------------------------------------
     async def _run_one(self, stage: Callable[[ReadPlan, float], Staged[T]]) -> T:

@@ -23,8 +23,11 @@ from typing import Protocol
 
 import redis
 
+from metrics_store import process_health
 from metrics_store.clock import Clock, SystemClock
+from metrics_store.errors import StoreUnavailable
 from metrics_store.keys import Keys
+from metrics_store.loops import LoopGuard, run_forever
 from metrics_store.redis_client import redacted_url, sync_client
 from metrics_store.scripts import WRITE_SNAPSHOT, lua_source
 from metrics_store.settings import Settings, get_settings
@@ -88,7 +91,7 @@ class Sampler:
         self._write_script = client.register_script(lua_source(WRITE_SNAPSHOT))
         self._rates = RateMeter()
         self._redis_down = False
-        self._failing_samples = 0
+        self._samples = 0
 
     @classmethod
     def from_settings(cls, settings: Settings, clock: Clock | None = None) -> Sampler:
@@ -150,27 +153,28 @@ class Sampler:
 
     # --- the loop ---------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
-        """Sample every `sample_interval_s` until `stop` is set."""
+        """Sample every `sample_interval_s` until `stop` is set; no failure ends the loop."""
         interval_s = self._settings.sample_interval_s
+        guard = LoopGuard("sampler", base_s=min(0.5, interval_s), cap_s=5 * interval_s)
         next_due = time.monotonic()
-        while not stop.is_set():
+
+        def step() -> float:
+            nonlocal next_due
             self._step()
             now = time.monotonic()
             # A slow sample (Redis timing out) skips the ticks it missed rather than bursting.
             next_due = max(next_due + interval_s, now)
-            stop.wait(next_due - now)
+            return next_due - now
+
+        run_forever(guard, step, stop)
 
     def _step(self) -> None:
-        # The loop must outlive any one sample: a source failing in a way nobody foresaw is
-        # logged (once per run of failures) and the next tick tries again.
-        try:
-            self.sample_once()
-        except Exception:
-            self._failing_samples += 1
-            if self._failing_samples == 1:
-                log.exception("sample failed; the sampler goes on")
-            return
-        self._failing_samples = 0
+        if not self.write(self.sample()):
+            raise StoreUnavailable("the snapshot was not written")
+        self._samples += 1
+        record = process_health.current_record(self._settings.node, "sampler", self._clock.now())
+        prune = self._samples % process_health.PRUNE_EVERY_BEATS == 1
+        process_health.publish(self._client, self._keys, record, prune=prune)
 
     def close(self) -> None:
         self._sources.gpus.close()

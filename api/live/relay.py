@@ -6,17 +6,14 @@ replica, and the hub hands the same decoded text to every local slot.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
-from api.live.cancel import reraise_if_cancelled
 from api.live.hub import ClientHub
 from api.live.slot import Frame
-from metrics_store.backoff import Backoff
 from metrics_store.keys import Keys
+from metrics_store.loops import LoopGuard, reraise_if_cancelled, run_forever_async
 
 log = logging.getLogger(__name__)
 
@@ -39,24 +36,15 @@ class Relay:
 
     async def run(self) -> None:
         """Relay until cancelled, resubscribing after any failure."""
-        backoff = Backoff(base_s=0.1, cap_s=2.0)
-        while True:
-            try:
-                await self._subscribe_and_relay(backoff)
-            except (RedisError, OSError) as exc:
-                reraise_if_cancelled()
-                if backoff.failures == 0:
-                    log.warning("live relay: subscription lost (%s); resubscribing", exc)
-            reraise_if_cancelled()
-            await asyncio.sleep(backoff.next_delay())
+        guard = LoopGuard("live-relay", base_s=0.1, cap_s=2.0)
+        await run_forever_async(guard, lambda: self._subscribe_and_relay(guard))
 
-    async def _subscribe_and_relay(self, backoff: Backoff) -> None:
+    async def _subscribe_and_relay(self, guard: LoopGuard) -> float:
+        """Relay until the subscription fails (it ends only by raising)."""
         pubsub = self._client.pubsub(ignore_subscribe_messages=True)
         try:
             await pubsub.subscribe(self._channel)
-            if backoff.failures:
-                log.info("live relay: subscribed again")
-            backoff.reset()
+            guard.succeeded()
             while True:
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=POLL_S)
                 reraise_if_cancelled()

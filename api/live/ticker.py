@@ -15,13 +15,10 @@ import math
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
-from api.live.cancel import reraise_if_cancelled
-from metrics_store.backoff import Backoff
 from metrics_store.clock import Clock
-from metrics_store.errors import StoreUnavailable
 from metrics_store.keys import Keys
+from metrics_store.loops import LoopGuard, run_forever_async
 from metrics_store.reader import MetricsReader
 from metrics_store.redis_client import drop_idle_connections
 
@@ -59,24 +56,16 @@ class Ticker:
         self.replica_id = replica_id
 
     async def run(self) -> None:
-        """Tick each second until cancelled; a Redis outage only delays the next try."""
-        backoff = Backoff(base_s=0.1, cap_s=2.0)
-        while True:
-            reraise_if_cancelled()
-            tick = await self._sleep_until_next_tick()
-            try:
-                await self.tick(tick)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the ticker must outlive any one failed tick
-                reraise_if_cancelled()
-                _log_failure(backoff, exc)
-                await drop_idle_connections(self._client)
-                await asyncio.sleep(backoff.next_delay())
-                continue
-            if backoff.failures:
-                log.info("live ticker: Redis is back")
-            backoff.reset()
+        """Tick each second until cancelled; a failed tick only delays the next try."""
+        guard = LoopGuard("live-ticker", base_s=0.1, cap_s=2.0)
+        await run_forever_async(guard, self._next_tick, self._after_failure)
+
+    async def _next_tick(self) -> float:
+        await self.tick(await self._sleep_until_next_tick())
+        return 0.0  # the next pass sleeps until its own second
+
+    async def _after_failure(self) -> None:
+        await drop_idle_connections(self._client)
 
     async def tick(self, tick: int) -> bool:
         """Compute and publish second `tick` if this replica wins its lock; True if it did."""
@@ -100,14 +89,3 @@ class Ticker:
         tick = math.floor(now_s) + 1
         await asyncio.sleep(max(0.0, min(1.0, tick - now_s)))
         return tick
-
-
-def _log_failure(backoff: Backoff, exc: Exception) -> None:
-    """Log the first failure of an outage as a warning and the repeats quietly."""
-    expected = isinstance(exc, (RedisError, StoreUnavailable, OSError))
-    if not expected:
-        log.error("live ticker: tick failed", exc_info=exc)
-    elif backoff.failures == 0:
-        log.warning("live ticker: tick failed (%s); retrying with backoff", exc)
-    else:
-        log.debug("live ticker: tick failed again: %s", exc)
