@@ -9,14 +9,13 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from api.live.cancel import reraise_if_cancelled
 from api.live.hub import ClientHub
 from api.live.slot import Frame
 from metrics_store.backoff import Backoff
-from metrics_store.keys import Keys
+from metrics_store.live_store import LiveStore
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +31,8 @@ class Relay:
     stay connected meanwhile and simply get the next update once it flows again.
     """
 
-    def __init__(self, client: aioredis.Redis, keys: Keys, hub: ClientHub) -> None:
-        self._client = client
-        self._channel = keys.updates_channel
+    def __init__(self, live: LiveStore, hub: ClientHub) -> None:
+        self._live = live
         self._hub = hub
 
     async def run(self) -> None:
@@ -51,19 +49,15 @@ class Relay:
             await asyncio.sleep(backoff.next_delay())
 
     async def _subscribe_and_relay(self, backoff: Backoff) -> None:
-        pubsub = self._client.pubsub(ignore_subscribe_messages=True)
-        try:
-            await pubsub.subscribe(self._channel)
+        async with self._live.subscribe_updates() as updates:
             if backoff.failures:
                 log.info("live relay: subscribed again")
             backoff.reset()
             while True:
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=POLL_S)
+                payload = await updates.next_update(timeout_s=POLL_S)
                 reraise_if_cancelled()
-                if message is not None and message["type"] == "message":
-                    self._relay(message["data"])
-        finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]  # unannotated in redis-py
+                if payload is not None:
+                    self._relay(payload)
 
     def _relay(self, payload: bytes) -> None:
         try:
