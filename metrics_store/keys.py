@@ -23,7 +23,6 @@ Live keys (they change by themselves: heartbeats, locks, expiring snapshots):
 =================================  ===========  ==============================================
 {p}:live:nodes                     sorted set   node -> epoch seconds of its last heartbeat
 {p}:live:snapshots                 hash         node -> JSON hardware snapshot
-{p}:live:history:<node>            list         the node's recent snapshots, newest first
 {p}:live:replicas                  sorted set   API replica -> epoch seconds of its last beat
 {p}:live:connections               hash         API replica -> its WebSocket client count
 {p}:live:tick:<second>             string       lock: the replica computing that second's update
@@ -88,9 +87,6 @@ class Keys:
     @property
     def snapshots(self) -> str:
         return f"{self.root}:live:snapshots"
-
-    def snapshot_history(self, node: str) -> str:
-        return f"{self.root}:live:history:{node}"
 
     @property
     def replicas(self) -> str:

@@ -118,13 +118,10 @@ class Settings(BaseSettings):
     sample_interval_s: float = Field(
         default=1.0, gt=0, description="Seconds between two hardware snapshots of this node."
     )
-    snapshot_history_len: int = Field(
-        default=300, ge=1, le=100_000, description="Snapshots kept per node for charts."
-    )
     node_prune_after_s: int = Field(
         default=3600,
         ge=1,
-        description="A node silent this long loses its snapshot; its history expires then too.",
+        description="A node silent this long loses its snapshot.",
     )
     faiss_index_path: str | None = Field(
         default=None,

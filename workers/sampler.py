@@ -5,8 +5,8 @@
     sampler.close()
 
 Each sample reads the sources (psutil, NVML, the FAISS files, the cache Redis, the rq queues),
-builds a `NodeSnapshot` and writes it with one script call: the snapshot, a capped history
-entry, the node's heartbeat and the pruning of long-dead nodes, atomically. Nothing here
+builds a `NodeSnapshot` and writes it through `metrics_store/snapshots.py` with one script call:
+the snapshot, the node's heartbeat and the pruning of long-dead nodes, atomically. Nothing here
 blocks to measure: CPU and I/O rates compare with the previous sample. While Redis is away the
 sampler logs once, keeps sampling (so rates stay right) and writes again when Redis is back.
 """
@@ -29,9 +29,8 @@ from metrics_store.errors import StoreUnavailable
 from metrics_store.keys import Keys
 from metrics_store.loops import LoopGuard, run_forever
 from metrics_store.redis_client import redacted_url, sync_client
-from metrics_store.scripts import WRITE_SNAPSHOT, lua_source
 from metrics_store.settings import Settings, get_settings
-from metrics_store.snapshots import NodeSnapshot
+from metrics_store.snapshots import NodeSnapshot, SnapshotWriter
 from workers.gpu import GpuSource, NvmlSource
 from workers.hardware import HardwareSource, PsutilSource, RateMeter
 from workers.services import FaissIndexSource, JobQueueSource, RedisMemorySource
@@ -87,8 +86,8 @@ class Sampler:
         self._sources = sources
         self._client = client
         self._clock = clock or SystemClock()
-        self._keys = Keys(settings.key_prefix)
-        self._write_script = client.register_script(lua_source(WRITE_SNAPSHOT))
+        self._writer = SnapshotWriter(client, settings)
+        self._keys = Keys(settings.key_prefix)  # handed to process_health
         self._rates = RateMeter()
         self._redis_down = False
         self._samples = 0
@@ -127,14 +126,9 @@ class Sampler:
         )
 
     def write(self, snapshot: NodeSnapshot) -> bool:
-        """Store the snapshot, its history entry and the heartbeat; False while Redis is away."""
-        s = self._settings
-        keys = [self._keys.snapshots, self._keys.snapshot_history(s.node), self._keys.live_nodes]
-        prune_before = snapshot.sampled_at - s.node_prune_after_s
-        args: list[str | float] = [s.node, snapshot.model_dump_json(), snapshot.sampled_at]
-        args += [s.snapshot_history_len, s.node_prune_after_s, prune_before]
+        """Store the snapshot and the node's heartbeat; False while Redis is away."""
         try:
-            self._write_script(keys=keys, args=args)
+            self._writer.write(snapshot)
         except (redis.RedisError, OSError) as exc:
             if not self._redis_down:
                 log.warning("Redis unavailable (%s); sampling on, writing when it is back", exc)

@@ -19,6 +19,7 @@ from api.live.ticker import Ticker
 from metrics_store import process_health
 from metrics_store.clock import Clock, SystemClock
 from metrics_store.keys import Keys
+from metrics_store.live_store import LiveStore
 from metrics_store.loops import LoopGuard, run_forever_async
 from metrics_store.reader import MetricsReader
 from metrics_store.redis_client import drop_idle_connections
@@ -51,13 +52,15 @@ class LiveStream:
     ) -> None:
         clock = clock or SystemClock()
         keys = Keys(settings.key_prefix)
+        live = LiveStore(client, keys)
         self.replica_id = new_replica_id(settings.node)
         self.hub = ClientHub()
-        self.ticker = Ticker(client, reader, keys, clock, self.replica_id)
-        self.relay = Relay(client, keys, self.hub)
+        self.ticker = Ticker(client, reader, live, clock, self.replica_id)
+        self.relay = Relay(live, self.hub)
         self.registry = ReplicaRegistry(client, settings, self.replica_id, clock)
         self._client = client
-        self._keys = keys
+        self._live = live
+        self._keys = keys  # handed to process_health, which owns the processes hash
         self._node = settings.node
         self._clock = clock
         self._beats = 0
@@ -102,7 +105,7 @@ class LiveStream:
     async def latest(self) -> Frame | None:
         """The latest published update, or None if there is none or Redis cannot say."""
         try:
-            payload = await self._client.get(self._keys.latest_update)
+            payload = await self._live.latest_update()
             return None if payload is None else Frame.from_payload(payload)
         except (RedisError, OSError, ValueError) as exc:
             log.debug("live: no latest update for a new client: %s", exc)
