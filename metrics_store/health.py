@@ -56,7 +56,7 @@ def _live_processes(records: Any, alive_since: float) -> list[ProcessHealth]:
         ProcessHealth(
             process=p.process,
             node=p.node,
-            role=p.role,
+            roles=p.roles,
             lastSeen=iso_utc(p.at),
             loops=[
                 LoopHealth(

@@ -52,7 +52,16 @@ class LoopRegistry:
 
     def __init__(self) -> None:
         self._stats: dict[str, LoopStats] = {}
+        self._roles: set[str] = set()
         self._lock = threading.Lock()
+
+    def add_role(self, role: str) -> None:
+        with self._lock:
+            self._roles.add(role)
+
+    def roles(self) -> list[str]:
+        with self._lock:
+            return sorted(self._roles)
 
     def register(self, name: str) -> LoopStats:
         with self._lock:

@@ -39,7 +39,7 @@ class StoredProcess:
 
     process: str
     node: str
-    role: str
+    roles: list[str]  # what runs in it: collector, api, sampler (one process may run several)
     at: float
     loops: dict[str, StoredLoop] = field(default_factory=dict)
 
@@ -52,7 +52,8 @@ class StoredProcess:
         try:
             data = orjson.loads(raw)
             loops = {name: StoredLoop(**stats) for name, stats in data["loops"].items()}
-            return cls(data["process"], data["node"], data["role"], float(data["at"]), loops)
+            roles = [str(role) for role in data["roles"]]
+            return cls(data["process"], data["node"], roles, float(data["at"]), loops)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             log.warning("ignoring a malformed process record: %s", exc)
             return None
@@ -61,8 +62,10 @@ class StoredProcess:
 def current_record(
     node: str, role: str, at: float, registry: LoopRegistry = PROCESS_LOOPS
 ) -> StoredProcess:
+    """This process's record, as the publisher of `role` sees it (with every other role's)."""
+    registry.add_role(role)
     loops = {name: StoredLoop(**stats) for name, stats in registry.snapshot().items()}  # type: ignore[arg-type]
-    return StoredProcess(process_id(node), node, role, at, loops)
+    return StoredProcess(process_id(node), node, registry.roles(), at, loops)
 
 
 def publish(client: redis.Redis, keys: Keys, record: StoredProcess, *, prune: bool) -> None:

@@ -170,7 +170,7 @@ class LoopHealth(Shape):
 class ProcessHealth(Shape):
     process: str = Field(description="node:pid:instance of the process.")
     node: str = Field(description="Its node (METRICS_NODE).")
-    role: str = Field(description="What it runs: collector, api, sampler.")
+    roles: list[str] = Field(description="What it runs: collector, api, sampler.")
     lastSeen: str = Field(description="When it last reported (ISO-8601 UTC).")
     loops: list[LoopHealth] = Field(description="Each of its long-running loops.")
 
