@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 
 from metrics_store.clock import ManualClock
 from metrics_store.keys import Keys
+from metrics_store.loops import PROCESS_LOOPS
 from metrics_store.reader import MetricsReader
 from metrics_store.redis_client import redacted_url, sync_client
 from metrics_store.settings import Settings
@@ -261,6 +262,7 @@ def test_loop_survives_an_unforeseen_source_failure(
             return 7
 
     sampler = harness.sampler(faiss=Flaky(), sample_interval_s=0.01)
+    errors_before = int(PROCESS_LOOPS.snapshot().get("sampler", {}).get("errors", 0))  # type: ignore[call-overload]
     stop = threading.Event()
     thread = threading.Thread(target=sampler.run, args=(stop,))
     with caplog.at_level(logging.ERROR, logger="workers.sampler"):
@@ -271,7 +273,10 @@ def test_loop_survives_an_unforeseen_source_failure(
             stop.set()
             thread.join(timeout=5)
     assert harness.stored("node-a").faiss_index_bytes == 7
-    assert len(caplog.records) == 1
+    assert len(caplog.records) == 1  # once per streak of failures
+    stats = PROCESS_LOOPS.snapshot()["sampler"]
+    assert stats["errors"] == errors_before + 2  # both counted, for /health
+    assert stats["last_error"] == "RuntimeError: disk gone"
 
 
 def test_stored_json_is_the_stored_model_not_the_api_shape(harness: Harness) -> None:
