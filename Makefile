@@ -18,9 +18,10 @@ run: $(STAMP)
 	$(BIN)/metrics-store up
 
 ## test: run the test suite against a private redis-server (and headless Chromium)
+## (a tool that cannot be installed skips its tests with a warning; under CI=true, an error)
 test: $(STAMP)
 	scripts/ensure-redis-server
-	@scripts/ensure-chromium || echo "no chromium: the browser tests will be skipped"
+	@scripts/ensure-test-tool chromium scripts/ensure-chromium
 	$(BIN)/pytest -q
 
 ## lint: ruff (lint and format) and mypy strict on the three packages

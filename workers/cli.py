@@ -7,11 +7,16 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from pydantic import ValidationError
 
 from metrics_store.redis_client import redacted_url
 from workers.watch import DEFAULT_URL
+
+# The private redis-server's data, relative to where `up` runs; a plain constant, so that the
+# CLI's help does not import the process machinery.
+DEFAULT_DATA_DIR = Path(".metrics-store")
 
 log = logging.getLogger("metrics_store.cli")
 
@@ -55,7 +60,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
     from workers.up import run_up
 
     host, port = _bind_address(args)
-    return run_up(host=host, port=port, demo=not args.no_demo)
+    return run_up(host=host, port=port, demo=not args.no_demo, data_dir=args.data_dir)
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
@@ -73,6 +78,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from metrics_store.settings import get_settings
     from workers.simulate import run_simulation
+    from workers.stop_signals import stop_on_signals
 
     if args.rate <= 0:
         print("metrics-store simulate: --rate must be positive", file=sys.stderr)
@@ -81,7 +87,9 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     target = "the collector" if args.direct else f"rq queue {settings.job_queues[0]!r}"
     where = redacted_url(settings.redis_url)
     print(f"metrics-store simulate: {args.rate}/s into {target} on {where}", flush=True)
-    run_simulation(settings, args.rate, args.duration, args.direct)
+    # Ctrl-C or SIGTERM ends the run between two prompts: the collector flushes, exit 0.
+    stop = stop_on_signals()
+    run_simulation(settings, args.rate, args.duration, args.direct, stop=stop)
     return 0
 
 
@@ -100,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--host", help="API bind address (default METRICS_API_HOST, 127.0.0.1)")
     up.add_argument("--port", type=int, help="API port (default METRICS_API_PORT, 8000)")
     up.add_argument("--no-demo", action="store_true", help="do not generate demo traffic")
+    up.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DEFAULT_DATA_DIR,
+        help=f"the private redis-server's data goes in DATA_DIR/redis (default {DEFAULT_DATA_DIR})",
+    )
     up.set_defaults(handler=_cmd_up)
 
     api = sub.add_parser("api", help="serve the REST and WebSocket API")
