@@ -14,11 +14,9 @@ sampler logs once, keeps sampling (so rates stay right) and writes again when Re
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from dataclasses import dataclass
-from types import FrameType
 from typing import Protocol
 
 import redis
@@ -34,6 +32,7 @@ from metrics_store.snapshots import NodeSnapshot, SnapshotWriter
 from workers.gpu import GpuSource, NvmlSource
 from workers.hardware import HardwareSource, PsutilSource, RateMeter
 from workers.services import FaissIndexSource, JobQueueSource, RedisMemorySource
+from workers.stop_signals import stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -178,13 +177,7 @@ class Sampler:
 def run_sampler(settings: Settings | None = None) -> int:
     """`metrics-store sampler`: sample until SIGTERM or SIGINT, then stop cleanly."""
     settings = settings or get_settings()
-    stop = threading.Event()
-
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    stop = stop_on_signals()
     print(
         f"metrics-store sampler: node {settings.node}, Redis {redacted_url(settings.redis_url)}, "
         f"every {settings.sample_interval_s:g} s",
