@@ -26,7 +26,7 @@ import redis
 from metrics_store.clock import Clock, SystemClock
 from metrics_store.keys import Keys
 from metrics_store.redis_client import redacted_url, sync_client
-from metrics_store.scripts import WRITE_SNAPSHOT, lua_source
+from metrics_store.scripts import WRITE_SNAPSHOT, lua_script
 from metrics_store.settings import Settings, get_settings
 from metrics_store.snapshots import NodeSnapshot
 from workers.gpu import GpuSource, NvmlSource
@@ -85,7 +85,7 @@ class Sampler:
         self._client = client
         self._clock = clock or SystemClock()
         self._keys = Keys(settings.key_prefix)
-        self._write_script = client.register_script(lua_source(WRITE_SNAPSHOT))
+        self._write_script = lua_script(WRITE_SNAPSHOT).bind(client)
         self._rates = RateMeter()
         self._redis_down = False
         self._failing_samples = 0
