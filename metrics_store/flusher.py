@@ -29,7 +29,7 @@ from metrics_store.keys import Keys
 from metrics_store.loops import LoopGuard, run_forever
 from metrics_store.retention import prune_retired_buckets
 from metrics_store.script_sender import ScriptSender
-from metrics_store.scripts import INGEST, lua_source
+from metrics_store.scripts import INGEST, lua_script
 from metrics_store.settings import Settings
 
 log = logging.getLogger("metrics_store.collector")
@@ -89,8 +89,8 @@ class Flusher:
         self._stopping = stopping
         self._keys = Keys(settings.key_prefix)
         self._encoder = BatchEncoder(settings, self._keys)
-        self._script = client.register_script(lua_source(INGEST))
-        self._sender = ScriptSender(client, lua_source(INGEST))
+        self._script = lua_script(INGEST).bind(client)
+        self._sender = ScriptSender(client, lua_script(INGEST))
         self._guard = LoopGuard(
             "collector-flusher", base_s=0.05, cap_s=settings.retry_max_backoff_s
         )

@@ -14,7 +14,6 @@ from typing import Any, TypeVar
 
 import redis
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError
 
 from metrics_store import aggregates
 from metrics_store.buckets import bucket_start, chart_starts, plan_window
@@ -26,7 +25,7 @@ from metrics_store.live_store import read_connections, read_replica_count
 from metrics_store.read_plan import ReadPlan, Staged, pairs, parse_staged
 from metrics_store.redis_client import drop_idle_connections
 from metrics_store.resources import resource_metrics
-from metrics_store.scripts import READ, lua_source
+from metrics_store.scripts import READ, lua_script
 from metrics_store.settings import Settings
 from metrics_store.shapes import (
     HealthStatus,
@@ -71,7 +70,6 @@ class MetricsReader:
         self._settings = settings
         self._clock = clock or SystemClock()
         self._keys = Keys(settings.key_prefix)
-        self._sha: str | None = None
         self._key_cache: dict[tuple[str, int], BucketKeys] = {}
         self._count_members = [member(QUERY_COUNT, tier).encode() for tier in settings.tiers]
 
@@ -239,12 +237,6 @@ class MetricsReader:
             raise StoreUnavailable(f"Redis unavailable: {exc}") from exc
 
     async def _evalsha(self, plan: ReadPlan) -> list[Any]:
-        """The read script, loaded first and again if Redis has forgotten it."""
-        if self._sha is None:
-            self._sha = await self._client.script_load(lua_source(READ))
-        try:
-            replies = await self._client.evalsha(self._sha, len(plan.keys), *plan.keys, *plan.args)
-        except NoScriptError:  # Redis restarted, or SCRIPT FLUSH
-            self._sha = await self._client.script_load(lua_source(READ))
-            replies = await self._client.evalsha(self._sha, len(plan.keys), *plan.keys, *plan.args)
+        """The plan as one call of the read script."""
+        replies = await lua_script(READ).run_async(self._client, plan.keys, plan.args)
         return list(replies)

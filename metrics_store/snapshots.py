@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from metrics_store.keys import Keys
 from metrics_store.read_plan import ReadPlan, Staged, pairs
-from metrics_store.scripts import WRITE_SNAPSHOT, lua_source
+from metrics_store.scripts import WRITE_SNAPSHOT, lua_script
 from metrics_store.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ class SnapshotWriter:
     def __init__(self, client: redis.Redis, settings: Settings) -> None:
         self._settings = settings
         self._keys = Keys(settings.key_prefix)
-        self._script = client.register_script(lua_source(WRITE_SNAPSHOT))
+        self._script = lua_script(WRITE_SNAPSHOT).bind(client)
 
     def write(self, snapshot: NodeSnapshot) -> None:
         """Store `snapshot` as its node's latest; redis-py's errors reach the caller."""

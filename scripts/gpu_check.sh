@@ -22,9 +22,9 @@ trap 'rm -rf "$WORK"' EXIT
 echo "== install into $VENV"
 timeout 60 "$PYTHON" -m venv --system-site-packages "$VENV"
 if [ -d .whl ]; then
-  timeout 120 "$VENV/bin/pip" install -q --no-index --find-links .whl -e .
+  timeout 120 "$VENV/bin/pip" install -q --no-index --find-links .whl -e '.[sampler,embedded]'
 else
-  timeout 120 "$VENV/bin/pip" install -q -e .
+  timeout 120 "$VENV/bin/pip" install -q -e '.[sampler,embedded]'
 fi
 
 echo "== sample for ${SAMPLE_S} s"
