@@ -19,8 +19,8 @@ ACL_USER = "metrics-app"
 # here (and to the docs) fails that test.
 STORE_COMMANDS = (
     "+ping +hello +select +info "
-    "+evalsha +script|load +multi +exec "
-    "+get +set +del +expire +hset +hgetall +hdel +lpush +ltrim +lrange +llen +xadd "
+    "+evalsha +script|load +multi +exec +time "
+    "+get +set +del +expire +hset +hincrby +hgetall +hdel +lpush +ltrim +lrange +llen +xadd "
     "+zadd +zincrby +zmscore +zrangebyscore +zremrangebyscore +zrem +zcount +zunion "
     "+publish +subscribe +unsubscribe"
 )

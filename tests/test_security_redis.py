@@ -143,7 +143,7 @@ def test_the_password_appears_in_no_output(
             server.start()  # back, so that the rq worker stops at once rather than retrying
     # The search means something only if the outage was reported, and Redis named.
     assert "answering 503" in stderr and "Redis unavailable" in stderr  # API, sampler
-    assert "retrying with backoff" in caplog.text  # the collector
+    assert "collector-flusher: Redis unavailable" in caplog.text  # the collector
     assert "Redis      redis://:***@127.0.0.1" in stdout  # the banner
     for text in [stdout, stderr, caplog.text, *bodies]:
         assert PASSWORD not in text
