@@ -23,6 +23,7 @@ from metrics_store.clock import Clock
 from metrics_store.collector_stats import counters_now
 from metrics_store.events import Event
 from metrics_store.keys import Keys
+from metrics_store.replica_ack import acks_wanted, write_batch
 from metrics_store.retention import prune_retired_buckets
 from metrics_store.script_sender import ScriptSender
 from metrics_store.scripts import INGEST, lua_source
@@ -137,7 +138,7 @@ class Flusher:
             if now >= prune_due:
                 self._prune(now)
                 prune_due = now + self._settings.bucket_s
-            if sent is not None or batch.markers:
+            if sent is not None or batch.markers or self._buffer:
                 continue  # more may be waiting: write it before sleeping
             self._wake.wait(self._settings.flush_interval_s)
             self._wake.clear()
@@ -169,6 +170,14 @@ class Flusher:
 
     def _send(self, batch: Batch, encoded: EncodedBatch) -> Batch | None:
         """Put the batch on the wire; if that fails, write it the slow way now."""
+        if acks_wanted(self._settings):
+            # Replicas must acknowledge it (replica_ack.py): written and confirmed right here.
+            try:
+                write_batch(self._client, self._script, encoded.keys, encoded.args, self._settings)
+                self._done(batch)
+            except redis.RedisError:
+                self._write_until_done(batch)
+            return None
         try:
             self._sender.send(encoded.keys, encoded.args)
             return batch
@@ -200,7 +209,7 @@ class Flusher:
         while True:
             try:
                 encoded = self._encode(batch)
-                self._script(keys=encoded.keys, args=encoded.args)
+                write_batch(self._client, self._script, encoded.keys, encoded.args, self._settings)
                 if attempt:
                     log.warning("Redis is back: the retried batch is written")
                 self._done(batch)

@@ -164,7 +164,7 @@ def _fields(reply: object) -> dict[str, str]:
 
 
 def role(server: RedisServerProcess) -> str:
-    """"master" or "slave", as the server itself says."""
+    """ "master" or "slave", as the server itself says."""
     client = redis.Redis(host="127.0.0.1", port=server.port, socket_timeout=1.0)
     try:
         return str(client.info("replication")["role"])

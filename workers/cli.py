@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 
 from pydantic import ValidationError
 
-from metrics_store.redis_client import redacted_url
+from metrics_store.redis_client import describe_redis
 from workers.watch import DEFAULT_URL
 
 log = logging.getLogger("metrics_store.cli")
@@ -64,7 +64,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     queues = args.queues.split(",") if args.queues else settings.job_queues
-    where = redacted_url(settings.redis_url)
+    where = describe_redis(settings)
     print(f"metrics-store worker on {where}, queues {', '.join(queues)}", flush=True)
     run_worker(settings, queues, burst=args.burst)
     return 0
@@ -79,7 +79,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         return 2
     settings = get_settings()
     target = "the collector" if args.direct else f"rq queue {settings.job_queues[0]!r}"
-    where = redacted_url(settings.redis_url)
+    where = describe_redis(settings)
     print(f"metrics-store simulate: {args.rate}/s into {target} on {where}", flush=True)
     run_simulation(settings, args.rate, args.duration, args.direct)
     return 0

@@ -25,7 +25,7 @@ import redis
 
 from metrics_store.clock import Clock, SystemClock
 from metrics_store.keys import Keys
-from metrics_store.redis_client import redacted_url, sync_client
+from metrics_store.redis_client import describe_redis, sync_client
 from metrics_store.scripts import WRITE_SNAPSHOT, lua_source
 from metrics_store.settings import Settings, get_settings
 from metrics_store.snapshots import NodeSnapshot
@@ -188,7 +188,7 @@ def run_sampler(settings: Settings | None = None) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     print(
-        f"metrics-store sampler: node {settings.node}, Redis {redacted_url(settings.redis_url)}, "
+        f"metrics-store sampler: node {settings.node}, Redis {describe_redis(settings)}, "
         f"every {settings.sample_interval_s:g} s",
         flush=True,
     )

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from metrics_store.redis_client import redacted_url
+from metrics_store.redis_client import describe_redis, redacted_url
+from metrics_store.settings import get_settings
 from workers.redis_process import FakeRedisServer, RedisServerProcess
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,11 @@ class Children:
 
 
 def start_redis() -> tuple[str, RedisServerProcess | FakeRedisServer | None]:
-    """REDIS_URL if set; else a private redis-server; else fakeredis over TCP."""
+    """REDIS_URL or the sentinels if set; else a private redis-server; else fakeredis over TCP."""
+    if get_settings().redis_sentinels:
+        # The sentinels name the primary; REDIS_URL (or its default) still carries the
+        # password, database and TLS, and the children read both from the environment.
+        return get_settings().redis_url, None
     if os.environ.get("REDIS_URL"):
         return os.environ["REDIS_URL"], None
     if shutil.which("redis-server"):
@@ -85,7 +90,7 @@ def run_up(host: str, port: int, demo: bool) -> int:
         children.start("worker", "worker")
         if demo:
             children.start("simulate", "simulate", "--rate", "5")
-        _print_banner(host, port, redis_url)
+        _print_banner(host, port, redis_url, sentinels=bool(get_settings().redis_sentinels))
         while (problem := children.first_exited()) is None:
             time.sleep(0.2)
         print(f"metrics-store: {problem}; stopping", file=sys.stderr)
@@ -99,12 +104,15 @@ def run_up(host: str, port: int, demo: bool) -> int:
             redis_server.stop()
 
 
-def _print_banner(host: str, port: int, redis_url: str) -> None:
+def _print_banner(host: str, port: int, redis_url: str, *, sentinels: bool = False) -> None:
     base = f"http://{host}:{port}"
     shown = redacted_url(redis_url)
     # A URL with a password came from REDIS_URL (private servers have none): point at the
     # variable rather than print the password.
     cli_url = '"$REDIS_URL"' if shown != redis_url else redis_url
+    redis_line = (
+        describe_redis(get_settings()) if sentinels else f"{shown}   (redis-cli -u {cli_url})"
+    )
     token_hint = (
         f"  token      required: open {base}/#token=<METRICS_API_TOKEN>\n"
         if os.environ.get("METRICS_API_TOKEN", "").strip()
@@ -115,7 +123,7 @@ def _print_banner(host: str, port: int, redis_url: str) -> None:
         f"  dashboard  {base}/\n"
         f"  API docs   {base}/api/docs\n"
         f"{token_hint}"
-        f"  Redis      {shown}   (redis-cli -u {cli_url})\n"
+        f"  Redis      {redis_line}\n"
         f"Ctrl-C stops everything.",
         flush=True,
     )
