@@ -287,3 +287,32 @@ def test_api_and_websocket_recover_and_the_old_primary_rejoins_as_a_replica(
     collector.flush(timeout_s=20)
     collector.close()
     assert totals(settings)["/queries"] == 5
+
+
+@pytest.mark.timeout(120)
+def test_a_demoted_primary_that_stays_up_gets_no_more_writes(
+    topology: SentinelTopology, prefix: str
+) -> None:
+    settings = sentinel_settings(topology, prefix)
+    collector = MetricsCollector(settings)
+    try:
+        for _ in range(10):
+            collector.record_query("Q2", 10.0, 1, 1.0)
+        collector.flush(timeout_s=10)
+        # A graceful failover: the old primary lives on as a replica, and the collector's
+        # pooled connections still point at it. Its first write there gets READONLY, which
+        # must send the pool to the sentinels for the new primary.
+        old_port = topology.primary_port()
+        sentinel = redis.Redis(host="127.0.0.1", port=topology.sentinels[0][1])
+        sentinel.execute_command("SENTINEL", "FAILOVER", "mymaster")
+        sentinel.close()
+        topology.wait_failover(old_port)
+        wait_until(lambda: role(topology.primary) == "slave", 20, "the old primary's demotion")
+        for _ in range(10):
+            collector.record_query("Q2", 10.0, 1, 1.0)
+        collector.flush(timeout_s=20)
+    finally:
+        collector.close()
+    assert collector.dropped_events == 0
+    found = totals(settings)
+    assert [found[where] for where in ("query stream", "/queries", "/tiers")] == [20, 20, 20]
