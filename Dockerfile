@@ -8,7 +8,7 @@ COPY pyproject.toml README.md ./
 COPY metrics_store ./metrics_store
 COPY api ./api
 COPY workers ./workers
-RUN pip install . && useradd --create-home --uid 10001 metrics
+RUN pip install ".[all]" && useradd --create-home --uid 10001 metrics
 USER metrics
 
 EXPOSE 8000

@@ -3,13 +3,18 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The lowest-versions run: a second venv, and the tests of the store and the collector.
+LOWEST := .venv-lowest
+LOWEST_TESTS := tests/test_collector.py tests/test_collector_properties.py \
+	tests/test_store_queries.py tests/test_store_routing.py tests/test_retention.py \
+	tests/test_buckets.py tests/test_scripts.py
 
-.PHONY: run test lint format bench screenshot redis-server clean
+.PHONY: run test test-lowest lint format bench screenshot redis-server clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[all,dev]'
 	touch $(STAMP)
 
 ## run: start the whole system on its embedded default (API on http://127.0.0.1:8000)
@@ -18,10 +23,21 @@ run: $(STAMP)
 	$(BIN)/metrics-store up
 
 ## test: run the test suite against a private redis-server (and headless Chromium)
+## (a tool that cannot be installed skips its tests with a warning; under CI=true, an error)
 test: $(STAMP)
 	scripts/ensure-redis-server
-	@scripts/ensure-chromium || echo "no chromium: the browser tests will be skipped"
+	@scripts/ensure-test-tool chromium scripts/ensure-chromium
 	$(BIN)/pytest -q
+
+## test-lowest: the store and collector tests on the lowest versions pyproject.toml admits
+# uv reads the package index from UV_INDEX_URL (default PyPI), not from pip's configuration.
+test-lowest: $(STAMP)
+	scripts/ensure-redis-server
+	rm -rf $(LOWEST)
+	$(BIN)/uv venv --quiet --python $(PYTHON) $(LOWEST)
+	$(BIN)/uv pip install --quiet --python $(LOWEST)/bin/python \
+		--resolution lowest-direct -e '.[all,test]'
+	$(LOWEST)/bin/python -m pytest -q -p no:cacheprovider $(LOWEST_TESTS)
 
 ## lint: ruff (lint and format) and mypy strict on the three packages
 lint: $(STAMP)
@@ -47,4 +63,4 @@ screenshot: $(STAMP)
 	$(BIN)/python scripts/screenshot.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .metrics-store
+	rm -rf $(VENV) $(LOWEST) .pytest_cache .mypy_cache .ruff_cache .metrics-store

@@ -3,6 +3,7 @@ caller-side cost of record_query against prometheus_client's Histogram.observe()
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import random
 import time
@@ -11,13 +12,17 @@ from typing import Any
 
 import psutil
 import redis
+import redis.asyncio as aioredis
 
 from bench.common import Summary, Table, private_redis, progress, repeat, write_results
 from metrics_store.batch import BatchEncoder
 from metrics_store.collector import MetricsCollector
+from metrics_store.errors import EventsLost
+from metrics_store.event_buffer import BufferPolicy
 from metrics_store.events import QueryEvent
 from metrics_store.keys import Keys
-from metrics_store.scripts import INGEST, lua_source
+from metrics_store.reader import MetricsReader
+from metrics_store.scripts import INGEST, lua_script
 from metrics_store.settings import Settings
 
 TIERS = ("Q2", "Q3", "Q4")
@@ -47,7 +52,7 @@ def raw_lua_rate(url: str, events: int, batch: int) -> float:
         for i in range(0, events, batch)
     ]
     client = redis.Redis.from_url(url)
-    script = client.register_script(lua_source(INGEST))
+    script = lua_script(INGEST).bind(client)
     script(keys=batches[0].keys, args=batches[0].args)  # load the script outside the timing
     started = time.perf_counter()
     for encoded in batches[1:]:
@@ -59,7 +64,16 @@ def raw_lua_rate(url: str, events: int, batch: int) -> float:
 
 def collector_rate(url: str, events: int) -> float:
     """Record `events` queries through the collector and time until flush() returns."""
-    collector = MetricsCollector(_settings(url, f"col{uuid.uuid4().hex[:8]}"))
+    rate, stored = recorded_and_stored(_settings(url, f"col{uuid.uuid4().hex[:8]}"), events)
+    if stored != events:
+        raise RuntimeError(f"{events - stored} of {events} events were not stored")
+    return rate
+
+
+def recorded_and_stored(settings: Settings, events: int) -> tuple[float, int]:
+    """Record `events` as fast as one thread can; events/s until flush(), and the events the
+    store holds afterwards, read back through the API's reader (30-minute window)."""
+    collector = MetricsCollector(settings)
     rng = random.Random(2)
     values = [(TIERS[i % 3], rng.uniform(100, 9000), rng.randint(1, 500), rng.uniform(50, 8000))
               for i in range(events)]  # fmt: skip
@@ -67,10 +81,33 @@ def collector_rate(url: str, events: int) -> float:
     started = time.perf_counter()
     for tier, latency, tokens, generation in values:
         record(tier, latency, tokens, generation)
-    collector.flush()
+    try:
+        collector.flush()
+    except EventsLost as lost:
+        progress(f"  flush() owned up to {lost.lost:,} lost events")
     elapsed = time.perf_counter() - started
     collector.close()
-    return events / elapsed
+    return events / elapsed, _stored_queries(settings)
+
+
+def _stored_queries(settings: Settings) -> int:
+    async def read() -> int:
+        client = aioredis.Redis.from_url(settings.redis_url)
+        try:
+            return (await MetricsReader(client, settings).queries()).totalQueries
+        finally:
+            await client.aclose()
+
+    return asyncio.run(read())
+
+
+def stored_share(url: str, events: int, policy: BufferPolicy) -> str:
+    """Events stored / recorded for one thread at full speed, default buffer, `policy`."""
+    settings = Settings(
+        redis_url=url, key_prefix=f"pol{uuid.uuid4().hex[:8]}", buffer_full_policy=policy
+    )
+    _, stored = recorded_and_stored(settings, events)
+    return f"{stored:,} / {events:,}"
 
 
 def _collector_process(url: str, events: int, start_at: float, out: Any) -> None:
@@ -147,6 +184,10 @@ def run(full: bool) -> dict[str, Any]:
         one = repeat(runs, lambda: collector_rate(server.url, events))
         progress(f"collector from 4 processes, {events:,} events each x {runs}")
         four_runs = [parallel_collectors(server.url, 4, events) for _ in range(runs)]
+        burst = 400_000
+        progress(f"stored / recorded, one thread, {burst:,} events, default buffer")
+        dropping = stored_share(server.url, burst, "drop_oldest")
+        blocking = stored_share(server.url, burst, "block")
     four = Summary.of([rate for rate, _, _ in four_runs])
     redis_cpu = Summary.of([cpu for _, cpu, _ in four_runs])
     host_cpu = Summary.of([cpu for _, _, cpu in four_runs])
@@ -174,8 +215,12 @@ def run(full: bool) -> dict[str, Any]:
         f"{ours['p99'] / prometheus['p99']:.2f}",
         "",
     )
+    table.add("stored / recorded, 400k burst, drop_oldest", dropping, "", "", "owned by flush()")
+    table.add("stored / recorded, 400k burst, block", blocking, "", "", "all")
     print(table.render())
     results = {
+        "stored_drop_oldest": dropping,
+        "stored_block": blocking,
         "raw_lua": raw,
         "collector_1": one,
         "collector_4": four,

@@ -12,7 +12,7 @@ import redis
 from metrics_store.batch import BatchEncoder
 from metrics_store.events import Event
 from metrics_store.keys import Keys
-from metrics_store.scripts import INGEST, lua_source
+from metrics_store.scripts import INGEST, lua_script
 from metrics_store.settings import Settings
 from metrics_store.snapshots import NodeSnapshot
 
@@ -39,7 +39,8 @@ def load_events(settings: Settings, count: int, span_s: float, end_s: float | No
     """Write `count` events over the `span_s` seconds before `end_s` (default now)."""
     end = end_s if end_s is not None else time.time()
     client = redis.Redis.from_url(settings.redis_url)
-    script = client.register_script(lua_source(INGEST))
+    script = lua_script(INGEST)
+    script.load(client)
     encoder = BatchEncoder(settings, Keys(settings.key_prefix))
     written = 0
     while written < count:
@@ -49,7 +50,7 @@ def load_events(settings: Settings, count: int, span_s: float, end_s: float | No
         pipe = client.pipeline(transaction=False)
         for i in range(0, size, BATCH):
             encoded = encoder.encode(chunk[i : i + BATCH], uuid.uuid4().hex, end)
-            script(keys=encoded.keys, args=encoded.args, client=pipe)
+            script.queue(pipe, encoded.keys, encoded.args)
         pipe.execute()
         written += size
     client.close()

@@ -64,13 +64,19 @@ class BatchEncoder:
             keys.live_nodes,
             keys.availability,
             keys.bucket_index,
+            keys.refused,
         ]
         self._recent = [keys.recent_queries(tier) for tier in settings.tiers]
-        # KEYS index of each tier's recent list: after the 5 fixed keys and the batch marker.
-        self._recent_index = {tier: 7 + i for i, tier in enumerate(settings.tiers)}
+        # KEYS index of each tier's recent list: after the 6 fixed keys and the batch marker.
+        self._recent_index = {tier: 8 + i for i, tier in enumerate(settings.tiers)}
 
-    def encode(self, events: list[Event], batch_id: str, now_s: float) -> EncodedBatch:
-        """The script call that writes `events` once, under the idempotency marker `batch_id`."""
+    def encode(
+        self, events: list[Event], batch_id: str, now_s: float, refused: int = 0
+    ) -> EncodedBatch:
+        """The script call that writes `events` once, under the idempotency marker `batch_id`.
+
+        `refused` counts events taken out of the batch for their clock, recorded with it.
+        """
         bucket_s = self._settings.bucket_s
         keep = self._settings.sparkline_points
         query_entries: list[Arg] = []
@@ -117,11 +123,16 @@ class BatchEncoder:
             for _, _, _, latency, tokens, generation, _ in newest:
                 pushes += (self._recent_index[tier], f"{tokens} {generation!r} {latency!r}")
         head = self._head(now_s, len(query_entries), len(routing_entries))
+        stamps = [event[1] for event in events]
         counts = [
             len(increments) // 3,
             len(pushes) // 2,
             len(availability) // 2,
             len(retirements) // 2,
+            self._settings.clock_skew_tolerance_s,
+            min(stamps, default=0.0),
+            max(stamps, default=0.0),
+            refused,
         ]
         sections = [query_entries, routing_entries, increments, pushes, availability, retirements]
         args = head + counts + [arg for section in sections for arg in section]

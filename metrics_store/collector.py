@@ -9,8 +9,11 @@
 
 Recording appends a tuple to an in-memory buffer and returns: it never waits for Redis and
 never raises for an outage. The flusher thread writes the buffer in batches, one script call
-per batch; while Redis is away it keeps the newest `buffer_max_events` and retries with
-backoff, reusing each batch's id so that a retried batch is never counted twice.
+per batch, retrying with backoff under each batch's id so that a retried batch is never
+counted twice. When the buffer holds `buffer_max_events`, `buffer_full_policy` decides:
+drop the oldest (the default; the caller never waits) or block the caller for room. Either
+way flush() tells the truth: it raises EventsLost for every event recorded since the previous
+flush() that did not reach Redis.
 """
 
 from __future__ import annotations
@@ -19,15 +22,15 @@ import asyncio
 import atexit
 import logging
 import threading
-from collections import deque
 from collections.abc import Callable
 
 import redis
 
 from metrics_store.clock import Clock, SystemClock
 from metrics_store.errors import EventsLost, InvalidMetric
+from metrics_store.event_buffer import EventBuffer
 from metrics_store.events import Event, QueryEvent, RoutingEvent
-from metrics_store.flusher import Flusher, FlushMarker, Item
+from metrics_store.flusher import Flusher
 from metrics_store.redis_client import sync_client
 from metrics_store.settings import Settings, get_settings
 from metrics_store.validation import (
@@ -57,8 +60,11 @@ class MetricsCollector:
         self._clock = clock or SystemClock()
         self._tiers = tuple(self._settings.tiers)
         self._complexities = tuple(self._settings.complexities)
-        self._buffer: deque[Item] = deque()
-        self._cap = self._settings.buffer_max_events
+        self._buffer = EventBuffer(
+            self._settings.buffer_max_events,
+            self._settings.buffer_full_policy,
+            self._settings.buffer_block_timeout_s,
+        )
         self._wake = threading.Event()
         self._closed = False
         self._stopping = threading.Event()
@@ -77,8 +83,13 @@ class MetricsCollector:
 
     @property
     def dropped_events(self) -> int:
-        """Events dropped: the oldest, when the buffer filled during an outage."""
-        return self._flusher.counters.dropped
+        """Events dropped: from a full buffer, or refused by Redis for good."""
+        return self._buffer.dropped + self._flusher.counters.dropped
+
+    @property
+    def refused_events(self) -> int:
+        """Events the store refused because they were stamped too far from Redis's clock."""
+        return self._flusher.counters.refused
 
     # --- the contract's calls ------------------------------------------------------------
     def record_query(
@@ -134,20 +145,23 @@ class MetricsCollector:
         """Return once everything recorded before this call is in Redis.
 
         Raises TimeoutError if `timeout_s` passes first (for example while Redis is down);
-        the events stay buffered and are written later. Raises EventsLost if some of them can
-        never be written: dropped from a full buffer, or the collector closed first.
+        the events stay buffered and are written later. Raises EventsLost if some of the
+        events recorded since the previous flush() can never be written: dropped from a full
+        buffer, refused (by Redis, or for a clock too far from Redis's), or the collector
+        closed first.
         """
         if self._stopping.is_set():  # closed: the flusher has written all it ever will
             if self.pending_events:
-                raise EventsLost(f"closed with {self.pending_events} events not written")
+                raise EventsLost(
+                    f"closed with {self.pending_events} events not written", self.pending_events
+                )
             return
-        done = FlushMarker(self._flusher.counters)
-        self._buffer.append(done)
+        done = self._buffer.put_marker()
         self._wake.set()
         if not done.wait(timeout_s):
             raise TimeoutError(f"events not written within {timeout_s} s")
         if done.failure is not None:
-            raise EventsLost(done.failure)
+            raise EventsLost(done.failure, done.lost)
 
     async def aflush(self, timeout_s: float | None = None) -> None:
         """flush() for asyncio code: waits in a thread, never blocking the event loop."""
@@ -177,29 +191,7 @@ class MetricsCollector:
     def _enqueue(self, event: Event) -> None:
         if self._closed:
             raise RuntimeError("the collector is closed")
-        buffer = self._buffer
-        if len(buffer) >= self._cap:
-            self._drop_oldest()
-        buffer.append(event)
-
-    def _drop_oldest(self) -> None:
-        """Drop the oldest event; flush() markers ahead of it keep their place."""
-        buffer, markers = self._buffer, []
-        try:
-            while isinstance(oldest := buffer.popleft(), FlushMarker):
-                markers.append(oldest)
-        except IndexError:
-            oldest = None
-        buffer.extendleft(reversed(markers))
-        if oldest is None:
-            return
-        # Markers ahead of the dropped event (skipped here, or already taken by the flusher)
-        # were not waiting for it; those behind it were, and their flush() will raise.
-        for marker in [*markers, *self._flusher.holding]:
-            marker.exempt_one_drop()
-        dropped = self._flusher.counters.count_dropped(1)
-        if dropped in (1, 1000) or dropped % 100_000 == 0:
-            log.warning("buffer full: %d oldest events dropped so far", dropped)
+        self._buffer.put(event)
 
 
 _instance: MetricsCollector | None = None

@@ -9,20 +9,18 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 from dataclasses import dataclass, fields
 
 import orjson
 import redis
 
 from metrics_store.keys import Keys
+from metrics_store.loops import PROCESS_INSTANCE
 
 log = logging.getLogger(__name__)
 
 # Fields of collectors silent this long are deleted by the next collector that beats.
 FORGET_AFTER_S = 3600.0
-# Unique per process: two containers can share a node name and both run as pid 1.
-INSTANCE = secrets.token_hex(3)
 
 
 @dataclass(frozen=True)
@@ -34,6 +32,7 @@ class CollectorCounters:
     dropped: int
     pending: int
     at: float
+    refused: int = 0  # refused for a clock too far from Redis's
 
     @property
     def field(self) -> str:
@@ -47,16 +46,20 @@ class CollectorCounters:
         """The counters in `raw`, or None if it is not such a record (logged, not raised)."""
         try:
             data = orjson.loads(raw)
-            return cls(**{f.name: data[f.name] for f in fields(cls)})
+            # A field with a default may be missing from a record an older version wrote.
+            known = {f.name: data[f.name] for f in fields(cls) if f.name in data}
+            return cls(**known)
         except (ValueError, TypeError, KeyError) as exc:
             log.warning("ignoring a malformed collector record: %s", exc)
             return None
 
 
 def counters_now(
-    node: str, written: int, dropped: int, pending: int, at: float
+    node: str, written: int, dropped: int, pending: int, at: float, refused: int = 0
 ) -> CollectorCounters:
-    return CollectorCounters(node, os.getpid(), INSTANCE, written, dropped, pending, at)
+    return CollectorCounters(
+        node, os.getpid(), PROCESS_INSTANCE, written, dropped, pending, at, refused
+    )
 
 
 def beat(client: redis.Redis, keys: Keys, counters: CollectorCounters) -> None:

@@ -35,4 +35,12 @@ class UnknownNode(MetricsStoreError, LookupError):
 
 
 class EventsLost(MetricsStoreError):
-    """Some events recorded before a flush() will never reach Redis (the message says why)."""
+    """Some events recorded before a flush() will never reach Redis (the message says why).
+
+    `lost` is how many: dropped from a full buffer, refused by Redis, or refused for a clock
+    too far from Redis's; 0 when the collector closed before it could say.
+    """
+
+    def __init__(self, message: str, lost: int = 0) -> None:
+        super().__init__(message)
+        self.lost = lost

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-QUERY: Literal["q"] = "q"
-ROUTING: Literal["r"] = "r"
-AVAILABILITY: Literal["a"] = "a"
-
 # ("q", ts_s, tier, latency_ms, tokens_generated, generation_time_ms, is_error)
 QueryEvent = tuple[Literal["q"], float, str, float, int, float, bool]
 # ("r", ts_s, complexity, tier, score, decision_time_ms, is_fallback)

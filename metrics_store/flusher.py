@@ -4,6 +4,9 @@ Each batch is one ingest-script call, sent before the next batch is encoded and 
 after, so Python's encoding overlaps Redis's execution. A batch that fails is retried on its own,
 with backoff and under the same id, until Redis takes it; the script's id marker makes the
 retry count once even when the failed attempt did reach Redis.
+
+The loop runs through `run_forever` (metrics_store/loops.py): a failure nobody foresaw is
+counted and logged, the batches in hand are kept for a retry, and the thread carries on.
 """
 
 from __future__ import annotations
@@ -16,70 +19,37 @@ from dataclasses import dataclass, field
 
 import redis
 
-from metrics_store import collector_stats
-from metrics_store.backoff import Backoff
+from metrics_store import collector_stats, process_health
 from metrics_store.batch import BatchEncoder, EncodedBatch
 from metrics_store.clock import Clock
 from metrics_store.collector_stats import counters_now
+from metrics_store.event_buffer import EventBuffer, FlushMarker
 from metrics_store.events import Event
 from metrics_store.keys import Keys
+from metrics_store.loops import LoopGuard, run_forever
 from metrics_store.replica_ack import acks_wanted, write_batch
 from metrics_store.retention import prune_retired_buckets
 from metrics_store.script_sender import ScriptSender
-from metrics_store.scripts import INGEST, lua_source
+from metrics_store.scripts import INGEST, lua_script
 from metrics_store.settings import Settings
 
 log = logging.getLogger("metrics_store.collector")
 
-
-class FlushMarker(threading.Event):
-    """A flush() request: it travels through the buffer behind the events recorded before it.
-
-    It is never dropped to make room. It is released once those events are written, or
-    failed: when some of them were dropped (counted since it was made), or when the
-    collector stopped before writing them; flush() then raises instead of returning.
-    """
-
-    def __init__(self, counters: FlushCounters) -> None:
-        super().__init__()
-        self._counters = counters
-        self._dropped_at_start = counters.dropped
-        self.failure: str | None = None
-
-    def exempt_one_drop(self) -> None:
-        """The next drop is of an event behind this marker: not one this flush waits for."""
-        self._dropped_at_start += 1
-
-    def release(self) -> None:
-        lost = self._counters.dropped - self._dropped_at_start
-        if lost > 0:
-            self.fail(f"{lost} events recorded before flush() were dropped")
-        self.set()
-
-    def fail(self, reason: str) -> None:
-        self.failure = self.failure or reason
-        self.set()
-
-
-Item = Event | FlushMarker
-
-# A refusal rather than an outage (out of memory, a read-only replica) is retried this many
-# times, then the batch is dropped: one poisoned batch must not stall the flusher for ever.
+# A refusal rather than an outage (out of memory, a read-only replica, a bug in encoding) is
+# retried this many times, then the batch is dropped: one poisoned batch must not stall the
+# flusher for ever. Its flush() markers then raise EventsLost.
 REFUSED_BATCH_ATTEMPTS = 10
+# The ingest script's answer to a batch stamped too far from Redis's clock.
+CLOCK_SKEW_REPLY = "CLOCKSKEW"
+CLOSED = "the collector closed before writing everything"
 
 
 @dataclass
 class FlushCounters:
     written: int = 0
-    dropped: int = 0
+    dropped: int = 0  # lost in the flusher: batches Redis refused for good
+    refused: int = 0  # refused by the ingest script: stamped too far from Redis's clock
     in_flight: int = 0  # taken from the buffer, not yet confirmed by Redis
-    # Callers drop on overflow while the flusher drops refused batches: one lock for both.
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def count_dropped(self, events: int) -> int:
-        with self.lock:
-            self.dropped += events
-            return self.dropped
 
 
 @dataclass
@@ -87,6 +57,16 @@ class Batch:
     events: list[Event]
     markers: list[FlushMarker]
     batch_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    attempts: int = 0
+    refused: int = 0  # events taken out for their clock, counted in Redis with this batch
+
+
+class ClockSkew(Exception):
+    """The ingest script refused a batch: some events lie too far from Redis's clock."""
+
+    def __init__(self, redis_now_s: float) -> None:
+        super().__init__(f"events too far from Redis's clock ({redis_now_s:.0f})")
+        self.redis_now_s = redis_now_s
 
 
 class Flusher:
@@ -97,7 +77,7 @@ class Flusher:
         settings: Settings,
         client: redis.Redis,
         clock: Clock,
-        buffer: deque[Item],
+        buffer: EventBuffer,
         wake: threading.Event,
         stopping: threading.Event,
     ) -> None:
@@ -110,168 +90,247 @@ class Flusher:
         self._stopping = stopping
         self._keys = Keys(settings.key_prefix)
         self._encoder = BatchEncoder(settings, self._keys)
-        self._script = client.register_script(lua_source(INGEST))
-        self._sender = ScriptSender(client, lua_source(INGEST))
-        self._backoff = Backoff(base_s=0.05, cap_s=settings.retry_max_backoff_s)
+        self._ingest = lua_script(INGEST)
+        self._sender = ScriptSender(client, self._ingest)
+        self._guard = LoopGuard(
+            "collector-flusher", base_s=0.05, cap_s=settings.retry_max_backoff_s
+        )
+        self._beat_guard = LoopGuard("collector-heartbeat")
+        self._prune_guard = LoopGuard("collector-retention")
         self._beats = 0
-        # flush() markers taken from the buffer and not yet released: they are ahead of every
-        # buffered event, so no drop from the buffer concerns them.
-        self.holding: set[FlushMarker] = set()
+        self._beat_due = self._prune_due = 0.0
+        # The batch on the wire, the one being prepared, and those kept for a retry after a
+        # failed pass: oldest first, so flush() markers are released in order.
+        self._sent: Batch | None = None
+        self._on_wire = False  # _sent's call awaits its reply on the sender's connection
+        self._taken: Batch | None = None
+        self._retry: deque[Batch] = deque()
 
     def run(self) -> None:
-        beat_due = prune_due = 0.0
-        sent: Batch | None = None
-        while not self._stopping.is_set():
-            batch = self._take_batch()
-            encoded = self._encode(batch) if batch.events else None
-            if sent is not None:
-                self._confirm(sent)  # Redis ran it while the next batch was being encoded
-                sent = None
-            if encoded is not None:
-                sent = self._send(batch, encoded)
-            elif batch.markers:
-                self._release(batch)
-            now = self._clock.now()
-            if now >= beat_due:
-                self._heartbeat(now)
-                beat_due = now + self._settings.heartbeat_interval_s
-            if now >= prune_due:
-                self._prune(now)
-                prune_due = now + self._settings.bucket_s
-            if sent is not None or batch.markers or self._buffer:
-                continue  # more may be waiting: write it before sleeping
+        run_forever(self._guard, self._step, self._stopping, after_failure=self._keep_for_retry)
+        self._finish()
+
+    def _step(self) -> float:
+        if self._retry:
+            if self._write_until_done(self._retry[0]):
+                self._retry.popleft()
+            return 0.0
+        batch = self._taken = self._take_batch()
+        encoded = self._encode(batch) if batch.events else None
+        if self._sent is not None:
+            if not self._confirm(self._sent):  # Redis ran it while this one was encoded
+                return 0.0  # closing: _finish() puts both back
+            self._sent = None
+        if encoded is not None:
+            if not self._send(batch, encoded):
+                return 0.0
+        elif batch.markers:
+            self._release(batch)
+        self._taken = None
+        self._upkeep()
+        if self._sent is None and not batch.markers and not len(self._buffer):
             self._wake.wait(self._settings.flush_interval_s)
             self._wake.clear()
-        if sent is not None:
-            self._confirm(sent)
+        return 0.0  # more may be waiting: write it before sleeping
+
+    def _keep_for_retry(self) -> None:
+        """After a failed pass: keep the batches in hand, oldest first; give up on poison."""
+        self._sender.discard()  # the connection's protocol state is unknown
+        self._on_wire = False
+        for batch in (self._sent, self._taken):
+            if batch is not None and batch not in self._retry:
+                self._retry.append(batch)
+        self._sent = self._taken = None
+        head = self._retry[0] if self._retry else None
+        if head is not None:
+            head.attempts += 1
+            if head.attempts >= REFUSED_BATCH_ATTEMPTS:
+                log.error("a batch failed %d times; dropping its events", head.attempts)
+                self._retry.popleft()
+                self._lose(head, len(head.events))
+
+    def _finish(self) -> None:
+        """Stopping: confirm what is on the wire; leave the rest counted as pending."""
+        try:
+            if self._sent is not None and self._on_wire and self._confirm(self._sent):
+                self._sent = None
+        except Exception:
+            log.exception("the last batch could not be confirmed")
+        for batch in reversed([*self._retry, self._sent, self._taken]):
+            if batch is not None:
+                self._requeue(batch)  # newest first: each goes back to the front
+        self._retry.clear()
         self._sender.discard()
-        self._fail_waiting_flushes()
+        self._buffer.fail_markers(CLOSED)
 
     # --- one batch --------------------------------------------------------------------------
     def _take_batch(self) -> Batch:
-        batch = Batch([], [])
-        limit = self._settings.batch_max_events
-        buffer = self._buffer
-        while len(batch.events) < limit:
-            try:
-                item = buffer.popleft()
-            except IndexError:
-                break
-            if isinstance(item, FlushMarker):
-                batch.markers.append(item)
-                self.holding.add(item)
-                break  # the flush waits for exactly what came before it
-            batch.events.append(item)
-        self.counters.in_flight += len(batch.events)
-        return batch
+        events, markers = self._buffer.take(self._settings.batch_max_events)
+        self.counters.in_flight += len(events)
+        return Batch(events, markers)
 
     def _encode(self, batch: Batch) -> EncodedBatch:
-        return self._encoder.encode(batch.events, batch.batch_id, self._clock.now())
+        return self._encoder.encode(batch.events, batch.batch_id, self._clock.now(), batch.refused)
 
-    def _send(self, batch: Batch, encoded: EncodedBatch) -> Batch | None:
-        """Put the batch on the wire; if that fails, write it the slow way now."""
+    def _send(self, batch: Batch, encoded: EncodedBatch) -> bool:
+        """Put the batch on the wire; if that fails, write it the slow way now.
+
+        False only when the collector is closing with the batch unwritten.
+        """
         if acks_wanted(self._settings):
             # Replicas must acknowledge it (replica_ack.py): written and confirmed right here.
             try:
-                write_batch(self._client, self._script, encoded.keys, encoded.args, self._settings)
+                write_batch(self._client, self._ingest, encoded.keys, encoded.args, self._settings)
                 self._done(batch)
+                return True
             except redis.RedisError:
-                self._write_until_done(batch)
-            return None
+                return self._write_until_done(batch)
         try:
             self._sender.send(encoded.keys, encoded.args)
-            return batch
+            self._sent, self._on_wire = batch, True
+            return True
         except redis.RedisError:
-            self._write_until_done(batch)
-            return None
+            return self._write_until_done(batch)
 
-    def _confirm(self, batch: Batch) -> None:
+    def _confirm(self, batch: Batch) -> bool:
+        self._on_wire = False
         try:
             self._sender.receive()
             self._done(batch)
+            return True
         except redis.RedisError:
-            self._write_until_done(batch)  # same id: counted once if the first try landed
+            return self._write_until_done(batch)  # same id: counted once if the first landed
 
     def _done(self, batch: Batch) -> None:
         self.counters.written += len(batch.events)
         self.counters.in_flight -= len(batch.events)
-        self._backoff.reset()
+        self._guard.succeeded()
         self._release(batch)
 
     def _release(self, batch: Batch) -> None:
         for marker in batch.markers:
             marker.release()
-            self.holding.discard(marker)
 
-    def _write_until_done(self, batch: Batch) -> None:
-        """Retry the batch with backoff until Redis takes it (or refuses it for good)."""
-        attempt = 0
+    def _write_until_done(self, batch: Batch) -> bool:
+        """Retry the batch with backoff until Redis takes it (or refuses it for good).
+
+        False if the collector started closing first: the batch is left to _finish().
+        """
+        refusals = 0
         while True:
             try:
                 encoded = self._encode(batch)
-                write_batch(self._client, self._script, encoded.keys, encoded.args, self._settings)
-                if attempt:
-                    log.warning("Redis is back: the retried batch is written")
+                write_batch(self._client, self._ingest, encoded.keys, encoded.args, self._settings)
                 self._done(batch)
-                return
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                failure = f"Redis unavailable ({exc})"
+                return True
+            except redis.ResponseError as exc:
+                if str(exc).startswith(CLOCK_SKEW_REPLY):
+                    self._set_aside_skewed(batch, float(str(exc).split()[1]))
+                    continue  # at once: nothing was written, nothing is wrong with Redis
+                refusals += 1
+                if refusals >= REFUSED_BATCH_ATTEMPTS:
+                    log.error(
+                        "Redis refused a batch (%s); dropping %d events", exc, len(batch.events)
+                    )
+                    self._lose(batch, len(batch.events))
+                    return True
+                delay_s = self._guard.failed(exc)
             except redis.RedisError as exc:
-                failure = f"Redis refused the batch ({exc})"
-                if attempt >= REFUSED_BATCH_ATTEMPTS:
-                    log.error("%s; dropping %d events", failure, len(batch.events))
-                    self.counters.count_dropped(len(batch.events))
-                    self.counters.in_flight -= len(batch.events)
-                    self._release(batch)
-                    return
-            attempt += 1
-            if attempt == 1:
-                log.warning("%s; retrying with backoff", failure)
-            if self._stopping.wait(self._backoff.next_delay()):
-                self._requeue(batch)  # closing: leave them counted as pending
-                return
+                delay_s = self._guard.failed(exc)
+            if self._stopping.wait(delay_s):
+                return False
+
+    def _set_aside_skewed(self, batch: Batch, redis_now_s: float) -> None:
+        """Keep the events Redis's clock accepts; count the others as refused, in this batch."""
+        tolerance_s = self._settings.clock_skew_tolerance_s
+        # A margin inside the script's bound: Redis's clock moves on before the next call.
+        inner_s = tolerance_s - min(1.0, tolerance_s / 10)
+        low, high = redis_now_s - inner_s, redis_now_s + inner_s
+        kept = [event for event in batch.events if low <= event[1] <= high]
+        if len(kept) == len(batch.events):
+            kept = []  # cannot happen with one tolerance; never loop on it
+        refused = len(batch.events) - len(kept)
+        if _worth_logging(self.counters.refused, refused):
+            log.warning(
+                "%d events refused so far: stamped more than %g s from Redis's clock (this "
+                "node's clock is off; check NTP)",
+                self.counters.refused + refused,
+                tolerance_s,
+            )
+        batch.events = kept
+        batch.refused += refused
+        self.counters.refused += refused
+        self.counters.in_flight -= refused
+        self._charge(batch, refused)
+
+    def _lose(self, batch: Batch, count: int) -> None:
+        self.counters.dropped += count
+        self.counters.in_flight -= count
+        batch.events = []
+        self._charge(batch, count)
+        self._release(batch)
+
+    def _charge(self, batch: Batch, lost: int) -> None:
+        """Lost events of `batch` fail the first flush() behind them."""
+        behind = batch.markers or [b.markers[0] for b in self._later(batch) if b.markers][:1]
+        if behind:
+            behind[0].lost += lost
+        else:
+            self._buffer.charge_lost(lost)
+
+    def _later(self, batch: Batch) -> list[Batch]:
+        """Batches taken after `batch` and not yet written, oldest first."""
+        ordered = [*self._retry, self._sent, self._taken]
+        if batch not in ordered:
+            return [b for b in ordered if b is not None]
+        return [b for b in ordered[ordered.index(batch) + 1 :] if b is not None]
 
     def _requeue(self, batch: Batch) -> None:
         self.counters.in_flight -= len(batch.events)
-        self._buffer.extendleft(reversed(batch.events))
+        self._buffer.put_back(batch.events)
         for marker in batch.markers:
-            marker.fail("the collector closed before writing everything")
-            self.holding.discard(marker)
-
-    def _fail_waiting_flushes(self) -> None:
-        """Stopping: no flush() still in the buffer may wait for ever or return as if done."""
-        for item in list(self._buffer):
-            if isinstance(item, FlushMarker):
-                item.fail("the collector closed before writing everything")
+            marker.fail(CLOSED)
 
     # --- upkeep -------------------------------------------------------------------------------
-    def _prune(self, now_s: float) -> None:
-        try:
-            prune_retired_buckets(self._client, self._keys, now_s)
-        except redis.RedisError as exc:
-            log.debug("pruning retired buckets failed: %s", exc)
-        except Exception:  # upkeep must never end the thread that writes the events
-            log.exception("pruning retired buckets failed")
+    def _upkeep(self) -> None:
+        now = self._clock.now()
+        if now >= self._beat_due:
+            self._beat_guard.call(lambda: self._heartbeat(now))
+            self._beat_due = now + self._settings.heartbeat_interval_s
+        if now >= self._prune_due:
+            self._prune_guard.call(self._prune)
+            self._prune_due = now + self._settings.bucket_s
+
+    def _prune(self) -> None:
+        # Retention follows Redis's clock, so one node's fast clock cannot retire the
+        # buckets everyone else is still writing; only a store that trusts its writers'
+        # clocks (tolerance 0: replays, simulated time) retires by theirs.
+        trusted = self._settings.clock_skew_tolerance_s == 0
+        prune_retired_buckets(self._client, self._keys, self._clock.now() if trusted else None)
 
     def _heartbeat(self, now_s: float) -> None:
         counters = counters_now(
             self._settings.node,
             self.counters.written,
-            self.counters.dropped,
+            self.counters.dropped + self._buffer.dropped,
             self.pending_events(),
             now_s,
+            refused=self.counters.refused,
         )
-        try:
-            collector_stats.beat(self._client, self._keys, counters)
-            self._beats += 1
-            if self._beats % 600 == 1:  # now and then: forget crashed collectors' counters
-                collector_stats.forget_silent(self._client, self._keys, now_s)
-        except redis.RedisError as exc:
-            log.debug("heartbeat failed: %s", exc)
-        except Exception:  # upkeep must never end the thread that writes the events
-            log.exception("heartbeat failed")
+        collector_stats.beat(self._client, self._keys, counters)
+        self._beats += 1
+        record = process_health.current_record(self._settings.node, "collector", now_s)
+        prune = self._beats % process_health.PRUNE_EVERY_BEATS == 1
+        process_health.publish(self._client, self._keys, record, prune=prune)
+        if prune:  # now and then: forget crashed collectors' counters
+            collector_stats.forget_silent(self._client, self._keys, now_s)
 
     def pending_events(self) -> int:
         """Events recorded but not yet written (buffered, or taken and not yet confirmed)."""
-        buffered = sum(1 for item in list(self._buffer) if isinstance(item, tuple))
-        return buffered + self.counters.in_flight
+        return self._buffer.events + self.counters.in_flight
+
+
+def _worth_logging(before: int, added: int) -> bool:
+    """Log the first refusal, then each time the total passes a power of ten."""
+    after = before + added
+    return before == 0 or len(str(after)) > len(str(before))

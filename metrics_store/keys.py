@@ -15,6 +15,7 @@ key                                type         holds
 {p}:q:recent:<tier>                list         the tier's newest queries, newest first
 {p}:availability                   hash         "<node>:<tier>" -> "<available>/<total>"
 {p}:buckets                        sorted set   every bucket key -> the epoch second it retires
+{p}:refused                        hash         node -> events refused for a clock off Redis's
 =================================  ===========  ==============================================
 
 Live keys (they change by themselves: heartbeats, locks, expiring snapshots):
@@ -22,7 +23,6 @@ Live keys (they change by themselves: heartbeats, locks, expiring snapshots):
 =================================  ===========  ==============================================
 {p}:live:nodes                     sorted set   node -> epoch seconds of its last heartbeat
 {p}:live:snapshots                 hash         node -> JSON hardware snapshot
-{p}:live:history:<node>            list         the node's recent snapshots, newest first
 {p}:live:replicas                  sorted set   API replica -> epoch seconds of its last beat
 {p}:live:connections               hash         API replica -> its WebSocket client count
 {p}:live:tick:<second>             string       lock: the replica computing that second's update
@@ -30,6 +30,7 @@ Live keys (they change by themselves: heartbeats, locks, expiring snapshots):
 {p}:live:updates                   channel      pub/sub: each metrics_update, JSON bytes
 {p}:live:batch:<id>                string       a written collector batch, for idempotent retry
 {p}:live:collectors                hash         "<node>:<pid>:<instance>" -> JSON counters
+{p}:live:processes                 hash         "<node>:<pid>:<instance>" -> JSON loop health
 =================================  ===========  ==============================================
 """
 
@@ -71,6 +72,10 @@ class Keys:
         return f"{self.root}:availability"
 
     @property
+    def refused(self) -> str:
+        return f"{self.root}:refused"
+
+    @property
     def bucket_index(self) -> str:
         return f"{self.root}:buckets"
 
@@ -82,9 +87,6 @@ class Keys:
     @property
     def snapshots(self) -> str:
         return f"{self.root}:live:snapshots"
-
-    def snapshot_history(self, node: str) -> str:
-        return f"{self.root}:live:history:{node}"
 
     @property
     def replicas(self) -> str:
@@ -109,6 +111,10 @@ class Keys:
     @property
     def collectors(self) -> str:
         return f"{self.root}:live:collectors"
+
+    @property
+    def processes(self) -> str:
+        return f"{self.root}:live:processes"
 
     def written_batch(self, batch_id: str) -> str:
         return f"{self.root}:live:batch:{batch_id}"

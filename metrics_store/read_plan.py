@@ -2,10 +2,34 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 Key = str | bytes
 Arg = str | bytes | int | float
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Staged(Generic[T]):
+    """Reads put on a ReadPlan, and how to read their replies.
+
+    The module that owns a key group stages its reads this way, so the reader can gather
+    every owner's reads into one script call and still leave each format to its owner.
+    """
+
+    commands: int
+    parse: Callable[[Sequence[Any]], T]
+
+
+def parse_staged(replies: Sequence[Any], staged: Sequence[Staged[Any]]) -> list[Any]:
+    """Each staged read's result, from the replies of the plan they were put on, in order."""
+    results, offset = [], 0
+    for item in staged:
+        results.append(item.parse(replies[offset : offset + item.commands]))
+        offset += item.commands
+    return results
 
 
 class ReadPlan:

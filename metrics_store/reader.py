@@ -8,28 +8,26 @@ share the same code and cost one command each.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 import redis
 import redis.asyncio as aioredis
-from pydantic import ValidationError
-from redis.exceptions import NoScriptError
 
 from metrics_store import aggregates
 from metrics_store.buckets import bucket_start, chart_starts, plan_window
 from metrics_store.clock import Clock, SystemClock
-from metrics_store.collector_stats import CollectorCounters
 from metrics_store.errors import StoreUnavailable, UnknownNode
+from metrics_store.health import health_status
 from metrics_store.keys import QUERY_COUNT, Keys, member
-from metrics_store.read_plan import ReadPlan, pairs
+from metrics_store.live_store import read_connections, read_replica_count
+from metrics_store.read_plan import ReadPlan, Staged, pairs, parse_staged
 from metrics_store.redis_client import drop_idle_connections
 from metrics_store.resources import resource_metrics
-from metrics_store.scripts import READ, lua_source
+from metrics_store.scripts import READ, lua_script
 from metrics_store.settings import Settings
 from metrics_store.shapes import (
-    CollectorHealth,
     HealthStatus,
     MetricsUpdate,
     QueryMetrics,
@@ -38,30 +36,11 @@ from metrics_store.shapes import (
     TierMetrics,
     TiersResponse,
 )
-from metrics_store.snapshots import NodeSnapshot
+from metrics_store.snapshots import read_live_snapshots
 from metrics_store.timefmt import iso_utc
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Staged(Generic[T]):
-    """Reads put on a ReadPlan, and how to read their replies."""
-
-    commands: int
-    parse: Callable[[Sequence[Any]], T]
-
-
-def _valid_snapshots(raws: Iterable[bytes]) -> list[NodeSnapshot]:
-    """The snapshots that parse; one malformed record must not take /resources down with it."""
-    snapshots = []
-    for raw in raws:
-        try:
-            snapshots.append(NodeSnapshot.model_validate_json(raw))
-        except ValidationError as exc:
-            log.warning("ignoring a malformed node snapshot: %s", exc.errors()[0]["msg"])
-    return snapshots
 
 
 @dataclass(frozen=True)
@@ -91,7 +70,6 @@ class MetricsReader:
         self._settings = settings
         self._clock = clock or SystemClock()
         self._keys = Keys(settings.key_prefix)
-        self._sha: str | None = None
         self._key_cache: dict[tuple[str, int], BucketKeys] = {}
         self._count_members = [member(QUERY_COUNT, tier).encode() for tier in settings.tiers]
 
@@ -209,51 +187,29 @@ class MetricsReader:
         return Staged(3, parse)
 
     def _stage_resources(self, plan: ReadPlan, now_s: float) -> Staged[ResourceMetrics]:
-        s = self._settings
-        plan.hgetall(self._keys.snapshots)
-        plan.zrangebyscore(self._keys.replicas, now_s - s.node_ttl_s, "+inf")
-        plan.hgetall(self._keys.connections)
+        alive_since = now_s - self._settings.node_ttl_s
+        snapshots = read_live_snapshots(plan, self._keys, alive_since)
+        connections = read_connections(plan, self._keys, alive_since)
 
         def parse(replies: Sequence[Any]) -> ResourceMetrics:
-            fresh_after = now_s - s.node_ttl_s
-            snapshots = _valid_snapshots(pairs(replies[0]).values())
-            live = [snap for snap in snapshots if snap.sampled_at >= fresh_after]
-            replicas = set(replies[1])
-            counts = pairs(replies[2])
-            connections = sum(int(counts[r]) for r in replicas if r in counts)
-            return resource_metrics(live, connections)
+            live, clients = parse_staged(replies, (snapshots, connections))
+            return resource_metrics(live, clients)
 
-        return Staged(3, parse)
+        return Staged(snapshots.commands + connections.commands, parse)
 
     def _stage_health(self, plan: ReadPlan, now_s: float) -> Staged[HealthStatus]:
         alive_since = now_s - self._settings.node_ttl_s
         plan.zrangebyscore(self._keys.live_nodes, alive_since, "+inf")
-        plan.zcount(self._keys.replicas, alive_since, "+inf")
+        replicas = read_replica_count(plan, self._keys, alive_since)
         plan.hgetall(self._keys.collectors)
+        plan.hgetall(self._keys.processes)
+        plan.hgetall(self._keys.refused)
 
         def parse(replies: Sequence[Any]) -> HealthStatus:
-            parsed = (CollectorCounters.from_json(raw) for raw in pairs(replies[2]).values())
-            counters = [c for c in parsed if c is not None]
-            live = sorted((c for c in counters if c.at >= alive_since), key=lambda c: c.field)
-            collectors = [
-                CollectorHealth(
-                    node=c.node,
-                    pid=c.pid,
-                    writtenEvents=c.written,
-                    droppedEvents=c.dropped,
-                    pendingEvents=c.pending,
-                    lastSeen=iso_utc(c.at),
-                )
-                for c in live
-            ]
-            return HealthStatus(
-                liveNodes=sorted(node.decode() for node in replies[0]),
-                liveReplicas=int(replies[1]),
-                collectors=collectors,
-                droppedEvents=sum(c.dropped for c in live),
-            )
+            count = replicas.parse(replies[1:2])
+            return health_status([replies[0], count, *replies[2:]], alive_since)
 
-        return Staged(3, parse)
+        return Staged(5, parse)
 
     # --- execution ----------------------------------------------------------------------------
     async def _run_one(self, stage: Callable[[ReadPlan, float], Staged[T]]) -> T:
@@ -265,12 +221,7 @@ class MetricsReader:
     ) -> list[Any]:
         plan = ReadPlan()
         staged = [stage(plan, now_s) for stage in stages]
-        replies = await self._read(plan)
-        results, offset = [], 0
-        for item in staged:
-            results.append(item.parse(replies[offset : offset + item.commands]))
-            offset += item.commands
-        return results
+        return parse_staged(await self._read(plan), staged)
 
     async def _read(self, plan: ReadPlan) -> list[Any]:
         """Run the plan as one read-script call; Redis errors become StoreUnavailable."""
@@ -286,12 +237,6 @@ class MetricsReader:
             raise StoreUnavailable(f"Redis unavailable: {exc}") from exc
 
     async def _evalsha(self, plan: ReadPlan) -> list[Any]:
-        """The read script, loaded first and again if Redis has forgotten it."""
-        if self._sha is None:
-            self._sha = await self._client.script_load(lua_source(READ))
-        try:
-            replies = await self._client.evalsha(self._sha, len(plan.keys), *plan.keys, *plan.args)
-        except NoScriptError:  # Redis restarted, or SCRIPT FLUSH
-            self._sha = await self._client.script_load(lua_source(READ))
-            replies = await self._client.evalsha(self._sha, len(plan.keys), *plan.keys, *plan.args)
+        """The plan as one call of the read script."""
+        replies = await lua_script(READ).run_async(self._client, plan.keys, plan.args)
         return list(replies)

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import redis
-from redis.commands.core import Script
 
+from metrics_store.scripts import LuaScript
 from metrics_store.settings import Settings
 
 Arg = str | int | float
@@ -34,7 +34,7 @@ def acks_wanted(settings: Settings) -> int:
 
 def write_batch(
     client: redis.Redis,
-    script: Script,
+    script: LuaScript,
     keys: Sequence[str],
     args: Sequence[Arg],
     settings: Settings,
@@ -45,14 +45,20 @@ def write_batch(
     """
     wanted = acks_wanted(settings)
     if not wanted:
-        script(keys=keys, args=args)
+        script.run(client, keys, args)
         return
-    pipe = client.pipeline(transaction=False)
-    # redis-py loads the script first if this Redis lacks it (a new primary after failover).
-    script(keys=keys, args=args, client=pipe)
-    pipe.wait(wanted, settings.redis_replicas_ack_timeout_ms)
-    _, acknowledged = pipe.execute()
-    if int(acknowledged) < wanted:
+
+    def ingest_and_wait() -> int:
+        pipe = client.pipeline(transaction=False)
+        script.queue(pipe, keys, args)
+        pipe.wait(wanted, settings.redis_replicas_ack_timeout_ms)
+        _, acknowledged = pipe.execute()
+        return int(acknowledged)
+
+    # A new primary after a failover may not know the script: NOSCRIPT wrote nothing, so the
+    # registry loads it and the pipeline runs again.
+    acknowledged = script.reloading(client, ingest_and_wait, ingest_and_wait)
+    if acknowledged < wanted:
         raise ReplicasBehind(
             f"{acknowledged} of {wanted} replicas acknowledged the batch within "
             f"{settings.redis_replicas_ack_timeout_ms} ms"

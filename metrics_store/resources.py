@@ -1,4 +1,4 @@
-"""Sum node snapshots into the /resources shape. Pure: no Redis, no clock."""
+"""Turn stored node snapshots into the /resources shape, summed. Pure: no Redis, no clock."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ from metrics_store.aggregates import round2
 from metrics_store.shapes import (
     CpuUsage,
     DiskIO,
+    GpuStatus,
     NetworkThroughput,
     NodeResources,
     ResourceMetrics,
     ThreadPoolStatus,
     UsageGiB,
 )
-from metrics_store.snapshots import NodeSnapshot
+from metrics_store.snapshots import NodeSnapshot, StoredGpu
 from metrics_store.timefmt import iso_utc
 
 GIB = float(2**30)
@@ -24,6 +25,19 @@ def usage(used_bytes: int, total_bytes: int) -> UsageGiB:
     percent = used_bytes / total_bytes * 100 if total_bytes else 0.0
     return UsageGiB(
         used=round2(used_bytes / GIB), total=round2(total_bytes / GIB), percent=round2(percent)
+    )
+
+
+def gpu_status(gpu: StoredGpu) -> GpuStatus:
+    """A stored GPU record as the API shows it (memory in GiB)."""
+    return GpuStatus(
+        index=gpu.index,
+        name=gpu.name,
+        memoryUsed=round2(gpu.memory_used_bytes / GIB),
+        memoryTotal=round2(gpu.memory_total_bytes / GIB),
+        utilization=gpu.utilization_percent,
+        temperatureC=gpu.temperature_c,
+        powerW=gpu.power_w,
     )
 
 
@@ -51,7 +65,7 @@ def node_resources(
         networkThroughput=NetworkThroughput(
             rxMBps=round2(snapshot.net_rx_mbps), txMBps=round2(snapshot.net_tx_mbps)
         ),
-        gpus=snapshot.gpus,
+        gpus=[gpu_status(gpu) for gpu in snapshot.gpus],
     )
 
 

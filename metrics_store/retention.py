@@ -1,8 +1,10 @@
-"""Retire buckets by the store's clock: delete those whose retention period has passed.
+"""Retire buckets: delete those whose retention period has passed.
 
 Each bucket is entered in the bucket index with the second it retires. Collectors prune the
-index now and then, so retention follows the clock the events carry (a test's moved clock
-included) rather than Redis's own; each bucket's EXPIRE remains the backstop.
+index now and then by Redis's clock, the one every writer shares, so a node whose clock runs
+hours fast cannot delete the buckets the others are still writing. A store that trusts its
+writers' clocks (clock_skew_tolerance_s = 0: replays, simulated time) prunes by theirs. Each
+bucket's EXPIRE remains the backstop.
 """
 
 from __future__ import annotations
@@ -14,8 +16,14 @@ from metrics_store.keys import Keys
 PRUNE_BATCH = 500
 
 
-def prune_retired_buckets(client: redis.Redis, keys: Keys, now_s: float) -> int:
-    """Delete the buckets retired by `now_s`; returns how many went. Safe to run concurrently."""
+def prune_retired_buckets(client: redis.Redis, keys: Keys, now_s: float | None = None) -> int:
+    """Delete the buckets retired by `now_s` (None: Redis's clock); returns how many went.
+
+    Safe to run concurrently.
+    """
+    if now_s is None:
+        seconds, micros = client.time()
+        now_s = seconds + micros / 1_000_000
     removed = 0
     while True:
         retired = client.zrangebyscore(keys.bucket_index, "-inf", now_s, start=0, num=PRUNE_BATCH)

@@ -1,9 +1,37 @@
-"""The Lua scripts of the store, read once from the package."""
+"""The registry of the store's Lua scripts: the one way to run one.
+
+Each script is read from the package and hashed once per process (`lua_script`). Calls go by
+EVALSHA; when Redis does not know the script (a fresh or restarted Redis, SCRIPT FLUSH) it is
+loaded and the call made again, here and nowhere else: for the blocking client, the asyncio
+client and the send-then-receive path of `metrics_store.script_sender`. A pipeline loads the
+script before it is sent instead, as it cannot redo one call of many.
+
+    ingest = lua_script(INGEST)
+    ingest.run(client, keys, args)                  # blocking
+    await read.run_async(async_client, keys, args)  # asyncio
+    ingest.load(client); ingest.queue(pipe, keys, args)  # pipelined
+"""
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from typing import Any, TypeVar
+
+import redis
+import redis.asyncio as aioredis
+from redis.client import Pipeline
+from redis.exceptions import NoScriptError
+
+INGEST = "ingest"
+READ = "read"
+WRITE_SNAPSHOT = "write_snapshot"
+
+Arg = str | bytes | int | float
+T = TypeVar("T")
 
 
 @cache
@@ -12,6 +40,74 @@ def lua_source(name: str) -> str:
     return resources.files("metrics_store").joinpath("lua", f"{name}.lua").read_text("utf-8")
 
 
-INGEST = "ingest"
-READ = "read"
-WRITE_SNAPSHOT = "write_snapshot"
+@cache
+def lua_script(name: str) -> LuaScript:
+    """The script metrics_store/lua/<name>.lua, read and hashed once per process."""
+    return LuaScript.from_source(name, lua_source(name))
+
+
+@dataclass(frozen=True)
+class LuaScript:
+    """One Lua script: its source, and the SHA1 that EVALSHA knows it by."""
+
+    name: str
+    source: str
+    sha: str
+
+    @classmethod
+    def from_source(cls, name: str, source: str) -> LuaScript:
+        return cls(name, source, hashlib.sha1(source.encode()).hexdigest())
+
+    def run(self, client: redis.Redis, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
+        """Run it on a blocking client."""
+
+        def call() -> Any:
+            return client.evalsha(self.sha, len(keys), *keys, *args)
+
+        return self.reloading(client, call, call)
+
+    async def run_async(
+        self, client: aioredis.Redis, keys: Sequence[Arg], args: Sequence[Arg]
+    ) -> Any:
+        """Run it on an asyncio client (the same recovery as `reloading`, awaited)."""
+        try:
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:  # a fresh or restarted Redis, or SCRIPT FLUSH
+            await client.script_load(self.source)
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+
+    def reloading(self, client: redis.Redis, first: Callable[[], T], again: Callable[[], T]) -> T:
+        """`first()`; if Redis does not know the script, load it through `client`, then `again()`.
+
+        `again` repeats the call: for a plain call it is `first` itself; a call whose request
+        is already on the wire must send it anew.
+        """
+        try:
+            return first()
+        except NoScriptError:  # a fresh or restarted Redis, or SCRIPT FLUSH
+            client.script_load(self.source)
+            return again()
+
+    def load(self, client: redis.Redis) -> None:
+        """Make sure Redis knows the script (before pipelining calls of it)."""
+        client.script_load(self.source)
+
+    def queue(self, pipe: Pipeline, keys: Sequence[Arg], args: Sequence[Arg]) -> None:
+        """Add a call to a pipeline; `load` first: a pipeline cannot load the script half-way
+        (its other commands have run by the time a NOSCRIPT reply is read)."""
+        pipe.evalsha(self.sha, len(keys), *keys, *args)
+
+    def bind(self, client: redis.Redis) -> BoundScript:
+        """This script on `client`, called like redis-py's `register_script` result."""
+        return BoundScript(self, client)
+
+
+@dataclass(frozen=True)
+class BoundScript:
+    """A script bound to one blocking client: `bound(keys=[...], args=[...])`."""
+
+    script: LuaScript
+    client: redis.Redis
+
+    def __call__(self, keys: Sequence[Arg] = (), args: Sequence[Arg] = ()) -> Any:
+        return self.script.run(self.client, keys, args)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import socket
 from functools import lru_cache
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -95,6 +95,21 @@ class Settings(BaseSettings):
 
     # --- collector -------------------------------------------------------------------------
     buffer_max_events: int = Field(default=100_000, ge=1, description="Events held in memory.")
+    buffer_full_policy: Literal["drop_oldest", "block"] = Field(
+        default="drop_oldest",
+        description="When the buffer is full: drop the oldest event (the caller never waits), "
+        "or block the caller up to buffer_block_timeout_s for room (backpressure).",
+    )
+    buffer_block_timeout_s: float = Field(
+        default=10.0, gt=0, description="Longest wait for room under the block policy."
+    )
+    clock_skew_tolerance_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="Events stamped further than this from Redis's clock are refused and "
+        "counted; retention follows Redis's clock. 0 trusts the writers' clocks (backfills, "
+        "replays, simulated time): no check, and retention follows the events' clock.",
+    )
     batch_max_events: int = Field(default=1000, ge=1, description="Events per write script.")
     flush_interval_s: float = Field(default=0.05, gt=0, description="Idle wait of the flusher.")
     batch_id_ttl_s: int = Field(default=3600, ge=1, description="Memory of written batch ids.")
@@ -110,13 +125,10 @@ class Settings(BaseSettings):
     sample_interval_s: float = Field(
         default=1.0, gt=0, description="Seconds between two hardware snapshots of this node."
     )
-    snapshot_history_len: int = Field(
-        default=300, ge=1, le=100_000, description="Snapshots kept per node for charts."
-    )
     node_prune_after_s: int = Field(
         default=3600,
         ge=1,
-        description="A node silent this long loses its snapshot; its history expires then too.",
+        description="A node silent this long loses its snapshot.",
     )
     faiss_index_path: str | None = Field(
         default=None,

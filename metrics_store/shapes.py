@@ -153,7 +153,26 @@ class CollectorHealth(Shape):
         description="Events dropped because its buffer filled while Redis was unreachable."
     )
     pendingEvents: int = Field(description="Events recorded but not yet written.")
+    refusedEvents: int = Field(
+        default=0, description="Events refused: stamped too far from Redis's clock."
+    )
     lastSeen: str = Field(description="When it last reported (ISO-8601 UTC).")
+
+
+class LoopHealth(Shape):
+    name: str = Field(description="The loop (collector-flusher, live-ticker, sampler, ...).")
+    errors: int = Field(description="Failed passes since the process started.")
+    failing: bool = Field(description="Whether its latest pass failed.")
+    lastError: str | None = Field(description="The latest failure, type and message.")
+    lastErrorAt: str | None = Field(description="When it happened (ISO-8601 UTC).")
+
+
+class ProcessHealth(Shape):
+    process: str = Field(description="node:pid:instance of the process.")
+    node: str = Field(description="Its node (METRICS_NODE).")
+    roles: list[str] = Field(description="What it runs: collector, api, sampler.")
+    lastSeen: str = Field(description="When it last reported (ISO-8601 UTC).")
+    loops: list[LoopHealth] = Field(description="Each of its long-running loops.")
 
 
 class HealthStatus(Shape):
@@ -161,3 +180,11 @@ class HealthStatus(Shape):
     liveReplicas: int = Field(description="API replicas with a heartbeat within the node TTL.")
     collectors: list[CollectorHealth] = Field(description="Each live collector's counters.")
     droppedEvents: int = Field(description="Events dropped by the live collectors, in all.")
+    processes: list[ProcessHealth] = Field(
+        default_factory=list, description="Each live process's loops and their failures."
+    )
+    loopErrors: int = Field(default=0, description="Failed loop passes of the live processes.")
+    refusedEvents: dict[str, int] = Field(
+        default_factory=dict,
+        description="Per node, events ever refused for a clock too far from Redis's.",
+    )

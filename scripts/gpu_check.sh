@@ -22,9 +22,9 @@ trap 'rm -rf "$WORK"' EXIT
 echo "== install into $VENV"
 timeout 60 "$PYTHON" -m venv --system-site-packages "$VENV"
 if [ -d .whl ]; then
-  timeout 120 "$VENV/bin/pip" install -q --no-index --find-links .whl -e .
+  timeout 120 "$VENV/bin/pip" install -q --no-index --find-links .whl -e '.[sampler,embedded]'
 else
-  timeout 120 "$VENV/bin/pip" install -q -e .
+  timeout 120 "$VENV/bin/pip" install -q -e '.[sampler,embedded]'
 fi
 
 echo "== sample for ${SAMPLE_S} s"
@@ -60,24 +60,26 @@ finally:
 keys = Keys("gpucheck")
 client = redis.Redis.from_url(server.url)
 raw = client.hget(keys.snapshots, node)
-history = client.llen(keys.snapshot_history(node))
 client.close()
 server.stop()
-print(f"sampler exit status {code}; {history} snapshots in history")
+print(f"sampler exit status {code}")
 if raw is None:
     sys.exit("FAIL: no snapshot was stored")
 snapshot = NodeSnapshot.model_validate_json(raw)
 print("\n-- stored snapshot (raw units: bytes, MB/s) --")
 print(json.dumps(json.loads(raw), indent=1))
 view = resource_metrics([snapshot], connections=0)
+shown = view.nodes[0].gpus
 print("\n-- as /api/metrics/resources shows it (GiB) --")
 print("vram:", view.vram.model_dump_json(), " cpu:", view.cpu.model_dump_json())
 print("\n-- per GPU, in nvidia-smi's units --")
 print("index, name, memory.used [MiB], memory.total [MiB], utilization.gpu [%], "
       "temperature.gpu, power.draw [W]")
 for gpu in snapshot.gpus:
-    print(f"{gpu.index}, {gpu.name}, {gpu.memoryUsed * 1024:.0f}, {gpu.memoryTotal * 1024:.0f},"
-          f" {gpu.utilization}, {gpu.temperatureC}, {gpu.powerW}")
+    print(f"{gpu.index}, {gpu.name}, {gpu.memory_used_bytes / 2**20:.0f},"
+          f" {gpu.memory_total_bytes / 2**20:.0f}, {gpu.utilization_percent}, {gpu.temperature_c},"
+          f" {gpu.power_w}")
+print("as the API shows them:", [g.model_dump() for g in shown])
 if not snapshot.gpus:
     print("(none: no NVML library, no driver or no GPU; the sampler reported zeros)")
 print(f"exact VRAM bytes: used {snapshot.vram_used_bytes} of {snapshot.vram_total_bytes}"

@@ -15,7 +15,9 @@ PLATFORMS=(manylinux_2_17_x86_64 manylinux2014_x86_64 manylinux_2_27_x86_64
 mapfile -t requirements < <(python3 - <<'PY'
 import tomllib
 project = tomllib.load(open("pyproject.toml", "rb"))
-print("\n".join(project["project"]["dependencies"] + project["build-system"]["requires"]))
+extras = project["project"]["optional-dependencies"]  # gpu_check.sh installs [sampler,embedded]
+needed = project["project"]["dependencies"] + extras["sampler"] + extras["embedded"]
+print("\n".join(needed + project["build-system"]["requires"]))
 PY
 )
 args=()

@@ -13,6 +13,8 @@ from contextlib import contextmanager
 
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from tests.tools import require_tool
+
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
@@ -28,8 +30,13 @@ PANELS = ("queries", "tiers", "resources", "routing")
 WAIT_MS = 20_000
 
 
-def chromium_found() -> bool:
-    return os.access(CHROMIUM, os.X_OK)
+def require_chromium() -> str:
+    """Chromium's path; else skip the calling test (fail it under CI=true)."""
+    return require_tool(
+        "chromium",
+        CHROMIUM,
+        install_hint="scripts/ensure-chromium installs it, or set CHROMIUM=/path/to/it",
+    )
 
 
 @contextmanager

@@ -79,7 +79,9 @@ def prefix(redis_url: str) -> Iterator[str]:
 
 @pytest.fixture
 def settings(redis_url: str, prefix: str) -> Settings:
-    return Settings(redis_url=redis_url, key_prefix=prefix, node="node-a")
+    # Tests move manual clocks years away from Redis's (T0): the store trusts its writers'
+    # clocks, as for a replay. tests/test_clocks.py covers the default, Redis's clock.
+    return Settings(redis_url=redis_url, key_prefix=prefix, node="node-a", clock_skew_tolerance_s=0)
 
 
 def through_sentinel(request: pytest.FixtureRequest, settings: Settings) -> Iterator[Settings]:

@@ -14,8 +14,7 @@ from metrics_store.clock import ManualClock
 from metrics_store.collector import MetricsCollector
 from metrics_store.keys import Keys
 from metrics_store.settings import Settings
-from metrics_store.shapes import GpuStatus
-from metrics_store.snapshots import NodeSnapshot
+from metrics_store.snapshots import NodeSnapshot, StoredGpu
 
 GIB = 2**30
 MIB = 2**20
@@ -107,10 +106,9 @@ def node_snapshots(sampled_at: float) -> list[NodeSnapshot]:
     ]
 
 
-def _gpu(figures: dict[str, Any]) -> GpuStatus:
-    used = figures["vram_used_bytes"] / GIB
-    total = CLUSTER_FIGURES["vram_total_bytes"] / GIB
-    return GpuStatus(index=0, name="NVIDIA L4", memoryUsed=used, memoryTotal=total)
+def _gpu(figures: dict[str, Any]) -> StoredGpu:
+    used, total = figures["vram_used_bytes"], CLUSTER_FIGURES["vram_total_bytes"]
+    return StoredGpu(index=0, name="NVIDIA L4", memory_used_bytes=used, memory_total_bytes=total)
 
 
 def write_snapshots(redis_url: str, prefix: str) -> None:

@@ -16,6 +16,7 @@ import httpx
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
+from workers.process_tree import kill_process_tree, stop_process_tree
 from workers.redis_process import free_port
 
 
@@ -57,19 +58,13 @@ class CliProcess:
         process = self.process
         if process is None:
             return
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process_tree(process, timeout_s, name=" ".join(self.args))
         self._close_pipes()
 
     def kill(self) -> None:
         """Stop at once, as a crash would (SIGKILL)."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
+        if self.process is not None:
+            kill_process_tree(self.process)
             self.process.wait()
         self._close_pipes()
 

@@ -14,14 +14,15 @@ from playwright.sync_api import Browser, Page, WebSocketRoute, expect
 
 from metrics_store.collector import MetricsCollector
 from metrics_store.settings import Settings
-from tests.browser import WAIT_MS, chromium, chromium_found, expect_panels, expect_state
+from tests.browser import WAIT_MS, chromium, expect_panels, expect_state, require_chromium
 from tests.dashboard_seed import API_ENV, NODES, seed
 from tests.processes import ApiProcess, child_env
 
-pytestmark = pytest.mark.skipif(
-    not chromium_found(),
-    reason="no Chromium ($CHROMIUM or /usr/bin/chromium); scripts/ensure-chromium installs it",
-)
+
+@pytest.fixture(scope="module", autouse=True)
+def _needs_chromium() -> None:
+    """Before any other fixture starts: skip the module without Chromium (fail it in CI)."""
+    require_chromium()
 
 
 # --- the page's number formats, in Python (app.js: num, percentOf, bytes) ----------------------

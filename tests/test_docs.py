@@ -28,7 +28,6 @@ PLACEHOLDERS = {
     "query_bucket": (10, "<start>"),
     "routing_bucket": (10, "<start>"),
     "recent_queries": ("<tier>",),
-    "snapshot_history": ("<node>",),
     "tick_lock": ("<second>",),
     "written_batch": ("<id>",),
 }

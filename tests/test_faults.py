@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from api.main import create_app
 from metrics_store.clock import ManualClock
 from metrics_store.collector import MetricsCollector
+from metrics_store.errors import EventsLost
 from metrics_store.reader import MetricsReader
 from metrics_store.settings import Settings
 from tests.conftest import T0
@@ -134,9 +135,11 @@ def test_dropped_events_are_reported_through_the_api(tmp_path: Path, prefix: str
             collector.record_query("Q4", float(i), 1, 1.0)
         wait_until(lambda: collector.dropped_events >= 14, 10, "drops")
         server.start()
-        collector.flush(timeout_s=20)
+        with pytest.raises(EventsLost) as lost:  # flush() owns up to what it could not write
+            collector.flush(timeout_s=20)
         dropped, written = collector.dropped_events, collector.written_events
         assert dropped + written == 25
+        assert lost.value.lost == dropped
         with TestClient(create_app(settings)) as client:
             wait_until(
                 lambda: client.get("/api/metrics/health").json()["droppedEvents"] == dropped,

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from metrics_store.shapes import GpuStatus
+from metrics_store.snapshots import StoredGpu
 from tests.fake_nvml import GIB, FakeGpu, FakeNvml, FakeNvmlError, FakeNvmlV2
 from workers.gpu import NO_GPUS, NvmlSource
 
@@ -25,11 +25,13 @@ def test_vram_is_summed_and_each_gpu_listed() -> None:
     assert reading.vram_used_bytes == 26 * GIB
     assert reading.vram_total_bytes == 104 * GIB
     assert reading.gpus == (
-        GpuStatus(index=0, name="NVIDIA H100 80GB HBM3", memoryUsed=20.0, memoryTotal=80.0,
-                  utilization=40.0, temperatureC=55.0, powerW=120.5),
+        StoredGpu(index=0, name="NVIDIA H100 80GB HBM3", memory_used_bytes=20 * GIB,
+                  memory_total_bytes=80 * GIB, utilization_percent=40.0, temperature_c=55.0,
+                  power_w=120.5),
         # Figures NVML does not support on a device are None; the rest still come through.
-        GpuStatus(index=1, name="NVIDIA A10", memoryUsed=6.0, memoryTotal=24.0,
-                  utilization=None, temperatureC=61.0, powerW=None),
+        StoredGpu(index=1, name="NVIDIA A10", memory_used_bytes=6 * GIB,
+                  memory_total_bytes=24 * GIB, utilization_percent=None, temperature_c=61.0,
+                  power_w=None),
     )  # fmt: skip
 
 
@@ -37,7 +39,7 @@ def test_v2_memory_query_leaves_reserved_memory_out() -> None:
     nvml = FakeNvmlV2([FakeGpu("GPU", used_bytes=4 * GIB, total_bytes=16 * GIB)])
     reading = NvmlSource(nvml).read()
     assert reading.vram_used_bytes == 4 * GIB - nvml.reserved_bytes
-    assert reading.gpus[0].memoryUsed == 3.5
+    assert reading.gpus[0].memory_used_bytes == 4 * GIB - nvml.reserved_bytes
 
 
 def test_an_nvml_error_skips_that_reading_only(caplog: pytest.LogCaptureFixture) -> None:

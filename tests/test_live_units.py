@@ -17,8 +17,9 @@ from api.live.ticker import Ticker
 from metrics_store.backoff import Backoff
 from metrics_store.clock import ManualClock
 from metrics_store.keys import Keys
+from metrics_store.live_store import REPLICA_PRUNE_AFTER_S, LiveStore
 from metrics_store.reader import MetricsReader
-from metrics_store.replicas import PRUNE_AFTER_S, ReplicaRegistry, replica_pid
+from metrics_store.replicas import ReplicaRegistry, replica_pid
 from metrics_store.settings import Settings
 from metrics_store.timefmt import iso_utc
 from tests.conftest import T0
@@ -153,7 +154,8 @@ def test_exactly_one_replica_computes_each_tick(settings: Settings) -> None:
         await pubsub.subscribe(keys.updates_channel)
         clock = ManualClock(T0)
         reader = MetricsReader(client, settings, clock)
-        tickers = [Ticker(client, reader, keys, clock, f"replica-{i}") for i in range(5)]
+        live = LiveStore(client, keys)
+        tickers = [Ticker(client, reader, live, clock, f"replica-{i}") for i in range(5)]
         tick = int(T0) + 1
         won = await asyncio.gather(*(t.tick(tick) for t in tickers))
         assert sorted(won) == [False] * 4 + [True]
@@ -187,7 +189,7 @@ def test_registry_counts_live_replicas_and_forgets_removed_ones(settings: Settin
         assert (await reader.resources()).activeConnections == 3
         clock.advance(settings.node_ttl_s + 1)  # `one` stopped beating: killed
         assert (await reader.resources()).activeConnections == 0
-        clock.advance(PRUNE_AFTER_S)
+        clock.advance(REPLICA_PRUNE_AFTER_S)
         await two.beat(1)  # any beat prunes the long dead
         keys = Keys(settings.key_prefix)
         assert await client.hkeys(keys.connections) == [b"node-a:102:bbbbbb"]

@@ -11,7 +11,7 @@ import pytest
 from metrics_store.batch import BatchEncoder
 from metrics_store.reader import MetricsReader
 from metrics_store.retention import prune_retired_buckets
-from metrics_store.scripts import INGEST, lua_source
+from metrics_store.scripts import INGEST, lua_script
 from metrics_store.settings import Settings
 from tests.conftest import T0
 from tests.harness import StoreHarness, make_harness
@@ -69,7 +69,7 @@ def test_a_retried_batch_is_counted_once(harness: StoreHarness) -> None:
     encoder = BatchEncoder(harness.settings, harness.keys)
     events = [("q", T0, "Q4", 500.0, 50, 400.0, False)] * 7
     encoded = encoder.encode(events, uuid.uuid4().hex, T0)  # type: ignore[arg-type]
-    ingest = harness.client.register_script(lua_source(INGEST))
+    ingest = lua_script(INGEST).bind(harness.client)
     assert ingest(keys=encoded.keys, args=encoded.args) == 7
     assert ingest(keys=encoded.keys, args=encoded.args) == -1
     assert harness.read(MetricsReader.queries).totalQueries == 7

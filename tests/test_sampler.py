@@ -17,11 +17,12 @@ import redis.asyncio as aioredis
 
 from metrics_store.clock import ManualClock
 from metrics_store.keys import Keys
+from metrics_store.loops import PROCESS_LOOPS
 from metrics_store.reader import MetricsReader
 from metrics_store.redis_client import redacted_url, sync_client
 from metrics_store.settings import Settings
 from metrics_store.shapes import ResourceMetrics
-from metrics_store.snapshots import NodeSnapshot
+from metrics_store.snapshots import NodeSnapshot, StoredGpu
 from tests.conftest import T0
 from tests.fake_nvml import GIB, FakeGpu, FakeNvml
 from workers.gpu import GpuSource, NvmlSource
@@ -84,10 +85,6 @@ class Harness:
         assert raw is not None, f"no snapshot of {node}"
         return NodeSnapshot.model_validate_json(raw)
 
-    def history(self, node: str) -> list[NodeSnapshot]:
-        raw = self.client.lrange(self.keys.snapshot_history(node), 0, -1)
-        return [NodeSnapshot.model_validate_json(entry) for entry in raw]
-
     def resources(self, node: str | None = None) -> ResourceMetrics:
         async def read() -> ResourceMetrics:
             client = aioredis.Redis.from_url(self.settings.redis_url)
@@ -132,18 +129,20 @@ def test_snapshot_holds_exact_rates_from_recorded_counters(harness: Harness) -> 
     assert (stored.jobs_active, stored.jobs_queued) == (0, 0)
 
 
-def test_one_write_stores_snapshot_history_and_heartbeat(harness: Harness) -> None:
-    sampler = harness.sampler(snapshot_history_len=3)
+def test_one_write_stores_the_snapshot_and_heartbeat_and_nothing_else(harness: Harness) -> None:
+    sampler = harness.sampler()
     for _ in range(5):
         sampler.sample_once()
         harness.clock.advance(1)
 
-    history = harness.history("node-a")
-    assert [s.sampled_at for s in history] == [T0 + 4, T0 + 3, T0 + 2]  # capped, newest first
+    assert harness.stored("node-a").sampled_at == T0 + 4
     assert harness.client.zscore(harness.keys.live_nodes, "node-a") == T0 + 4
     prune_after_s = harness.settings.node_prune_after_s
-    assert 0 < harness.client.ttl(harness.keys.snapshot_history("node-a")) <= prune_after_s
     assert 0 < harness.client.ttl(harness.keys.snapshots) <= prune_after_s
+    # No write-only data: the sampler writes only keys that a reader reads (/resources reads
+    # the snapshots, /routing and /health the heartbeats); no per-node history list.
+    written = {k.decode() for k in harness.client.scan_iter(match=harness.keys.scan_pattern)}
+    assert written == {harness.keys.snapshots, harness.keys.live_nodes}
 
 
 def test_nodes_silent_for_long_are_pruned(harness: Harness) -> None:
@@ -220,22 +219,33 @@ def wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
         time.sleep(0.01)
 
 
-def test_loop_goes_on_through_nvml_errors_and_stops_on_request(harness: Harness) -> None:
+def test_loop_goes_on_through_nvml_errors_and_stops_on_request(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
     nvml = FakeNvml([FakeGpu("L4", used_bytes=2 * GIB, total_bytes=24 * GIB)],
                     failing_readings={2, 4, 5})  # fmt: skip
     sampler = harness.sampler(gpus=NvmlSource(nvml), sample_interval_s=0.01)
+    written: list[NodeSnapshot] = []
+    write = sampler.write
+
+    def recording_write(snapshot: NodeSnapshot) -> bool:
+        written.append(snapshot)
+        return write(snapshot)
+
+    monkeypatch.setattr(sampler, "write", recording_write)
     stop = threading.Event()
     thread = threading.Thread(target=sampler.run, args=(stop,))
     thread.start()
     try:
-        wait_for(lambda: harness.client.llen(harness.keys.snapshot_history("node-a")) >= 6)
+        wait_for(lambda: len(written) >= 6)
     finally:
         stop.set()
         thread.join(timeout=5)
     assert not thread.is_alive()
     assert nvml.readings >= 6  # every tick read NVML again, failures included
     # Each failed reading was skipped: the last good one stands in, never zeros.
-    assert all(s.vram_total_bytes == 24 * GIB for s in harness.history("node-a"))
+    assert all(s.vram_total_bytes == 24 * GIB for s in written)
+    assert harness.stored("node-a").vram_total_bytes == 24 * GIB
 
 
 def test_loop_survives_an_unforeseen_source_failure(
@@ -252,6 +262,7 @@ def test_loop_survives_an_unforeseen_source_failure(
             return 7
 
     sampler = harness.sampler(faiss=Flaky(), sample_interval_s=0.01)
+    errors_before = int(PROCESS_LOOPS.snapshot().get("sampler", {}).get("errors", 0))  # type: ignore[call-overload]
     stop = threading.Event()
     thread = threading.Thread(target=sampler.run, args=(stop,))
     with caplog.at_level(logging.ERROR, logger="workers.sampler"):
@@ -262,13 +273,24 @@ def test_loop_survives_an_unforeseen_source_failure(
             stop.set()
             thread.join(timeout=5)
     assert harness.stored("node-a").faiss_index_bytes == 7
-    assert len(caplog.records) == 1
+    assert len(caplog.records) == 1  # once per streak of failures
+    stats = PROCESS_LOOPS.snapshot()["sampler"]
+    assert stats["errors"] == errors_before + 2  # both counted, for /health
+    assert stats["last_error"] == "RuntimeError: disk gone"
 
 
-def test_stored_json_is_the_snapshot_model(harness: Harness) -> None:
-    harness.sampler().sample_once()
+def test_stored_json_is_the_stored_model_not_the_api_shape(harness: Harness) -> None:
+    nvml = FakeNvml([FakeGpu("L4", used_bytes=3 * GIB, total_bytes=24 * GIB, power_mw=72_500)])
+    harness.sampler(gpus=NvmlSource(nvml)).sample_once()
     raw = json.loads(harness.client.hget(harness.keys.snapshots, "node-a") or b"{}")
     assert set(raw) == set(NodeSnapshot.model_fields)
+    # GPUs are stored in raw units under the stored model's names ...
+    assert set(raw["gpus"][0]) == set(StoredGpu.model_fields)
+    assert raw["gpus"][0]["memory_used_bytes"] == 3 * GIB
+    assert raw["gpus"][0]["power_w"] == 72.5
+    # ... and shown by the API in its own shape, memory in GiB.
+    [gpu] = harness.resources().nodes[0].gpus
+    assert (gpu.name, gpu.memoryUsed, gpu.memoryTotal, gpu.powerW) == ("L4", 3.0, 24.0, 72.5)
 
 
 def test_redacted_url_hides_only_the_password() -> None:
@@ -289,9 +311,9 @@ def test_the_write_runs_on_fakeredis_too(settings: Settings) -> None:
     client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
     sources = Sources(RecordedSource([host(0.0)]), NvmlSource(FakeNvml()), FixedBytes(0),
                       RedisMemorySource(client), JobQueueSource(client, ["default"]))  # fmt: skip
-    sampler = Sampler(settings.model_copy(update={"snapshot_history_len": 2}), sources, client)
+    sampler = Sampler(settings, sources, client)
     assert all(sampler.write(sampler.sample()) for _ in range(3))
     keys = Keys(settings.key_prefix)
     assert client.hkeys(keys.snapshots) == [b"node-a"]
-    assert client.llen(keys.snapshot_history("node-a")) == 2
+    assert client.zrange(keys.live_nodes, 0, -1) == [b"node-a"]
     sampler.close()

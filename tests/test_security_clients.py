@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.browser import chromium, chromium_found, expect_panels, expect_state
+from tests.browser import chromium, expect_panels, expect_state, require_chromium
 from tests.processes import ApiProcess, CliProcess, child_env
 from workers.redis_process import RedisServerProcess
 
@@ -55,8 +55,8 @@ def test_watch_without_the_token_stops_with_a_clear_message(guarded_api: str) ->
         watch.stop()
 
 
-@pytest.mark.skipif(not chromium_found(), reason="no Chromium ($CHROMIUM or /usr/bin/chromium)")
 def test_dashboard_passes_the_token_from_its_url(guarded_api: str) -> None:
+    require_chromium()
     with chromium() as browser:
         page = browser.new_page()
         page.goto(f"{guarded_api}/#token={TOKEN}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import psutil
+import pytest
 import redis
 
 from workers.redis_process import free_port
@@ -70,3 +72,87 @@ def test_up_starts_everything_and_stops_cleanly(tmp_path: Path) -> None:
         if up.poll() is None:
             up.kill()
             up.wait()
+
+
+def start_up(
+    tmp_path: Path, log_path: Path, port: int, *flags: str, **extra_env: str
+) -> subprocess.Popen[bytes]:
+    """`metrics-store up` on `port` with its data in tmp_path/data, leading its own group."""
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"} | extra_env
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "workers.cli", "up", "--port", str(port),
+             "--data-dir", str(tmp_path / "data"), *flags],
+            cwd=tmp_path,
+            env={**env, "PYTHONUNBUFFERED": "1"},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            # A process group of its own, led by `up`, as a shell gives a foreground job: the
+            # test signals that group as a terminal's Ctrl-C does.
+            start_new_session=True,
+        )  # fmt: skip
+
+
+def total_queries(port: int) -> int:
+    count: int = httpx.get(f"http://127.0.0.1:{port}/api/metrics/queries").json()["totalQueries"]
+    return count
+
+
+def stop_like(how: str, up: subprocess.Popen[bytes]) -> None:
+    if how == "ctrl-c":
+        os.killpg(up.pid, signal.SIGINT)  # the terminal signals every process of the job at once
+    else:
+        up.send_signal(signal.SIGTERM)  # `up` alone
+
+
+def stop_and_check_output(up: subprocess.Popen[bytes], log_path: Path, how: str) -> str:
+    stop_like(how, up)
+    status = up.wait(timeout=60)
+    output = log_path.read_text()
+    assert status == 0, output[-3000:]
+    assert "ERROR" not in output and "Traceback" not in output, output[-3000:]
+    return output
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_a_stop_under_demo_traffic_is_clean_and_loses_nothing(tmp_path: Path, how: str) -> None:
+    """Stopped in reverse order, Redis last: every prompt sent before the stop is counted."""
+    first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
+    port = free_port()
+    # Demo jobs that take a good fraction of a second: the stop finds the worker in a job,
+    # which it must finish and record while Redis is still up.
+    up = start_up(tmp_path, first_log, port, METRICS_DEMO_TIME_SCALE="0.1")
+    children: list[psutil.Process] = []
+    try:
+        wait_for(lambda: total_queries(port) >= 20, 90, "demo traffic")
+        children = psutil.Process(up.pid).children(recursive=True)
+        counted_before_stop = total_queries(port)
+        output = stop_and_check_output(up, first_log, how)
+        _, alive = psutil.wait_procs(children, timeout=5)
+        assert alive == [], f"left running: {[p.cmdline() for p in alive]}"
+    finally:
+        kill_all(up, children)
+    # simulate prints its last line once its loop has ended: no prompt is sent after it.
+    sent = int(re.findall(r"simulate: (\d+) queries", output)[-1])
+    assert sent >= counted_before_stop
+
+    port = free_port()
+    up = start_up(tmp_path, second_log, port, "--no-demo")
+    try:
+        # The stored events survived, and the jobs still queued at the stop are served now:
+        # in the end every prompt sent is counted once, none lost with the stop, none twice.
+        wait_for(lambda: total_queries(port) == sent, 60, f"all {sent} prompts counted")
+        assert total_queries(port) >= counted_before_stop
+        children = psutil.Process(up.pid).children(recursive=True)
+        stop_and_check_output(up, second_log, "sigterm")
+    finally:
+        kill_all(up, children)
+
+
+def kill_all(up: subprocess.Popen[bytes], children: list[psutil.Process]) -> None:
+    """After a failed test: nothing of `up` outlives it (its children lead their own groups)."""
+    for process in [*children, psutil.Process(up.pid)] if up.poll() is None else children:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+    up.wait()

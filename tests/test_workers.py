@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 import sys
 import time
 
+import pytest
 from rq import Queue
 
 from metrics_store.reader import MetricsReader
 from metrics_store.settings import Settings
 from tests.harness import make_harness
-from tests.processes import child_env
+from tests.processes import CliProcess, child_env
 from workers.jobs import enqueue_query, rq_connection
 
 
@@ -62,6 +64,30 @@ def test_simulate_direct_records_what_it_reports(settings: Settings) -> None:
         assert harness.read(MetricsReader.queries).totalQueries == sent
     finally:
         harness.close()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
+def test_simulate_stopped_by_a_signal_flushes_and_exits_0(settings: Settings, signum: int) -> None:
+    """Ctrl-C or SIGTERM ends demo traffic quietly, with every prompt it reports recorded."""
+    env = child_env(settings.redis_url, settings.key_prefix)
+    with CliProcess(["simulate", "--direct", "--rate", "40"], env) as simulate:
+        harness = make_harness("redis", settings, time.time())
+        try:
+            deadline = time.monotonic() + 30
+            while harness.read(MetricsReader.queries).totalQueries < 10:
+                assert time.monotonic() < deadline, simulate.stderr_text()
+                time.sleep(0.1)
+                harness.clock.set(time.time())  # the reader's window ends at its clock
+            assert simulate.process is not None
+            simulate.process.send_signal(signum)
+            assert simulate.process.wait(timeout=30) == 0, simulate.stderr_text()
+            output = simulate.stdout_text() + simulate.stderr_text()
+            assert "Traceback" not in output and "ERROR" not in output, output
+            sent = int(re.findall(r"simulate: (\d+) queries", output)[-1])
+            harness.clock.set(time.time())
+            assert harness.read(MetricsReader.queries).totalQueries == sent
+        finally:
+            harness.close()
 
 
 def test_simulate_refuses_a_bad_rate(settings: Settings) -> None:

@@ -1,21 +1,38 @@
-"""The `metrics-store` command: up, api, sampler, worker, simulate, watch."""
+"""The `metrics-store` command: up, api, sampler, worker, simulate, watch.
+
+It imports with the core install alone (`pip install metrics-store`): each subcommand imports
+what it runs inside its handler, and one whose extra is missing says which in one line.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from pydantic import ValidationError
 
 from metrics_store.redis_client import describe_redis
-from workers.watch import DEFAULT_URL
+
+# The private redis-server's data, relative to where `up` runs; a plain constant, so that the
+# CLI's help does not import the process machinery.
+DEFAULT_DATA_DIR = Path(".metrics-store")
 
 log = logging.getLogger("metrics_store.cli")
 
 Handler = Callable[[argparse.Namespace], int]
+
+DEFAULT_WATCH_URL = "ws://127.0.0.1:8000/api/metrics/ws"
+
+# The top-level modules that only the extras install (pyproject.toml). A subcommand that
+# fails to import one of them reports its extra; any other missing module is a bug and raises.
+OPTIONAL_MODULES = frozenset(
+    {"fastapi", "starlette", "uvicorn", "websockets", "rq", "psutil", "pynvml", "fakeredis"}
+)
 
 
 def _bind_address(args: argparse.Namespace) -> tuple[str, int]:
@@ -52,10 +69,14 @@ def _cmd_watch(args: argparse.Namespace) -> int:
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
+    # Import what the children run, so that a missing extra stops `up` here, before it starts
+    # Redis and children that would each fail with the same message.
+    for module in ("api.serve", "workers.jobs", "workers.sampler", "workers.simulate"):
+        importlib.import_module(module)
     from workers.up import run_up
 
     host, port = _bind_address(args)
-    return run_up(host=host, port=port, demo=not args.no_demo)
+    return run_up(host=host, port=port, demo=not args.no_demo, data_dir=args.data_dir)
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
@@ -73,6 +94,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from metrics_store.settings import get_settings
     from workers.simulate import run_simulation
+    from workers.stop_signals import stop_on_signals
 
     if args.rate <= 0:
         print("metrics-store simulate: --rate must be positive", file=sys.stderr)
@@ -81,7 +103,9 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     target = "the collector" if args.direct else f"rq queue {settings.job_queues[0]!r}"
     where = describe_redis(settings)
     print(f"metrics-store simulate: {args.rate}/s into {target} on {where}", flush=True)
-    run_simulation(settings, args.rate, args.duration, args.direct)
+    # Ctrl-C or SIGTERM ends the run between two prompts: the collector flushes, exit 0.
+    stop = stop_on_signals()
+    run_simulation(settings, args.rate, args.duration, args.direct, stop=stop)
     return 0
 
 
@@ -100,19 +124,25 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--host", help="API bind address (default METRICS_API_HOST, 127.0.0.1)")
     up.add_argument("--port", type=int, help="API port (default METRICS_API_PORT, 8000)")
     up.add_argument("--no-demo", action="store_true", help="do not generate demo traffic")
-    up.set_defaults(handler=_cmd_up)
+    up.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DEFAULT_DATA_DIR,
+        help=f"the private redis-server's data goes in DATA_DIR/redis (default {DEFAULT_DATA_DIR})",
+    )
+    up.set_defaults(handler=_cmd_up, extra="all")
 
     api = sub.add_parser("api", help="serve the REST and WebSocket API")
     api.add_argument(
         "--host", help="bind address (default METRICS_API_HOST, 127.0.0.1; 0.0.0.0 in a container)"
     )
     api.add_argument("--port", type=int, help="port (default METRICS_API_PORT, 8000)")
-    api.set_defaults(handler=_cmd_api)
+    api.set_defaults(handler=_cmd_api, extra="api")
 
     worker = sub.add_parser("worker", help="run demo LLM jobs from the rq queues")
     worker.add_argument("--queues", help="comma-separated queue names (default METRICS_JOB_QUEUES)")
     worker.add_argument("--burst", action="store_true", help="exit once the queues are empty")
-    worker.set_defaults(handler=_cmd_worker)
+    worker.set_defaults(handler=_cmd_worker, extra="worker")
 
     simulate = sub.add_parser("simulate", help="send demo traffic")
     simulate.add_argument("--rate", type=float, default=5.0, help="queries per second (default 5)")
@@ -120,15 +150,15 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument(
         "--direct", action="store_true", help="record events directly, without rq workers"
     )
-    simulate.set_defaults(handler=_cmd_simulate)
+    simulate.set_defaults(handler=_cmd_simulate, extra="worker")
 
     sampler = sub.add_parser(
         "sampler", help="write this node's hardware snapshot to Redis every interval"
     )
-    sampler.set_defaults(handler=_cmd_sampler)
+    sampler.set_defaults(handler=_cmd_sampler, extra="sampler")
 
     watch = sub.add_parser("watch", help="print the live stream, one line per update")
-    watch.add_argument("--url", default=DEFAULT_URL, help=f"default {DEFAULT_URL}")
+    watch.add_argument("--url", default=DEFAULT_WATCH_URL, help=f"default {DEFAULT_WATCH_URL}")
     watch.add_argument("--count", type=_positive_int, help="exit after this many updates")
     # Never the token itself as the default: argparse would show it in --help.
     watch.add_argument(
@@ -137,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument(
         "--max-backoff", type=float, default=30.0, help="longest reconnect wait, s (default 30)"
     )
-    watch.set_defaults(handler=_cmd_watch)
+    watch.set_defaults(handler=_cmd_watch, extra="api")
     return parser
 
 
@@ -146,6 +176,12 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
+
+
+def missing_extra_line(command: str, extra: str) -> str:
+    """What a subcommand says when its extra is not installed: one line, with the fix."""
+    install = f"pip install 'metrics-store[{extra}]'"
+    return f"metrics-store {command}: needs the [{extra}] extra: {install}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -159,6 +195,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args)
     except KeyboardInterrupt:
         return 130
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] not in OPTIONAL_MODULES:
+            raise
+        print(missing_extra_line(args.command, args.extra), file=sys.stderr)
+        return 2
     except ValidationError as exc:
         print(f"metrics-store: invalid configuration: {exc.errors()[0]['msg']}", file=sys.stderr)
         return 2

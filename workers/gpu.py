@@ -18,11 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from metrics_store.shapes import GpuStatus
+from metrics_store.snapshots import StoredGpu
 
 log = logging.getLogger(__name__)
-
-GIB = float(2**30)
 
 
 class NvmlModule(Protocol):
@@ -48,7 +46,7 @@ class GpuReading:
 
     vram_used_bytes: int = 0
     vram_total_bytes: int = 0
-    gpus: tuple[GpuStatus, ...] = ()
+    gpus: tuple[StoredGpu, ...] = ()
 
 
 NO_GPUS = GpuReading()
@@ -170,18 +168,18 @@ def _memory(nvml: NvmlModule, handle: Any) -> tuple[int, int]:
     return int(info.used), int(info.total)
 
 
-def _status(nvml: NvmlModule, handle: Any, index: int, used: int, total: int) -> GpuStatus:
+def _status(nvml: NvmlModule, handle: Any, index: int, used: int, total: int) -> StoredGpu:
     name = nvml.nvmlDeviceGetName(handle)
-    return GpuStatus(
+    return StoredGpu(
         index=index,
         name=name.decode(errors="replace") if isinstance(name, bytes) else str(name),
-        memoryUsed=round(used / GIB, 2),
-        memoryTotal=round(total / GIB, 2),
-        utilization=_optional(nvml, lambda: nvml.nvmlDeviceGetUtilizationRates(handle).gpu),
-        temperatureC=_optional(
+        memory_used_bytes=used,
+        memory_total_bytes=total,
+        utilization_percent=_optional(nvml, lambda: nvml.nvmlDeviceGetUtilizationRates(handle).gpu),
+        temperature_c=_optional(
             nvml, lambda: nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU)
         ),
-        powerW=_optional(nvml, lambda: nvml.nvmlDeviceGetPowerUsage(handle) / 1000),
+        power_w=_optional(nvml, lambda: nvml.nvmlDeviceGetPowerUsage(handle) / 1000),
     )
 
 

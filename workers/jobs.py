@@ -10,15 +10,14 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-import time
 from functools import cache
 from types import FrameType
 
 import redis
 from rq import Queue, SimpleWorker
 
-from metrics_store.backoff import Backoff
 from metrics_store.collector import get_metrics_collector
+from metrics_store.loops import LoopGuard, run_forever
 from metrics_store.redis_client import sync_client
 from metrics_store.settings import Settings, get_settings
 from workers.demo_backend import DemoBackend, GenerationFailed
@@ -62,10 +61,13 @@ def enqueue_query(queue: Queue, prompt: str) -> None:
 
 def _report_availability(stop: threading.Event) -> None:
     backend = demo_backend()
-    while not stop.is_set():
+
+    def step() -> float:
         backend.pool.tick()
         backend.pool.report(backend.collector)
-        stop.wait(AVAILABILITY_INTERVAL_S)
+        return AVAILABILITY_INTERVAL_S
+
+    run_forever(LoopGuard("availability-reporter"), step, stop)
 
 
 class _HideDemoFailures(logging.Filter):
@@ -82,8 +84,9 @@ def run_worker(settings: Settings, queue_names: list[str], burst: bool = False) 
     """Serve the queues until SIGINT or SIGTERM, reporting model availability meanwhile.
 
     rq retries a lost connection while it waits for jobs; an outage anywhere else (starting
-    up, registering, finishing a job) ends its loop with a connection error, and then this
-    waits with backoff and starts a new loop. Either way the worker outlives the outage.
+    up, registering, finishing a job) ends its loop with a connection error, and then the
+    loop guard waits with backoff and starts a new one. Any other failure of rq's loop is
+    counted and retried the same way. Either way the worker outlives it.
     """
     logging.getLogger("rq.worker").addFilter(_HideDemoFailures())
     stop = threading.Event()
@@ -91,25 +94,28 @@ def run_worker(settings: Settings, queue_names: list[str], burst: bool = False) 
         target=_report_availability, args=(stop,), name="availability", daemon=True
     )
     reporter.start()
-    backoff = Backoff(base_s=0.2, cap_s=5.0)
+    done = threading.Event()
+
+    def serve() -> float:
+        worker = _worker(settings, queue_names)
+        try:
+            worker.work(burst=burst, logging_level="WARNING")
+        except Exception:
+            if _stop_was_requested(worker):
+                done.set()  # a stop during an outage: rq's goodbye to Redis failed, not us
+                return 0.0
+            # rq's handlers stay installed after its loop ends and would only set a flag
+            # for a loop that no longer runs: between loops, a signal must stop us.
+            signal.signal(signal.SIGTERM, _interrupt)
+            signal.signal(signal.SIGINT, _interrupt)
+            raise
+        finally:
+            worker.connection.close()
+        done.set()  # asked to stop, or (burst) the queues are empty
+        return 0.0
+
     try:
-        while True:
-            worker = _worker(settings, queue_names)
-            try:
-                worker.work(burst=burst, logging_level="WARNING")
-                return  # asked to stop, or (burst) the queues are empty
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                if _stop_was_requested(worker):
-                    return  # a stop during an outage: rq's goodbye to Redis failed, not us
-                delay = backoff.next_delay()
-                log.warning("worker lost Redis (%s); starting again in %.1f s", exc, delay)
-                # rq's handlers stay installed after its loop ends and would only set a flag
-                # for a loop that no longer runs: between loops, a signal must stop us.
-                signal.signal(signal.SIGTERM, _interrupt)
-                signal.signal(signal.SIGINT, _interrupt)
-                time.sleep(delay)
-            finally:
-                worker.connection.close()
+        run_forever(LoopGuard("job-worker", base_s=0.2, cap_s=5.0), serve, done)
     finally:
         stop.set()
         get_metrics_collector().close()

@@ -18,6 +18,7 @@ from types import TracebackType
 import redis
 
 from metrics_store.redis_client import redacted_url
+from workers.process_tree import kill_process_tree, stop_process_tree
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ class RedisServerProcess:
         extra_args: tuple[str, ...] = (),
         persist: bool = False,
         url: str | None = None,
+        own_session: bool = False,
     ) -> None:
         self.data_dir = data_dir.resolve()  # redis-server chdirs into --dir before opening files
         self.port = port or free_port()
@@ -74,6 +76,9 @@ class RedisServerProcess:
         # The URL clients use, where extra_args ask for more than plain TCP: a password, an
         # ACL user, or TLS ("--port 0 --tls-port P" with a rediss:// URL on P).
         self._url = url
+        # In a session of its own, a terminal's Ctrl-C (SIGINT to the whole foreground process
+        # group) never reaches the server: its owner stops it last, after every client flushed.
+        self.own_session = own_session
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -96,7 +101,9 @@ class RedisServerProcess:
 
     def start(self, timeout_s: float = 10.0) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._process = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL)
+        self._process = subprocess.Popen(
+            self.command(), stdin=subprocess.DEVNULL, start_new_session=self.own_session
+        )
         try:
             wait_for_ping(self.url, timeout_s)
         except TimeoutError:
@@ -104,21 +111,32 @@ class RedisServerProcess:
             raise
 
     def stop(self, timeout_s: float = 5.0) -> None:
+        """A clean shutdown (SHUTDOWN when persisting, else SIGTERM); SIGKILL if it hangs."""
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
+        if process is None:
             return
-        process.terminate()
+        request_stop = (lambda: self._shutdown(process)) if self.persist else None
+        stop_process_tree(process, timeout_s, request_stop=request_stop, name="redis-server")
+
+    def _shutdown(self, process: subprocess.Popen[bytes]) -> None:
+        """SHUTDOWN: the AOF is written out and fsynced before the server exits.
+
+        SIGTERM asks for the same shutdown; it stands in where the command cannot be sent.
+        """
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=1.0, socket_timeout=5.0)
         try:
-            process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            client.shutdown()  # returns once the server has closed the connection
+        except (redis.RedisError, OSError) as exc:
+            log.warning("SHUTDOWN failed (%s); stopping redis-server with SIGTERM", exc)
+            process.terminate()
+        finally:
+            client.close()
 
     def kill(self) -> None:
         """Stop at once, as a crash would (SIGKILL)."""
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.kill()
+        if process is not None:
+            kill_process_tree(process)
             process.wait()
 
     @property

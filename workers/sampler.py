@@ -5,8 +5,8 @@
     sampler.close()
 
 Each sample reads the sources (psutil, NVML, the FAISS files, the cache Redis, the rq queues),
-builds a `NodeSnapshot` and writes it with one script call: the snapshot, a capped history
-entry, the node's heartbeat and the pruning of long-dead nodes, atomically. Nothing here
+builds a `NodeSnapshot` and writes it through `metrics_store/snapshots.py` with one script call:
+the snapshot, the node's heartbeat and the pruning of long-dead nodes, atomically. Nothing here
 blocks to measure: CPU and I/O rates compare with the previous sample. While Redis is away the
 sampler logs once, keeps sampling (so rates stay right) and writes again when Redis is back.
 """
@@ -14,24 +14,25 @@ sampler logs once, keeps sampling (so rates stay right) and writes again when Re
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from dataclasses import dataclass
-from types import FrameType
 from typing import Protocol
 
 import redis
 
+from metrics_store import process_health
 from metrics_store.clock import Clock, SystemClock
+from metrics_store.errors import StoreUnavailable
 from metrics_store.keys import Keys
+from metrics_store.loops import LoopGuard, run_forever
 from metrics_store.redis_client import describe_redis, sync_client
-from metrics_store.scripts import WRITE_SNAPSHOT, lua_source
 from metrics_store.settings import Settings, get_settings
-from metrics_store.snapshots import NodeSnapshot
+from metrics_store.snapshots import NodeSnapshot, SnapshotWriter
 from workers.gpu import GpuSource, NvmlSource
 from workers.hardware import HardwareSource, PsutilSource, RateMeter
 from workers.services import FaissIndexSource, JobQueueSource, RedisMemorySource
+from workers.stop_signals import stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +85,11 @@ class Sampler:
         self._sources = sources
         self._client = client
         self._clock = clock or SystemClock()
-        self._keys = Keys(settings.key_prefix)
-        self._write_script = client.register_script(lua_source(WRITE_SNAPSHOT))
+        self._writer = SnapshotWriter(client, settings)
+        self._keys = Keys(settings.key_prefix)  # handed to process_health
         self._rates = RateMeter()
         self._redis_down = False
-        self._failing_samples = 0
+        self._samples = 0
 
     @classmethod
     def from_settings(cls, settings: Settings, clock: Clock | None = None) -> Sampler:
@@ -124,14 +125,9 @@ class Sampler:
         )
 
     def write(self, snapshot: NodeSnapshot) -> bool:
-        """Store the snapshot, its history entry and the heartbeat; False while Redis is away."""
-        s = self._settings
-        keys = [self._keys.snapshots, self._keys.snapshot_history(s.node), self._keys.live_nodes]
-        prune_before = snapshot.sampled_at - s.node_prune_after_s
-        args: list[str | float] = [s.node, snapshot.model_dump_json(), snapshot.sampled_at]
-        args += [s.snapshot_history_len, s.node_prune_after_s, prune_before]
+        """Store the snapshot and the node's heartbeat; False while Redis is away."""
         try:
-            self._write_script(keys=keys, args=args)
+            self._writer.write(snapshot)
         except (redis.RedisError, OSError) as exc:
             if not self._redis_down:
                 log.warning("Redis unavailable (%s); sampling on, writing when it is back", exc)
@@ -150,27 +146,28 @@ class Sampler:
 
     # --- the loop ---------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
-        """Sample every `sample_interval_s` until `stop` is set."""
+        """Sample every `sample_interval_s` until `stop` is set; no failure ends the loop."""
         interval_s = self._settings.sample_interval_s
+        guard = LoopGuard("sampler", base_s=min(0.5, interval_s), cap_s=5 * interval_s)
         next_due = time.monotonic()
-        while not stop.is_set():
+
+        def step() -> float:
+            nonlocal next_due
             self._step()
             now = time.monotonic()
             # A slow sample (Redis timing out) skips the ticks it missed rather than bursting.
             next_due = max(next_due + interval_s, now)
-            stop.wait(next_due - now)
+            return next_due - now
+
+        run_forever(guard, step, stop)
 
     def _step(self) -> None:
-        # The loop must outlive any one sample: a source failing in a way nobody foresaw is
-        # logged (once per run of failures) and the next tick tries again.
-        try:
-            self.sample_once()
-        except Exception:
-            self._failing_samples += 1
-            if self._failing_samples == 1:
-                log.exception("sample failed; the sampler goes on")
-            return
-        self._failing_samples = 0
+        if not self.write(self.sample()):
+            raise StoreUnavailable("the snapshot was not written")
+        self._samples += 1
+        record = process_health.current_record(self._settings.node, "sampler", self._clock.now())
+        prune = self._samples % process_health.PRUNE_EVERY_BEATS == 1
+        process_health.publish(self._client, self._keys, record, prune=prune)
 
     def close(self) -> None:
         self._sources.gpus.close()
@@ -180,13 +177,7 @@ class Sampler:
 def run_sampler(settings: Settings | None = None) -> int:
     """`metrics-store sampler`: sample until SIGTERM or SIGINT, then stop cleanly."""
     settings = settings or get_settings()
-    stop = threading.Event()
-
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    stop = stop_on_signals()
     print(
         f"metrics-store sampler: node {settings.node}, Redis {describe_redis(settings)}, "
         f"every {settings.sample_interval_s:g} s",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -59,18 +60,26 @@ def run_simulation(
     duration_s: float | None,
     direct: bool,
     rng: random.Random | None = None,
+    stop: threading.Event | None = None,
 ) -> int:
-    """Send prompts at `rate` per second (with bursts) until `duration_s` passes or Ctrl-C."""
+    """Send prompts at `rate` per second (with bursts) until `duration_s` passes or `stop` is set.
+
+    The loop only stops between two prompts, so every prompt counted as sent was enqueued
+    (or recorded) whole, and the collector is flushed on the way out.
+    """
     rng = rng or random.Random()
+    stop = stop or threading.Event()
     send = _direct_sender(settings, rng) if direct else _queue_sender(settings)
     started = time.monotonic()
     progress = Progress(started=started, last_print=started)  # first line after one interval
     next_at = progress.started
     try:
-        while duration_s is None or time.monotonic() - progress.started < duration_s:
+        while not stop.is_set() and (
+            duration_s is None or time.monotonic() - progress.started < duration_s
+        ):
             now = time.monotonic()
             if now < next_at:
-                time.sleep(min(next_at - now, 0.5))
+                stop.wait(min(next_at - now, 0.5))
                 continue
             send(random_prompt(rng))
             progress.sent += 1

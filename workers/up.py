@@ -5,33 +5,40 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 
 from metrics_store.redis_client import describe_redis, redacted_url
 from metrics_store.settings import get_settings
+from workers.process_tree import stop_process_tree
 from workers.redis_process import FakeRedisServer, RedisServerProcess
+from workers.stop_signals import stop_on_signals
 
 log = logging.getLogger(__name__)
 
-DATA_DIR = Path(".metrics-store")
+# Per child: the worker may be finishing a job, and every collector flushes before it exits.
+CHILD_STOP_TIMEOUT_S = 10.0
+POLL_INTERVAL_S = 0.2
 
 
 @dataclass
 class Children:
-    """The child processes of `up`, stopped together and in reverse order."""
+    """The child processes of `up`, stopped one at a time in reverse order of start."""
 
     env: dict[str, str]
     processes: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
 
     def start(self, name: str, *args: str) -> None:
         command = [sys.executable, "-m", "workers.cli", *args]
-        self.processes.append((name, subprocess.Popen(command, env=self.env)))
+        # A session of its own for each child: a terminal's Ctrl-C (SIGINT to the whole
+        # foreground process group at once) reaches `up` alone, and `up` decides the order.
+        process = subprocess.Popen(
+            command, env=self.env, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+        self.processes.append((name, process))
 
     def first_exited(self) -> str | None:
         for name, process in self.processes:
@@ -39,20 +46,18 @@ class Children:
                 return f"{name} exited with status {process.returncode}"
         return None
 
-    def stop(self, timeout_s: float = 5.0) -> None:
-        for _, process in reversed(self.processes):
-            if process.poll() is None:
-                process.terminate()
-        deadline = time.monotonic() + timeout_s
-        for _, process in reversed(self.processes):
-            try:
-                process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    def stop(self, timeout_s: float = CHILD_STOP_TIMEOUT_S) -> None:
+        """Each child is asked to stop only once the one started after it has exited.
+
+        So demo traffic ends before the worker that serves it, the worker (and its collector)
+        before the API, and Redis, stopped by the caller, outlives every collector's flush.
+        """
+        while self.processes:
+            name, process = self.processes.pop()
+            stop_process_tree(process, timeout_s, name=name)
 
 
-def start_redis() -> tuple[str, RedisServerProcess | FakeRedisServer | None]:
+def start_redis(data_dir: Path) -> tuple[str, RedisServerProcess | FakeRedisServer | None]:
     """REDIS_URL or the sentinels if set; else a private redis-server; else fakeredis over TCP."""
     if get_settings().redis_sentinels:
         # The sentinels name the primary; REDIS_URL (or its default) still carries the
@@ -62,7 +67,7 @@ def start_redis() -> tuple[str, RedisServerProcess | FakeRedisServer | None]:
         return os.environ["REDIS_URL"], None
     if shutil.which("redis-server"):
         server: RedisServerProcess | FakeRedisServer = RedisServerProcess(
-            DATA_DIR / "redis", persist=True
+            data_dir / "redis", persist=True, own_session=True
         )
         server.start()
         return server.url, server
@@ -75,33 +80,47 @@ def start_redis() -> tuple[str, RedisServerProcess | FakeRedisServer | None]:
     return server.url, server
 
 
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
+def _child_commands(host: str, port: int, demo: bool) -> list[tuple[str, tuple[str, ...]]]:
+    """The children in order of start: each one's dependencies come before it."""
+    commands = [
+        ("api", ("api", "--host", host, "--port", str(port))),
+        ("sampler", ("sampler",)),
+        ("worker", ("worker",)),
+    ]
+    if demo:
+        commands.append(("simulate", ("simulate", "--rate", "5")))
+    return commands
 
 
-def run_up(host: str, port: int, demo: bool) -> int:
-    """Start Redis (if needed), the API and the workers; wait for Ctrl-C or SIGTERM."""
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    redis_url, redis_server = start_redis()
+def run_up(host: str, port: int, demo: bool, data_dir: Path) -> int:
+    """Start Redis (if needed), the API and the workers; stop them all on Ctrl-C or SIGTERM.
+
+    Exit status 0 after a requested stop, 1 when a child exited by itself.
+    """
+    stop = stop_on_signals()
+    redis_url, redis_server = start_redis(data_dir)
     children = Children(env={**os.environ, "REDIS_URL": redis_url})
     try:
-        children.start("api", "api", "--host", host, "--port", str(port))
-        children.start("sampler", "sampler")
-        children.start("worker", "worker")
-        if demo:
-            children.start("simulate", "simulate", "--rate", "5")
+        for name, args in _child_commands(host, port, demo):
+            children.start(name, *args)
         _print_banner(host, port, redis_url, sentinels=bool(get_settings().redis_sentinels))
-        while (problem := children.first_exited()) is None:
-            time.sleep(0.2)
-        print(f"metrics-store: {problem}; stopping", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
+        if (problem := _wait(stop, children)) is not None:
+            print(f"metrics-store: {problem}; stopping", file=sys.stderr)
+            return 1
         print("\nmetrics-store: stopping...", flush=True)
         return 0
     finally:
         children.stop()
         if redis_server is not None:
             redis_server.stop()
+
+
+def _wait(stop: threading.Event, children: Children) -> str | None:
+    """Until a stop is requested (None) or a child exits by itself (what happened)."""
+    while not stop.wait(POLL_INTERVAL_S):
+        if (problem := children.first_exited()) is not None:
+            return problem
+    return None
 
 
 def _print_banner(host: str, port: int, redis_url: str, *, sentinels: bool = False) -> None:

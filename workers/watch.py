@@ -18,7 +18,6 @@ from websockets.exceptions import InvalidStatus, InvalidURI, WebSocketException
 
 from metrics_store.backoff import Backoff
 
-DEFAULT_URL = "ws://127.0.0.1:8000/api/metrics/ws"
 CONNECT_TIMEOUT_S = 5.0
 # Refusals that retrying cannot fix: a missing or wrong token, a refused origin.
 REFUSED_STATUSES = {401: "the server wants a valid --token (METRICS_API_TOKEN)", 403: "refused"}

@@ -6,17 +6,12 @@ replica, and the hub hands the same decoded text to every local slot.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
-
-from api.live.cancel import reraise_if_cancelled
 from api.live.hub import ClientHub
 from api.live.slot import Frame
-from metrics_store.backoff import Backoff
-from metrics_store.keys import Keys
+from metrics_store.live_store import LiveStore
+from metrics_store.loops import LoopGuard, reraise_if_cancelled, run_forever_async
 
 log = logging.getLogger(__name__)
 
@@ -32,38 +27,24 @@ class Relay:
     stay connected meanwhile and simply get the next update once it flows again.
     """
 
-    def __init__(self, client: aioredis.Redis, keys: Keys, hub: ClientHub) -> None:
-        self._client = client
-        self._channel = keys.updates_channel
+    def __init__(self, live: LiveStore, hub: ClientHub) -> None:
+        self._live = live
         self._hub = hub
 
     async def run(self) -> None:
         """Relay until cancelled, resubscribing after any failure."""
-        backoff = Backoff(base_s=0.1, cap_s=2.0)
-        while True:
-            try:
-                await self._subscribe_and_relay(backoff)
-            except (RedisError, OSError) as exc:
-                reraise_if_cancelled()
-                if backoff.failures == 0:
-                    log.warning("live relay: subscription lost (%s); resubscribing", exc)
-            reraise_if_cancelled()
-            await asyncio.sleep(backoff.next_delay())
+        guard = LoopGuard("live-relay", base_s=0.1, cap_s=2.0)
+        await run_forever_async(guard, lambda: self._subscribe_and_relay(guard))
 
-    async def _subscribe_and_relay(self, backoff: Backoff) -> None:
-        pubsub = self._client.pubsub(ignore_subscribe_messages=True)
-        try:
-            await pubsub.subscribe(self._channel)
-            if backoff.failures:
-                log.info("live relay: subscribed again")
-            backoff.reset()
+    async def _subscribe_and_relay(self, guard: LoopGuard) -> float:
+        """Relay until the subscription fails (it ends only by raising)."""
+        async with self._live.subscribe_updates() as updates:
+            guard.succeeded()
             while True:
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=POLL_S)
+                payload = await updates.next_update(timeout_s=POLL_S)
                 reraise_if_cancelled()
-                if message is not None and message["type"] == "message":
-                    self._relay(message["data"])
-        finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]  # unannotated in redis-py
+                if payload is not None:
+                    self._relay(payload)
 
     def _relay(self, payload: bytes) -> None:
         try:

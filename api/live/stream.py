@@ -11,15 +11,16 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 from starlette.websockets import WebSocket
 
-from api.live.cancel import reraise_if_cancelled
 from api.live.client import GOING_AWAY, serve_client
 from api.live.hub import ClientHub
 from api.live.relay import Relay
 from api.live.slot import Frame
 from api.live.ticker import Ticker
-from metrics_store.backoff import Backoff
+from metrics_store import process_health
 from metrics_store.clock import Clock, SystemClock
 from metrics_store.keys import Keys
+from metrics_store.live_store import LiveStore
+from metrics_store.loops import LoopGuard, run_forever_async
 from metrics_store.reader import MetricsReader
 from metrics_store.redis_client import drop_idle_connections
 from metrics_store.replicas import ReplicaRegistry, new_replica_id
@@ -51,13 +52,18 @@ class LiveStream:
     ) -> None:
         clock = clock or SystemClock()
         keys = Keys(settings.key_prefix)
+        live = LiveStore(client, keys)
         self.replica_id = new_replica_id(settings.node)
         self.hub = ClientHub()
-        self.ticker = Ticker(client, reader, keys, clock, self.replica_id)
-        self.relay = Relay(client, keys, self.hub)
+        self.ticker = Ticker(client, reader, live, clock, self.replica_id)
+        self.relay = Relay(live, self.hub)
         self.registry = ReplicaRegistry(client, settings, self.replica_id, clock)
         self._client = client
-        self._keys = keys
+        self._live = live
+        self._keys = keys  # handed to process_health, which owns the processes hash
+        self._node = settings.node
+        self._clock = clock
+        self._beats = 0
         self._beat_interval_s = settings.heartbeat_interval_s
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -99,29 +105,27 @@ class LiveStream:
     async def latest(self) -> Frame | None:
         """The latest published update, or None if there is none or Redis cannot say."""
         try:
-            payload = await self._client.get(self._keys.latest_update)
+            payload = await self._live.latest_update()
             return None if payload is None else Frame.from_payload(payload)
         except (RedisError, OSError, ValueError) as exc:
             log.debug("live: no latest update for a new client: %s", exc)
             return None
 
     async def _beat_forever(self) -> None:
-        backoff = Backoff(base_s=0.1, cap_s=self._beat_interval_s)
-        while True:
-            try:
-                await self.registry.beat(self.hub.count)
-            except (RedisError, OSError) as exc:
-                reraise_if_cancelled()
-                if backoff.failures == 0:
-                    log.warning("live: replica heartbeat failed (%s); retrying", exc)
-                await drop_idle_connections(self._client)
-                await asyncio.sleep(backoff.next_delay())
-                continue
-            if backoff.failures:
-                log.info("live: replica heartbeat is back")
-            backoff.reset()
-            reraise_if_cancelled()
-            await asyncio.sleep(self._beat_interval_s)
+        guard = LoopGuard("live-heartbeat", base_s=0.1, cap_s=self._beat_interval_s)
+        await run_forever_async(guard, self._beat, self._after_failure)
+
+    async def _beat(self) -> float:
+        """The replica's beat, and this process's loop health with it."""
+        await self.registry.beat(self.hub.count)
+        self._beats += 1
+        record = process_health.current_record(self._node, "api", self._clock.now())
+        prune = self._beats % process_health.PRUNE_EVERY_BEATS == 1
+        await process_health.publish_async(self._client, self._keys, record, prune=prune)
+        return self._beat_interval_s
+
+    async def _after_failure(self) -> None:
+        await drop_idle_connections(self._client)
 
     def _spawn(self, name: str, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro, name=name)

@@ -1,10 +1,11 @@
 """The tick: once a second, exactly one replica computes the update and publishes it.
 
-There is no leader. Every replica wakes at each whole second and tries `SET
-{p}:live:tick:<second> <replica> NX PX`; the one that sets it computes `reader.update()` for
-that second, serialises it once, and in one MULTI stores it as the latest update and
-publishes it. The others go back to sleep, so the cluster computes one update a second
-whatever the number of replicas, and losing the winner costs at most that one tick.
+There is no leader. Every replica wakes at each whole second and tries to claim that second's
+lock (`LiveStore.claim_tick`, a `SET ... NX PX`); the one that gets it computes
+`reader.update()` for that second, serialises it once, and in one MULTI stores it as the latest
+update and publishes it (`LiveStore.publish_update`). The others go back to sleep, so the
+cluster computes one update a second whatever the number of replicas, and losing the winner
+costs at most that one tick.
 """
 
 from __future__ import annotations
@@ -15,32 +16,20 @@ import math
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
-from api.live.cancel import reraise_if_cancelled
-from metrics_store.backoff import Backoff
 from metrics_store.clock import Clock
-from metrics_store.errors import StoreUnavailable
-from metrics_store.keys import Keys
+from metrics_store.live_store import LiveStore
+from metrics_store.loops import LoopGuard, run_forever_async
 from metrics_store.reader import MetricsReader
 from metrics_store.redis_client import drop_idle_connections
 
 log = logging.getLogger(__name__)
 
-# The lock is one key per second, not one key for all: the seconds of two replicas whose
-# clocks disagree never collide, and a replica whose clock lags the winner's by less than
-# this still finds the key and does not compute the same second twice. (A larger lag would
-# publish a duplicate second, which every client's slot refuses as not newer.)
-TICK_LOCK_TTL_MS = 5_000
-# Every tick rewrites the latest update; if ticks stop (no replica can reach Redis), it
-# disappears rather than greet new clients with stale numbers.
-LATEST_TTL_MS = 10_000
-
 
 class Ticker:
     """Tries the lock of each second and, when it wins, computes and publishes the update.
 
-    >>> ticker = Ticker(client, reader, keys, clock, replica_id)
+    >>> ticker = Ticker(client, reader, live_store, clock, replica_id)
     >>> await ticker.run()   # until cancelled
     """
 
@@ -48,49 +37,34 @@ class Ticker:
         self,
         client: aioredis.Redis,
         reader: MetricsReader,
-        keys: Keys,
+        live: LiveStore,
         clock: Clock,
         replica_id: str,
     ) -> None:
         self._client = client
         self._reader = reader
-        self._keys = keys
+        self._live = live
         self._clock = clock
         self.replica_id = replica_id
 
     async def run(self) -> None:
-        """Tick each second until cancelled; a Redis outage only delays the next try."""
-        backoff = Backoff(base_s=0.1, cap_s=2.0)
-        while True:
-            reraise_if_cancelled()
-            tick = await self._sleep_until_next_tick()
-            try:
-                await self.tick(tick)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the ticker must outlive any one failed tick
-                reraise_if_cancelled()
-                _log_failure(backoff, exc)
-                await drop_idle_connections(self._client)
-                await asyncio.sleep(backoff.next_delay())
-                continue
-            if backoff.failures:
-                log.info("live ticker: Redis is back")
-            backoff.reset()
+        """Tick each second until cancelled; a failed tick only delays the next try."""
+        guard = LoopGuard("live-ticker", base_s=0.1, cap_s=2.0)
+        await run_forever_async(guard, self._next_tick, self._after_failure)
+
+    async def _next_tick(self) -> float:
+        await self.tick(await self._sleep_until_next_tick())
+        return 0.0  # the next pass sleeps until its own second
+
+    async def _after_failure(self) -> None:
+        await drop_idle_connections(self._client)
 
     async def tick(self, tick: int) -> bool:
         """Compute and publish second `tick` if this replica wins its lock; True if it did."""
-        lock = self._keys.tick_lock(tick)
-        if not await self._client.set(lock, self.replica_id, nx=True, px=TICK_LOCK_TTL_MS):
+        if not await self._live.claim_tick(tick, self.replica_id):
             return False
         update = await self._reader.update(now_s=float(tick))
-        payload = orjson.dumps(update.model_dump())
-        # MULTI: `latest` is always the update published last, never one behind or ahead
-        # of the channel, so a client joining at any moment starts from what the relay sends.
-        pipe = self._client.pipeline(transaction=True)
-        pipe.set(self._keys.latest_update, payload, px=LATEST_TTL_MS)
-        pipe.publish(self._keys.updates_channel, payload)
-        await pipe.execute()
+        await self._live.publish_update(orjson.dumps(update.model_dump()))
         return True
 
     async def _sleep_until_next_tick(self) -> int:
@@ -100,14 +74,3 @@ class Ticker:
         tick = math.floor(now_s) + 1
         await asyncio.sleep(max(0.0, min(1.0, tick - now_s)))
         return tick
-
-
-def _log_failure(backoff: Backoff, exc: Exception) -> None:
-    """Log the first failure of an outage as a warning and the repeats quietly."""
-    expected = isinstance(exc, (RedisError, StoreUnavailable, OSError))
-    if not expected:
-        log.error("live ticker: tick failed", exc_info=exc)
-    elif backoff.failures == 0:
-        log.warning("live ticker: tick failed (%s); retrying with backoff", exc)
-    else:
-        log.debug("live ticker: tick failed again: %s", exc)

@@ -5,26 +5,48 @@
 --
 -- KEYS[1] = query stream              KEYS[2] = routing stream
 -- KEYS[3] = live nodes (sorted set)   KEYS[4] = availability (hash)
--- KEYS[5] = bucket index (sorted set)  KEYS[6] = this batch's id marker
--- KEYS[7..6+ARGV[7]] = the recent-query list of each configured tier; then the bucket keys
+-- KEYS[5] = bucket index (sorted set)  KEYS[6] = refused events per node (hash)
+-- KEYS[7] = this batch's id marker
+-- KEYS[8..7+ARGV[7]] = the recent-query list of each configured tier; then the bucket keys
 -- ARGV[1] = batch id ttl (s)          ARGV[2] = stream MAXLEN (approximate)
 -- ARGV[3] = retention (s)             ARGV[4] = recent-list length
 -- ARGV[5] = node name                 ARGV[6] = now (epoch s), the node's heartbeat
 -- ARGV[7] = number of recent-query lists
 -- ARGV[8..13] = how many query entries, routing entries, increments, pushes, availabilities,
 --               retirements
--- ARGV[14..] = those sections in that order:
+-- ARGV[14] = clock skew tolerance (s; 0 = trust the writer's clock)
+-- ARGV[15], ARGV[16] = the oldest and newest event stamps of the batch (epoch s)
+-- ARGV[17] = events of this batch already refused for their clock (counted here)
+-- ARGV[18..] = those sections in that order:
 --   query entry:   "ts tier latency_ms tokens generation_ms error"      (1 value)
 --   routing entry: "ts complexity tier score decision_ms fallback"      (1 value)
 --   increment:     KEYS index of the bucket, member, amount            (3 values)
 --   push:          KEYS index of the recent list, entry                (2 values)
 --   availability:  field "<node>:<tier>", value "<available>/<total>"  (2 values)
 --   retirement:    KEYS index of a bucket, epoch second it retires     (2 values)
--- Returns the number of stream entries written, or -1 if this batch id was written before.
+-- Returns the number of stream entries written, or -1 if this batch id was written before;
+-- an error "CLOCKSKEW <redis now>" if an event lies further than the tolerance from Redis's
+-- clock (nothing written: the collector sets those events aside and sends the rest).
+
+-- Redis's clock is the one clock every writer shares: a node whose clock is off must not
+-- write buckets hours away, where retention would delete them or they would crowd out others.
+local tolerance = tonumber(ARGV[14])
+local beat = ARGV[6]
+if tolerance > 0 then
+  local time = redis.call('TIME')
+  local now = tonumber(time[1]) + tonumber(time[2]) / 1000000
+  local events = tonumber(ARGV[8]) + tonumber(ARGV[9]) + tonumber(ARGV[12])
+  local too_old = tonumber(ARGV[15]) < now - tolerance
+  local too_new = tonumber(ARGV[16]) > now + tolerance
+  if events > 0 and (too_old or too_new) then
+    return redis.error_reply('CLOCKSKEW ' .. string.format('%.6f', now))
+  end
+  beat = now
+end
 
 -- The marker makes a retried batch idempotent: a retry after a timeout whose first attempt
 -- did reach Redis finds the marker and writes nothing.
-if not redis.call('SET', KEYS[6], '1', 'NX', 'EX', ARGV[1]) then
+if not redis.call('SET', KEYS[7], '1', 'NX', 'EX', ARGV[1]) then
   return -1
 end
 
@@ -32,7 +54,10 @@ local maxlen, node = ARGV[2], ARGV[5]
 local queries, decisions = tonumber(ARGV[8]), tonumber(ARGV[9])
 local increments, pushes = tonumber(ARGV[10]), tonumber(ARGV[11])
 local availabilities, retirements = tonumber(ARGV[12]), tonumber(ARGV[13])
-local i = 14
+local i = 18
+if tonumber(ARGV[17]) > 0 then
+  redis.call('HINCRBY', KEYS[6], node, ARGV[17])
+end
 
 -- An entry travels as one space-separated argument: one argument per event instead of six
 -- keeps the client's encoding cost down; the stream still gets one field per value.
@@ -73,9 +98,9 @@ end
 -- Once per key, not per event: every bucket and list lives for the retention period after
 -- its last write, and each recent list keeps only its newest entries.
 local retention = ARGV[3]
-local last_recent = 6 + tonumber(ARGV[7])
+local last_recent = 7 + tonumber(ARGV[7])
 local keep = tonumber(ARGV[4]) - 1
-for k = 7, #KEYS do
+for k = 8, #KEYS do
   if k <= last_recent then
     redis.call('LTRIM', KEYS[k], 0, keep)
   end
@@ -83,5 +108,5 @@ for k = 7, #KEYS do
 end
 -- The availability hash never expires: a node reports only when its models change, and its
 -- latest report stands while it is live (readers skip dead nodes; nodes x tiers bounds it).
-redis.call('ZADD', KEYS[3], ARGV[6], node)
+redis.call('ZADD', KEYS[3], beat, node)
 return queries + decisions

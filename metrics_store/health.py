@@ -1,0 +1,77 @@
+"""`/api/metrics/health` from its stored records: collectors, processes and their loops."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from metrics_store.collector_stats import CollectorCounters
+from metrics_store.process_health import StoredProcess
+from metrics_store.read_plan import pairs
+from metrics_store.shapes import CollectorHealth, HealthStatus, LoopHealth, ProcessHealth
+from metrics_store.timefmt import iso_utc
+
+
+def health_status(replies: Sequence[Any], alive_since: float) -> HealthStatus:
+    """Replies: live nodes, live replica count, collectors, processes, refused (hashes)."""
+    nodes, replicas, collector_records, process_records, refused = replies
+    collectors = _live_collectors(pairs(collector_records).values(), alive_since)
+    processes = _live_processes(pairs(process_records).values(), alive_since)
+    return HealthStatus(
+        liveNodes=sorted(node.decode() for node in nodes),
+        liveReplicas=int(replicas),
+        collectors=collectors,
+        droppedEvents=sum(c.droppedEvents for c in collectors),
+        processes=processes,
+        loopErrors=sum(loop.errors for p in processes for loop in p.loops),
+        refusedEvents={node.decode(): int(count) for node, count in sorted(pairs(refused).items())},
+    )
+
+
+def _live_collectors(records: Any, alive_since: float) -> list[CollectorHealth]:
+    parsed = (CollectorCounters.from_json(raw) for raw in records)
+    live = sorted((c for c in parsed if c is not None and c.at >= alive_since), key=_field)
+    return [
+        CollectorHealth(
+            node=c.node,
+            pid=c.pid,
+            writtenEvents=c.written,
+            droppedEvents=c.dropped,
+            pendingEvents=c.pending,
+            refusedEvents=c.refused,
+            lastSeen=iso_utc(c.at),
+        )
+        for c in live
+    ]
+
+
+def _field(counters: CollectorCounters) -> str:
+    return counters.field
+
+
+def _live_processes(records: Any, alive_since: float) -> list[ProcessHealth]:
+    parsed = (StoredProcess.from_json(raw) for raw in records)
+    live = sorted((p for p in parsed if p is not None and p.at >= alive_since), key=_process)
+    return [
+        ProcessHealth(
+            process=p.process,
+            node=p.node,
+            roles=p.roles,
+            lastSeen=iso_utc(p.at),
+            loops=[
+                LoopHealth(
+                    name=name,
+                    errors=loop.errors,
+                    failing=loop.streak > 0,
+                    lastError=loop.last_error,
+                    lastErrorAt=None if loop.last_error_at is None else iso_utc(loop.last_error_at),
+                )
+                for name, loop in sorted(p.loops.items())
+            ],
+        )
+        for p in live
+    ]
+
+
+def _process(record: StoredProcess) -> str:
+    return record.process

@@ -1,0 +1,143 @@
+"""The live stream's keys and the API replica registry: the one module that touches them.
+
+    live = LiveStore(client, Keys(settings.key_prefix))
+    if await live.claim_tick(tick, replica_id):        # {p}:live:tick:<second>
+        await live.publish_update(payload)              # {p}:live:latest + {p}:live:updates
+    payload = await live.latest_update()                # a client joining between ticks
+    async with live.subscribe_updates() as updates:     # each replica's relay
+        payload = await updates.next_update(timeout_s=1.0)
+    await live.beat_replica(replica_id, connections=3, now_s=now_s)   # {p}:live:replicas,
+    await live.forget_replicas(replica_id)                            # {p}:live:connections
+
+The HTTP layer (api/live/) calls these and never spells a key. The reader stages the
+registry's reads (`read_connections`, `read_replica_count`) into its one-call read plans.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from metrics_store.keys import Keys
+from metrics_store.read_plan import ReadPlan, Staged, pairs
+
+# The lock is one key per second, not one key for all: the seconds of two replicas whose
+# clocks disagree never collide, and a replica whose clock lags the winner's by less than
+# this still finds the key and does not compute the same second twice. (A larger lag would
+# publish a duplicate second, which every client's slot refuses as not newer.)
+TICK_LOCK_TTL_MS = 5_000
+# Every tick rewrites the latest update; if ticks stop (no replica can reach Redis), it
+# disappears rather than greet new clients with stale numbers.
+LATEST_TTL_MS = 10_000
+# Long past node_ttl_s: a replica this stale is gone, not merely paused.
+REPLICA_PRUNE_AFTER_S = 300.0
+
+
+class UpdateSubscription:
+    """A subscription to the updates channel; `async with` subscribes and always closes."""
+
+    def __init__(self, client: aioredis.Redis, channel: str) -> None:
+        self._pubsub = client.pubsub(ignore_subscribe_messages=True)
+        self._channel = channel
+
+    async def __aenter__(self) -> UpdateSubscription:
+        try:
+            await self._pubsub.subscribe(self._channel)
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def next_update(self, timeout_s: float) -> bytes | None:
+        """The next published update, or None if none came within `timeout_s`."""
+        message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=timeout_s)
+        if message is None or message["type"] != "message":
+            return None
+        data: bytes = message["data"]
+        return data
+
+    async def close(self) -> None:
+        await self._pubsub.aclose()  # type: ignore[no-untyped-call]  # unannotated in redis-py
+
+
+class LiveStore:
+    """Tick lock, latest update, updates channel and replica registry of one store."""
+
+    def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
+        self._client = client
+        self._keys = keys
+
+    # --- the tick ----------------------------------------------------------------------------
+    async def claim_tick(self, tick: int, replica_id: str) -> bool:
+        """Take the lock of second `tick` for `replica_id`; False if another replica has it."""
+        lock = self._keys.tick_lock(tick)
+        return bool(await self._client.set(lock, replica_id, nx=True, px=TICK_LOCK_TTL_MS))
+
+    async def publish_update(self, payload: bytes) -> None:
+        """Store `payload` as the latest update and publish it to every replica's relay."""
+        # MULTI: `latest` is always the update published last, never one behind or ahead
+        # of the channel, so a client joining at any moment starts from what the relay sends.
+        pipe = self._client.pipeline(transaction=True)
+        pipe.set(self._keys.latest_update, payload, px=LATEST_TTL_MS)
+        pipe.publish(self._keys.updates_channel, payload)
+        await pipe.execute()
+
+    async def latest_update(self) -> bytes | None:
+        """The update published last, or None once ticks have stopped for LATEST_TTL_MS."""
+        payload = await self._client.get(self._keys.latest_update)
+        return payload.encode() if isinstance(payload, str) else payload
+
+    def subscribe_updates(self) -> UpdateSubscription:
+        return UpdateSubscription(self._client, self._keys.updates_channel)
+
+    # --- the replica registry ------------------------------------------------------------------
+    async def beat_replica(self, replica_id: str, connections: int, now_s: float) -> None:
+        """Record that a replica is alive with `connections` clients; prune the long dead."""
+        # MULTI: a reader never sees the new beat with the old count, or the reverse.
+        pipe = self._client.pipeline(transaction=True)
+        pipe.zadd(self._keys.replicas, {replica_id: now_s})
+        pipe.hset(self._keys.connections, replica_id, connections)
+        pipe.zrangebyscore(self._keys.replicas, "-inf", now_s - REPLICA_PRUNE_AFTER_S)
+        *_, dead = await pipe.execute()
+        if dead:
+            await self.forget_replicas(*dead)
+
+    async def forget_replicas(self, *replica_ids: str | bytes) -> None:
+        """Take replicas out of the registry (a clean shutdown, or pruning the long dead)."""
+        # A pruned replica that was only paused re-adds itself on its next beat; the race
+        # costs it at most one second of not being counted.
+        pipe = self._client.pipeline(transaction=True)
+        pipe.zrem(self._keys.replicas, *replica_ids)
+        pipe.hdel(self._keys.connections, *replica_ids)
+        await pipe.execute()
+
+
+# --- the registry's reads, staged into the reader's one-call plans ------------------------------
+def read_connections(plan: ReadPlan, keys: Keys, alive_since: float) -> Staged[int]:
+    """WebSocket clients held by the replicas that beat since `alive_since`, summed."""
+    plan.zrangebyscore(keys.replicas, alive_since, "+inf")
+    plan.hgetall(keys.connections)
+
+    def parse(replies: Sequence[Any]) -> int:
+        live = set(replies[0])
+        counts = pairs(replies[1])
+        return sum(int(counts[replica]) for replica in live if replica in counts)
+
+    return Staged(2, parse)
+
+
+def read_replica_count(plan: ReadPlan, keys: Keys, alive_since: float) -> Staged[int]:
+    """How many replicas beat since `alive_since`."""
+    plan.zcount(keys.replicas, alive_since, "+inf")
+    return Staged(1, lambda replies: int(replies[0]))

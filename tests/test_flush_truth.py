@@ -1,0 +1,82 @@
+"""flush() tells the truth: it returns only if every event recorded since the previous flush()
+is in Redis, and otherwise raises EventsLost with the number lost, outage or not."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from metrics_store.collector import MetricsCollector
+from metrics_store.errors import EventsLost
+from metrics_store.keys import Keys
+from metrics_store.settings import Settings
+
+RECORDED = 20_000
+
+
+def stored_queries(settings: Settings) -> int:
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        return int(client.xlen(Keys(settings.key_prefix).query_stream))
+    finally:
+        client.close()
+
+
+def record_as_fast_as_possible(collector: MetricsCollector, count: int) -> None:
+    for i in range(count):
+        collector.record_query("Q2", float(i % 500), 10, 5.0)
+
+
+def test_drops_from_a_full_buffer_while_redis_is_up_fail_the_flush(settings: Settings) -> None:
+    # A buffer far smaller than the burst: the recording thread outruns the flusher.
+    small = settings.model_copy(update={"buffer_max_events": 50, "batch_max_events": 50})
+    collector = MetricsCollector(small)
+    try:
+        record_as_fast_as_possible(collector, RECORDED)
+        with pytest.raises(EventsLost) as lost:
+            collector.flush(timeout_s=60)
+        assert lost.value.lost == collector.dropped_events > 0
+        assert stored_queries(small) == RECORDED - lost.value.lost == collector.written_events
+        collector.flush(timeout_s=60)  # nothing recorded since: nothing to own up to
+    finally:
+        collector.close()
+
+
+def test_the_block_policy_makes_the_caller_wait_and_loses_nothing(settings: Settings) -> None:
+    blocking = settings.model_copy(
+        update={
+            "buffer_max_events": 50,
+            "batch_max_events": 50,
+            "buffer_full_policy": "block",
+            "buffer_block_timeout_s": 30.0,
+        }
+    )
+    collector = MetricsCollector(blocking)
+    try:
+        record_as_fast_as_possible(collector, RECORDED)
+        collector.flush(timeout_s=60)
+        assert collector.dropped_events == 0
+        assert stored_queries(blocking) == RECORDED
+    finally:
+        collector.close()
+
+
+def test_a_flush_owns_up_only_to_events_recorded_since_the_previous_one(
+    settings: Settings,
+) -> None:
+    small = settings.model_copy(update={"buffer_max_events": 50, "batch_max_events": 50})
+    collector = MetricsCollector(small)
+    try:
+        record_as_fast_as_possible(collector, RECORDED)
+        with pytest.raises(EventsLost) as first:
+            collector.flush(timeout_s=60)
+        collector.record_query("Q3", 1.0, 1, 1.0)  # one event, room for it: nothing lost
+        collector.flush(timeout_s=60)
+        assert collector.dropped_events == first.value.lost
+    finally:
+        collector.close()
+
+
+def test_settings_refuse_an_unknown_policy() -> None:
+    with pytest.raises(ValueError, match="buffer_full_policy"):
+        Settings(buffer_full_policy="drop_newest")  # type: ignore[arg-type]
