@@ -27,6 +27,7 @@ from metrics_store.event_buffer import EventBuffer, FlushMarker
 from metrics_store.events import Event
 from metrics_store.keys import Keys
 from metrics_store.loops import LoopGuard, run_forever
+from metrics_store.replica_ack import acks_wanted, write_batch
 from metrics_store.retention import prune_retired_buckets
 from metrics_store.script_sender import ScriptSender
 from metrics_store.scripts import INGEST, lua_script
@@ -89,8 +90,8 @@ class Flusher:
         self._stopping = stopping
         self._keys = Keys(settings.key_prefix)
         self._encoder = BatchEncoder(settings, self._keys)
-        self._script = lua_script(INGEST).bind(client)
-        self._sender = ScriptSender(client, lua_script(INGEST))
+        self._ingest = lua_script(INGEST)
+        self._sender = ScriptSender(client, self._ingest)
         self._guard = LoopGuard(
             "collector-flusher", base_s=0.05, cap_s=settings.retry_max_backoff_s
         )
@@ -127,7 +128,7 @@ class Flusher:
             self._release(batch)
         self._taken = None
         self._upkeep()
-        if self._sent is None and not batch.markers:
+        if self._sent is None and not batch.markers and not len(self._buffer):
             self._wake.wait(self._settings.flush_interval_s)
             self._wake.clear()
         return 0.0  # more may be waiting: write it before sleeping
@@ -176,6 +177,14 @@ class Flusher:
 
         False only when the collector is closing with the batch unwritten.
         """
+        if acks_wanted(self._settings):
+            # Replicas must acknowledge it (replica_ack.py): written and confirmed right here.
+            try:
+                write_batch(self._client, self._ingest, encoded.keys, encoded.args, self._settings)
+                self._done(batch)
+                return True
+            except redis.RedisError:
+                return self._write_until_done(batch)
         try:
             self._sender.send(encoded.keys, encoded.args)
             self._sent, self._on_wire = batch, True
@@ -210,7 +219,8 @@ class Flusher:
         refusals = 0
         while True:
             try:
-                self._script(keys=(encoded := self._encode(batch)).keys, args=encoded.args)
+                encoded = self._encode(batch)
+                write_batch(self._client, self._ingest, encoded.keys, encoded.args, self._settings)
                 self._done(batch)
                 return True
             except redis.ResponseError as exc:

@@ -1,13 +1,24 @@
-"""Redis clients built from settings, with bounded timeouts so an outage fails fast."""
+"""The one place Redis clients are built: single or Sentinel, from settings, failing fast.
+
+Every process (collector, sampler, API, job worker, `up`) gets its clients here, so the topology
+is decided once: `METRICS_REDIS_SENTINELS` set means ask those sentinels for the primary,
+otherwise `REDIS_URL` is the Redis. (Cluster is the third topology; it plugs in at
+`topology()` and the two factories.) In both modes REDIS_URL's scheme (rediss: TLS), user,
+password and database apply to the data connections.
+"""
 
 from __future__ import annotations
 
 import contextlib
+from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import redis
 import redis.asyncio as aioredis
+import redis.asyncio.sentinel as aiosentinel
+import redis.sentinel
 from redis.backoff import NoBackoff
+from redis.connection import parse_url
 from redis.retry import Retry
 
 from metrics_store.settings import Settings
@@ -16,27 +27,117 @@ from metrics_store.settings import Settings
 # answer 503 within the timeouts rather than wait through redis-py's retries.
 HEALTH_CHECK_INTERVAL_S = 30
 
+Topology = Literal["single", "sentinel"]
 
-def sync_client(settings: Settings, url: str | None = None) -> redis.Redis:
-    """A blocking client for threads (the collector's flusher, the sampler); `url` overrides."""
-    return redis.Redis.from_url(
-        url or settings.redis_url,
-        retry=Retry(NoBackoff(), 0),
-        socket_connect_timeout=settings.redis_connect_timeout_s,
-        socket_timeout=settings.redis_command_timeout_s,
-        health_check_interval=HEALTH_CHECK_INTERVAL_S,
-    )
+
+def topology(settings: Settings) -> Topology:
+    """Which kind of Redis the settings describe (the seam where Cluster will join)."""
+    return "sentinel" if settings.redis_sentinels else "single"
+
+
+def sync_client(
+    settings: Settings, url: str | None = None, *, command_timeout_s: float | None = None
+) -> redis.Redis:
+    """A blocking client for threads (the collector's flusher, the sampler, rq).
+
+    `url` names another Redis (a cache to measure): always a single server, never Sentinel.
+    """
+    options = _client_options(settings, command_timeout_s)
+    if url is None and topology(settings) == "sentinel":
+        sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+            settings.redis_sentinels,
+            sentinel_kwargs=_sentinel_options(settings),
+            **_master_options(settings.redis_url),
+        )
+        master: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+            settings.redis_sentinel_master, redis_class=_SentinelMaster, **options
+        )
+        return master
+    return redis.Redis.from_url(url or settings.redis_url, **options)
 
 
 def async_client(settings: Settings) -> aioredis.Redis:
     """An asyncio client with its own connection pool (the API)."""
-    return aioredis.Redis.from_url(
-        settings.redis_url,
-        retry=Retry(NoBackoff(), 0),
-        socket_connect_timeout=settings.redis_connect_timeout_s,
-        socket_timeout=settings.redis_command_timeout_s,
-        health_check_interval=HEALTH_CHECK_INTERVAL_S,
-    )
+    options = _client_options(settings, None)
+    if topology(settings) == "sentinel":
+        sentinel = aiosentinel.Sentinel(  # type: ignore[no-untyped-call]
+            settings.redis_sentinels,
+            sentinel_kwargs=_sentinel_options(settings),
+            **_master_options(settings.redis_url),
+        )
+        async_master: aioredis.Redis = sentinel.master_for(
+            settings.redis_sentinel_master, redis_class=_AsyncSentinelMaster, **options
+        )
+        return async_master
+    return aioredis.Redis.from_url(settings.redis_url, **options)
+
+
+def describe_redis(settings: Settings) -> str:
+    """Where the store's Redis is, for logs and banners: never a password."""
+    if topology(settings) == "sentinel":
+        where = ",".join(_address(host, port) for host, port in settings.redis_sentinels)
+        return f"sentinels {where} (service {settings.redis_sentinel_master})"
+    return redacted_url(settings.redis_url)
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _client_options(settings: Settings, command_timeout_s: float | None) -> dict[str, Any]:
+    return {
+        "retry": Retry(NoBackoff(), 0),
+        "socket_connect_timeout": settings.redis_connect_timeout_s,
+        "socket_timeout": command_timeout_s or settings.redis_command_timeout_s,
+        "health_check_interval": HEALTH_CHECK_INTERVAL_S,
+    }
+
+
+def _master_options(url: str) -> dict[str, Any]:
+    """REDIS_URL's user, password, database and TLS options, without its host and port."""
+    options: dict[str, Any] = parse_url(url)  # type: ignore[no-untyped-call]
+    options.pop("host", None)
+    options.pop("port", None)
+    # rediss:// parses to SSLConnection; the Sentinel pool picks its TLS connection class
+    # from `ssl` instead, and would otherwise connect to the URL's host, not the primary.
+    if options.pop("connection_class", None) is not None:
+        options["ssl"] = True
+    return options
+
+
+def _sentinel_options(settings: Settings) -> dict[str, Any]:
+    """How to reach the sentinels: the same timeouts and TLS as the data, their own password."""
+    password = settings.redis_sentinel_password
+    tls = {k: v for k, v in _master_options(settings.redis_url).items() if k.startswith("ssl")}
+    return {
+        **tls,
+        "password": password.get_secret_value() if password is not None else None,
+        "socket_connect_timeout": settings.redis_connect_timeout_s,
+        "socket_timeout": settings.redis_command_timeout_s,
+        "retry": Retry(NoBackoff(), 0),
+    }
+
+
+class _SentinelMaster(redis.Redis):
+    """The primary's client; closing it also closes its connections to the sentinels."""
+
+    def close(self) -> None:
+        super().close()
+        pool = self.connection_pool
+        if isinstance(pool, redis.sentinel.SentinelConnectionPool):
+            for sentinel in pool.sentinel_manager.sentinels:
+                sentinel.close()
+
+
+class _AsyncSentinelMaster(aioredis.Redis):
+    """The primary's asyncio client; closing it also closes its connections to the sentinels."""
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        pool = self.connection_pool
+        if isinstance(pool, aiosentinel.SentinelConnectionPool):
+            for sentinel in pool.sentinel_manager.sentinels:
+                await sentinel.aclose()
 
 
 def redacted_url(url: str) -> str:

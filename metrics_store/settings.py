@@ -49,6 +49,13 @@ def check_origin(origin: str) -> str:
     return origin.lower()
 
 
+# One sentinel: a host name or IPv4 address, or an IPv6 literal in brackets, then a port.
+SENTINEL_PATTERN = re.compile(
+    r"(?:(?P<host>[A-Za-z0-9._-]+)|\[(?P<v6>[0-9A-Fa-f:.]+)\]):(?P<port>[0-9]{1,5})"
+)
+SentinelAddress = tuple[str, int]
+
+
 def default_node_name() -> str:
     """The host name, cut down to the characters a node name may hold."""
     cleaned = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:64]
@@ -147,6 +154,31 @@ class Settings(BaseSettings):
     redis_connect_timeout_s: float = Field(default=1.0, gt=0)
     redis_command_timeout_s: float = Field(default=2.0, gt=0)
 
+    # --- Redis topology (docs/high-availability.md) ---------------------------------------------
+    redis_sentinels: Annotated[list[SentinelAddress], NoDecode] = Field(
+        default=[],
+        description="Sentinels (host:port, comma-separated) to ask for the primary; set, they "
+        "win over REDIS_URL's host and port. Empty: a single Redis at REDIS_URL.",
+    )
+    redis_sentinel_master: str = Field(
+        default="mymaster", description="The service name the sentinels monitor."
+    )
+    redis_sentinel_password: SecretStr | None = Field(
+        default=None, description="Password the sentinels ask for; unset: none."
+    )
+    redis_min_replicas_ack: int = Field(
+        default=0,
+        ge=0,
+        le=100,
+        description="Replicas that must acknowledge a batch (WAIT) before it counts as "
+        "written; 0: the primary's reply is enough.",
+    )
+    redis_replicas_ack_timeout_ms: int = Field(
+        default=500,
+        ge=1,
+        description="How long one WAIT waits for the replicas before the batch is retried.",
+    )
+
     # --- the API's exposure (docs/security.md) -------------------------------------------------
     api_host: str = Field(
         default="127.0.0.1",
@@ -180,6 +212,35 @@ class Settings(BaseSettings):
     @classmethod
     def _validate_origins(cls, value: list[str]) -> list[str]:
         return [check_origin(origin) for origin in value]
+
+    @field_validator("redis_sentinels", mode="before")
+    @classmethod
+    def _parse_sentinels(cls, value: object) -> object:
+        entries = _split_names(value)
+        if isinstance(entries, list):  # "h:p,h:p" from the environment, or a list of "h:p"
+            return [parse_sentinel_address(e) if isinstance(e, str) else e for e in entries]
+        return entries
+
+    @field_validator("redis_sentinel_master")
+    @classmethod
+    def _validate_master(cls, value: str) -> str:
+        if not NAME_PATTERN.fullmatch(value):
+            raise ValueError(f"redis_sentinel_master: {value!r} must match {NAME_PATTERN.pattern}")
+        return value
+
+    @field_validator("redis_sentinel_password", mode="before")
+    @classmethod
+    def _blank_password_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value else value
+
+    @model_validator(mode="after")
+    def _check_topology(self) -> Settings:
+        if self.redis_sentinels and self.redis_url.startswith("unix:"):
+            raise ValueError("redis_sentinels need a redis:// or rediss:// REDIS_URL, not unix://")
+        # WAIT must give up before the socket does, or a slow replica looks like a dead primary.
+        if self.redis_replicas_ack_timeout_ms / 1000 >= self.redis_command_timeout_s:
+            raise ValueError("redis_replicas_ack_timeout_ms must be below redis_command_timeout_s")
+        return self
 
     @field_validator("api_token", mode="before")
     @classmethod
@@ -239,6 +300,16 @@ class Settings(BaseSettings):
         if self.node_prune_after_s <= self.node_ttl_s:
             raise ValueError("node_prune_after_s must be longer than node_ttl_s")
         return self
+
+
+def parse_sentinel_address(text: str) -> SentinelAddress:
+    """ "host:port" (or "[v6]:port") as a (host, port) pair; ValueError naming the entry."""
+    # Only the entry itself is quoted: it is an address, never a secret.
+    match = SENTINEL_PATTERN.fullmatch(text)
+    port = int(match.group("port")) if match else 0
+    if match is None or not 1 <= port <= 65535:
+        raise ValueError(f"redis_sentinels: {text!r} must be host:port, port 1-65535")
+    return match.group("host") or match.group("v6"), port
 
 
 @lru_cache(maxsize=1)

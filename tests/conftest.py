@@ -13,8 +13,10 @@ from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 
 from metrics_store.keys import Keys
+from metrics_store.redis_client import sync_client
 from metrics_store.settings import Settings
 from tests.harness import StoreHarness, make_harness
+from tests.topology import SentinelTopology
 from workers.redis_process import RedisServerProcess
 
 # Property tests (hypothesis): "fast" for every run, HYPOTHESIS_PROFILE=deep for a long hunt.
@@ -46,17 +48,33 @@ def redis_url(redis_server: RedisServerProcess) -> str:
     return redis_server.url
 
 
+@pytest.fixture(scope="session")
+def sentinel_topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelTopology]:
+    """Primary, replica and three sentinels for the session's runs through Sentinel.
+
+    Tests that kill a server start a topology of their own: this one must stay whole.
+    """
+    topology = SentinelTopology(tmp_path_factory.mktemp("sentinel"))
+    topology.start()
+    yield topology
+    topology.stop()
+
+
+def delete_prefix(client: redis.Redis, prefix: str) -> None:
+    """Delete one test's keys by SCAN, never FLUSHDB."""
+    try:
+        for key in client.scan_iter(match=Keys(prefix).scan_pattern, count=1000):
+            client.delete(key)
+    finally:
+        client.close()
+
+
 @pytest.fixture
 def prefix(redis_url: str) -> Iterator[str]:
     """A key prefix of this test's own; its keys are deleted afterwards by SCAN, never FLUSHDB."""
     name = f"t{uuid.uuid4().hex[:12]}"
     yield name
-    client = redis.Redis.from_url(redis_url)
-    try:
-        for key in client.scan_iter(match=Keys(name).scan_pattern, count=1000):
-            client.delete(key)
-    finally:
-        client.close()
+    delete_prefix(redis.Redis.from_url(redis_url), name)
 
 
 @pytest.fixture
@@ -66,9 +84,34 @@ def settings(redis_url: str, prefix: str) -> Settings:
     return Settings(redis_url=redis_url, key_prefix=prefix, node="node-a", clock_skew_tolerance_s=0)
 
 
-@pytest.fixture(params=["redis", "fakeredis"])
+def through_sentinel(request: pytest.FixtureRequest, settings: Settings) -> Iterator[Settings]:
+    """`settings` pointed at the session's Sentinel topology; its keys deleted afterwards."""
+    topology: SentinelTopology = request.getfixturevalue("sentinel_topology")
+    through = {"redis_url": topology.url, "redis_sentinels": topology.sentinels_setting}
+    sentinel_settings = Settings(**{**settings.model_dump(), **through})
+    yield sentinel_settings
+    delete_prefix(sync_client(sentinel_settings), settings.key_prefix)
+
+
+@pytest.fixture(params=["single", "sentinel"])
+def topology_settings(request: pytest.FixtureRequest, settings: Settings) -> Iterator[Settings]:
+    """`settings` for the session's single redis-server, then again through Sentinel."""
+    if request.param == "single":
+        yield settings
+    else:
+        yield from through_sentinel(request, settings)
+
+
+@pytest.fixture(params=["redis", "fakeredis", "sentinel"])
 def store(request: pytest.FixtureRequest, settings: Settings) -> Iterator[StoreHarness]:
-    """The store on the real redis-server, then again on fakeredis (the embedded fallback)."""
+    """The store on the real redis-server, on fakeredis (the embedded fallback), and through
+    Sentinel (a primary found by asking the sentinels)."""
+    if request.param == "sentinel":
+        for sentinel_settings in through_sentinel(request, settings):
+            harness = make_harness("sentinel", sentinel_settings, T0)
+            yield harness
+            harness.close()
+        return
     harness = make_harness(request.param, settings, T0)
     yield harness
     harness.close()

@@ -15,6 +15,7 @@ from metrics_store.clock import ManualClock
 from metrics_store.collector import MetricsCollector
 from metrics_store.keys import Keys
 from metrics_store.reader import MetricsReader
+from metrics_store.redis_client import async_client, sync_client
 from metrics_store.settings import Settings
 
 T = TypeVar("T")
@@ -77,6 +78,10 @@ def make_harness(backend: str, settings: Settings, start: float) -> StoreHarness
             clock,
             lambda: redis.Redis.from_url(settings.redis_url),
             lambda: aioredis.Redis.from_url(settings.redis_url),
+        )
+    if backend == "sentinel":
+        return StoreHarness(
+            backend, settings, clock, lambda: sync_client(settings), lambda: async_client(settings)
         )
     server = fakeredis.FakeServer()
     return StoreHarness(

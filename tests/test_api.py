@@ -21,8 +21,9 @@ ENDPOINTS = ["/api/metrics/queries", "/api/metrics/tiers", "/api/metrics/resourc
 
 
 @pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings, ManualClock(T0))) as test_client:
+def client(topology_settings: Settings) -> Iterator[TestClient]:
+    """The API on the single redis-server, then again through Sentinel."""
+    with TestClient(create_app(topology_settings, ManualClock(T0))) as test_client:
         yield test_client
 
 
@@ -51,8 +52,8 @@ def test_endpoints_answer_the_guides_shapes(client: TestClient) -> None:
     assert len(routing["decisionMatrix"]) == 9
 
 
-def test_recorded_events_show_through_http(client: TestClient, settings: Settings) -> None:
-    collector = MetricsCollector(settings, clock=ManualClock(T0))
+def test_recorded_events_show_through_http(client: TestClient, topology_settings: Settings) -> None:
+    collector = MetricsCollector(topology_settings, clock=ManualClock(T0))
     collector.record_query("Q3", 250.0, 50, 100.0)
     collector.flush()
     collector.close()

@@ -1,4 +1,5 @@
-"""docker-compose.yml: it parses, and every command it runs is a real CLI subcommand.
+"""docker-compose.yml (and its Sentinel variant): it parses, and every command it runs is a real
+CLI subcommand.
 
 No Docker engine runs here, so the topology itself is exercised as processes in
 tests/test_topology.py.
@@ -72,11 +73,36 @@ def test_simulator_only_runs_under_the_demo_profile() -> None:
     assert compose()["services"]["simulator"]["profiles"] == ["demo"]
 
 
+def sentinel_override() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.sentinel.yml").read_text())
+    return loaded
+
+
+def test_the_sentinel_variant_configures_every_service_through_the_sentinels() -> None:
+    services = sentinel_override()["services"]
+    sentinels = {name for name in services if name.startswith("sentinel-")}
+    assert len(sentinels) == 3
+    conf = (ROOT / "deploy" / "sentinel.conf").read_text()
+    assert "sentinel monitor mymaster redis 6379 2" in conf  # the main file's Redis, quorum 2
+    for name in sentinels:
+        assert "--sentinel" in " ".join(services[name]["command"])
+    replica = services["redis-replica"]["command"]
+    assert replica[replica.index("--replicaof") + 1 :][:2] == ["redis", "6379"]
+    assert set(metrics_services()) <= set(services)  # no service left on the single Redis
+    for name in metrics_services():
+        env = services[name]["environment"]
+        listed = with_defaults(env["METRICS_REDIS_SENTINELS"]).split(",")
+        assert {entry.split(":")[0] for entry in listed} == sentinels, name
+        assert with_defaults(env["METRICS_REDIS_SENTINEL_MASTER"]) == "mymaster"
+        assert set(services[name]["depends_on"]) >= sentinels
+
+
 @pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose not installed")
 def test_docker_compose_validates_the_file() -> None:
-    for profile in ([], ["--profile", "demo"]):
+    sentinel = ["-f", str(ROOT / "docker-compose.sentinel.yml")]
+    for extra in ([], ["--profile", "demo"], sentinel, [*sentinel, "--profile", "demo"]):
         subprocess.run(
-            ["docker-compose", "-f", str(ROOT / "docker-compose.yml"), *profile, "config", "-q"],
+            ["docker-compose", "-f", str(ROOT / "docker-compose.yml"), *extra, "config", "-q"],
             check=True,
             timeout=60,
         )

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from metrics_store.redis_client import redacted_url
+from metrics_store.redis_client import describe_redis
 
 # The private redis-server's data, relative to where `up` runs; a plain constant, so that the
 # CLI's help does not import the process machinery.
@@ -85,7 +85,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     queues = args.queues.split(",") if args.queues else settings.job_queues
-    where = redacted_url(settings.redis_url)
+    where = describe_redis(settings)
     print(f"metrics-store worker on {where}, queues {', '.join(queues)}", flush=True)
     run_worker(settings, queues, burst=args.burst)
     return 0
@@ -101,7 +101,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         return 2
     settings = get_settings()
     target = "the collector" if args.direct else f"rq queue {settings.job_queues[0]!r}"
-    where = redacted_url(settings.redis_url)
+    where = describe_redis(settings)
     print(f"metrics-store simulate: {args.rate}/s into {target} on {where}", flush=True)
     # Ctrl-C or SIGTERM ends the run between two prompts: the collector flushes, exit 0.
     stop = stop_on_signals()

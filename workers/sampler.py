@@ -26,7 +26,7 @@ from metrics_store.clock import Clock, SystemClock
 from metrics_store.errors import StoreUnavailable
 from metrics_store.keys import Keys
 from metrics_store.loops import LoopGuard, run_forever
-from metrics_store.redis_client import redacted_url, sync_client
+from metrics_store.redis_client import describe_redis, sync_client
 from metrics_store.settings import Settings, get_settings
 from metrics_store.snapshots import NodeSnapshot, SnapshotWriter
 from workers.gpu import GpuSource, NvmlSource
@@ -179,7 +179,7 @@ def run_sampler(settings: Settings | None = None) -> int:
     settings = settings or get_settings()
     stop = stop_on_signals()
     print(
-        f"metrics-store sampler: node {settings.node}, Redis {redacted_url(settings.redis_url)}, "
+        f"metrics-store sampler: node {settings.node}, Redis {describe_redis(settings)}, "
         f"every {settings.sample_interval_s:g} s",
         flush=True,
     )

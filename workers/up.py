@@ -11,7 +11,8 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from metrics_store.redis_client import redacted_url
+from metrics_store.redis_client import describe_redis, redacted_url
+from metrics_store.settings import get_settings
 from workers.process_tree import stop_process_tree
 from workers.redis_process import FakeRedisServer, RedisServerProcess
 from workers.stop_signals import stop_on_signals
@@ -57,7 +58,11 @@ class Children:
 
 
 def start_redis(data_dir: Path) -> tuple[str, RedisServerProcess | FakeRedisServer | None]:
-    """REDIS_URL if set; else a private redis-server; else fakeredis over TCP."""
+    """REDIS_URL or the sentinels if set; else a private redis-server; else fakeredis over TCP."""
+    if get_settings().redis_sentinels:
+        # The sentinels name the primary; REDIS_URL (or its default) still carries the
+        # password, database and TLS, and the children read both from the environment.
+        return get_settings().redis_url, None
     if os.environ.get("REDIS_URL"):
         return os.environ["REDIS_URL"], None
     if shutil.which("redis-server"):
@@ -98,7 +103,7 @@ def run_up(host: str, port: int, demo: bool, data_dir: Path) -> int:
     try:
         for name, args in _child_commands(host, port, demo):
             children.start(name, *args)
-        _print_banner(host, port, redis_url)
+        _print_banner(host, port, redis_url, sentinels=bool(get_settings().redis_sentinels))
         if (problem := _wait(stop, children)) is not None:
             print(f"metrics-store: {problem}; stopping", file=sys.stderr)
             return 1
@@ -118,12 +123,15 @@ def _wait(stop: threading.Event, children: Children) -> str | None:
     return None
 
 
-def _print_banner(host: str, port: int, redis_url: str) -> None:
+def _print_banner(host: str, port: int, redis_url: str, *, sentinels: bool = False) -> None:
     base = f"http://{host}:{port}"
     shown = redacted_url(redis_url)
     # A URL with a password came from REDIS_URL (private servers have none): point at the
     # variable rather than print the password.
     cli_url = '"$REDIS_URL"' if shown != redis_url else redis_url
+    redis_line = (
+        describe_redis(get_settings()) if sentinels else f"{shown}   (redis-cli -u {cli_url})"
+    )
     token_hint = (
         f"  token      required: open {base}/#token=<METRICS_API_TOKEN>\n"
         if os.environ.get("METRICS_API_TOKEN", "").strip()
@@ -134,7 +142,7 @@ def _print_banner(host: str, port: int, redis_url: str) -> None:
         f"  dashboard  {base}/\n"
         f"  API docs   {base}/api/docs\n"
         f"{token_hint}"
-        f"  Redis      {shown}   (redis-cli -u {cli_url})\n"
+        f"  Redis      {redis_line}\n"
         f"Ctrl-C stops everything.",
         flush=True,
     )

@@ -1,0 +1,65 @@
+"""The durability knob: a batch counts as written once enough replicas hold it.
+
+With `METRICS_REDIS_MIN_REPLICAS_ACK=N` above 0, the ingest script and `WAIT N timeout` go to
+Redis in one pipeline (one round trip): WAIT answers how many replicas have everything this
+connection wrote, the batch included. Fewer than N means the batch may die with the primary,
+so it is not acknowledged: the flusher retries it under the same batch id, and the script's
+id marker makes the retry a no-op wherever the first attempt did land.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import redis
+
+from metrics_store.scripts import LuaScript
+from metrics_store.settings import Settings
+
+Arg = str | int | float
+
+
+class ReplicasBehind(redis.ConnectionError):
+    """Fewer replicas than asked acknowledged a batch in time.
+
+    A ConnectionError to the flusher: the store is not durably reachable, so the batch is
+    retried with backoff for as long as it takes, never dropped as a refused batch would be.
+    """
+
+
+def acks_wanted(settings: Settings) -> int:
+    """How many replicas must acknowledge each batch (0: the primary's reply is enough)."""
+    return settings.redis_min_replicas_ack
+
+
+def write_batch(
+    client: redis.Redis,
+    script: LuaScript,
+    keys: Sequence[str],
+    args: Sequence[Arg],
+    settings: Settings,
+) -> None:
+    """Run the ingest script; with acks wanted, WAIT for them in the same round trip.
+
+    Raises ReplicasBehind when too few replicas acknowledged, any RedisError as the plain call.
+    """
+    wanted = acks_wanted(settings)
+    if not wanted:
+        script.run(client, keys, args)
+        return
+
+    def ingest_and_wait() -> int:
+        pipe = client.pipeline(transaction=False)
+        script.queue(pipe, keys, args)
+        pipe.wait(wanted, settings.redis_replicas_ack_timeout_ms)
+        _, acknowledged = pipe.execute()
+        return int(acknowledged)
+
+    # A new primary after a failover may not know the script: NOSCRIPT wrote nothing, so the
+    # registry loads it and the pipeline runs again.
+    acknowledged = script.reloading(client, ingest_and_wait, ingest_and_wait)
+    if acknowledged < wanted:
+        raise ReplicasBehind(
+            f"{acknowledged} of {wanted} replicas acknowledged the batch within "
+            f"{settings.redis_replicas_ack_timeout_ms} ms"
+        )
