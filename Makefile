@@ -27,6 +27,7 @@ run: $(STAMP)
 test: $(STAMP)
 	scripts/ensure-redis-server
 	@scripts/ensure-test-tool chromium scripts/ensure-chromium
+	@scripts/ensure-test-tool docker-compose scripts/ensure-apt-tool docker-compose docker-compose
 	$(BIN)/pytest -q
 
 ## test-lowest: the store and collector tests on the lowest versions pyproject.toml admits

@@ -8,14 +8,13 @@ tests/test_topology.py.
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
+from tests.tools import require_tool
 from workers.cli import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,12 +96,14 @@ def test_the_sentinel_variant_configures_every_service_through_the_sentinels() -
         assert set(services[name]["depends_on"]) >= sentinels
 
 
-@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose not installed")
 def test_docker_compose_validates_the_file() -> None:
+    docker_compose = require_tool(
+        "docker-compose", install_hint="apt-get install docker-compose (make test does)"
+    )
     sentinel = ["-f", str(ROOT / "docker-compose.sentinel.yml")]
     for extra in ([], ["--profile", "demo"], sentinel, [*sentinel, "--profile", "demo"]):
         subprocess.run(
-            ["docker-compose", "-f", str(ROOT / "docker-compose.yml"), *extra, "config", "-q"],
+            [docker_compose, "-f", str(ROOT / "docker-compose.yml"), *extra, "config", "-q"],
             check=True,
             timeout=60,
         )
