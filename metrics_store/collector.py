@@ -158,7 +158,7 @@ class MetricsCollector:
             return
         done = self._buffer.put_marker()
         self._wake.set()
-        if not done.wait(timeout_s):
+        if not done.wait(timeout_s) and self._buffer.abandon(done):
             raise TimeoutError(f"events not written within {timeout_s} s")
         if done.failure is not None:
             raise EventsLost(done.failure, done.lost)

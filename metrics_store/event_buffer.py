@@ -23,6 +23,7 @@ from metrics_store.events import Event
 log = logging.getLogger("metrics_store.collector")
 
 BufferPolicy = Literal["drop_oldest", "block"]
+CLOSED = "the collector closed before writing everything"
 
 
 class FlushMarker(threading.Event):
@@ -32,6 +33,7 @@ class FlushMarker(threading.Event):
         super().__init__()
         self.lost = lost  # events ahead of it that will never be written
         self.failure: str | None = None
+        self.abandoned = False  # its flush() timed out: its losses go to the next flush()
 
     def release(self) -> None:
         if self.lost:
@@ -58,6 +60,7 @@ class EventBuffer:
         self._events = 0  # events in _items (markers excluded)
         self._queued_markers: deque[FlushMarker] = deque()  # markers in _items, in order
         self._unclaimed_lost = 0  # lost events with no marker behind them yet
+        self._closed = False
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)
 
@@ -86,6 +89,10 @@ class EventBuffer:
         with self._lock:
             marker = FlushMarker(self._unclaimed_lost)
             self._unclaimed_lost = 0
+            if self._closed:  # the flusher has stopped: nobody would ever release it
+                marker.lost += self._events
+                marker.fail(CLOSED)
+                return marker
             self._items.append(marker)
             self._queued_markers.append(marker)
             return marker
@@ -119,11 +126,38 @@ class EventBuffer:
         with self._lock:
             self._charge(count, 0)
 
-    def fail_markers(self, reason: str) -> None:
-        """Closing: no flush() still queued may wait for ever or return as if done."""
+    def fail_markers(self) -> None:
+        """Closing: no flush() queued now or later may wait for ever or return as if done."""
         with self._lock:
+            self._closed = True
             for marker in self._queued_markers:
-                marker.fail(reason)
+                marker.fail(CLOSED)
+
+    def abandon(self, marker: FlushMarker) -> bool:
+        """A flush() gave up waiting: its losses become the next flush()'s to report.
+
+        False if the marker was released meanwhile (the flush() has its answer after all).
+        """
+        with self._lock:
+            if marker.is_set():
+                return False
+            marker.abandoned = True
+            for position, queued in enumerate(self._queued_markers):
+                if queued is marker:
+                    del self._queued_markers[position]
+                    self._items.remove(marker)
+                    self._charge(marker.lost, position)  # the marker behind it, or the next
+                    marker.lost = 0
+                    break
+            return True
+
+    def settle(self, marker: FlushMarker) -> None:
+        """The flusher is done with the events ahead of `marker`: release it."""
+        with self._lock:
+            if marker.abandoned:  # nobody waits on it: pass its losses on
+                self._charge(marker.lost, 0)
+                marker.lost = 0
+            marker.release()
 
     def _drop_oldest(self) -> None:
         # Markers ahead of the oldest event were not waiting for it; the first one behind was.

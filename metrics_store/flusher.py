@@ -23,7 +23,7 @@ from metrics_store import collector_stats, process_health
 from metrics_store.batch import BatchEncoder, EncodedBatch
 from metrics_store.clock import Clock
 from metrics_store.collector_stats import counters_now
-from metrics_store.event_buffer import EventBuffer, FlushMarker
+from metrics_store.event_buffer import CLOSED, EventBuffer, FlushMarker
 from metrics_store.events import Event
 from metrics_store.keys import Keys
 from metrics_store.loops import LoopGuard, run_forever
@@ -41,7 +41,6 @@ log = logging.getLogger("metrics_store.collector")
 REFUSED_BATCH_ATTEMPTS = 10
 # The ingest script's answer to a batch stamped too far from Redis's clock.
 CLOCK_SKEW_REPLY = "CLOCKSKEW"
-CLOSED = "the collector closed before writing everything"
 
 
 @dataclass
@@ -161,7 +160,7 @@ class Flusher:
                 self._requeue(batch)  # newest first: each goes back to the front
         self._retry.clear()
         self._sender.discard()
-        self._buffer.fail_markers(CLOSED)
+        self._buffer.fail_markers()
 
     # --- one batch --------------------------------------------------------------------------
     def _take_batch(self) -> Batch:
@@ -209,7 +208,7 @@ class Flusher:
 
     def _release(self, batch: Batch) -> None:
         for marker in batch.markers:
-            marker.release()
+            self._buffer.settle(marker)
 
     def _write_until_done(self, batch: Batch) -> bool:
         """Retry the batch with backoff until Redis takes it (or refuses it for good).
@@ -242,20 +241,24 @@ class Flusher:
 
     def _set_aside_skewed(self, batch: Batch, redis_now_s: float) -> None:
         """Keep the events Redis's clock accepts; count the others as refused, in this batch."""
-        tolerance_s = self._settings.clock_skew_tolerance_s
-        # A margin inside the script's bound: Redis's clock moves on before the next call.
-        inner_s = tolerance_s - min(1.0, tolerance_s / 10)
-        low, high = redis_now_s - inner_s, redis_now_s + inner_s
-        kept = [event for event in batch.events if low <= event[1] <= high]
+        s = self._settings
+        # Margins inside the script's bounds: Redis's clock moves on before the next call.
+        margin_s = min(1.0, s.clock_skew_tolerance_s / 10)
+        low = redis_now_s - s.retention_s + margin_s
+        high = redis_now_s + s.clock_skew_tolerance_s - margin_s
+        if abs(self._clock.now() - redis_now_s) > s.clock_skew_tolerance_s - margin_s:
+            kept: list[Event] = []  # this node's clock is off: none of its stamps can be trusted
+        else:
+            kept = [event for event in batch.events if low <= event[1] <= high]
         if len(kept) == len(batch.events):
-            kept = []  # cannot happen with one tolerance; never loop on it
+            kept = []  # the clocks moved across a bound between two calls; never loop on it
         refused = len(batch.events) - len(kept)
         if _worth_logging(self.counters.refused, refused):
             log.warning(
-                "%d events refused so far: stamped more than %g s from Redis's clock (this "
-                "node's clock is off; check NTP)",
+                "%d events refused so far: this node's clock is more than %g s off Redis's "
+                "(check NTP), or they were older than retention",
                 self.counters.refused + refused,
-                tolerance_s,
+                s.clock_skew_tolerance_s,
             )
         batch.events = kept
         batch.refused += refused

@@ -164,7 +164,10 @@ def run_forever(
         except Exception as exc:
             pause_s = guard.failed(exc)
             if after_failure is not None:
-                after_failure()
+                try:
+                    after_failure()
+                except Exception as cleanup_exc:  # its failure must not end the loop either
+                    guard.failed(cleanup_exc)
         else:
             guard.succeeded()
         if pause_s > 0:
@@ -187,7 +190,11 @@ async def run_forever_async(
             reraise_if_cancelled()
             pause_s = guard.failed(exc)
             if after_failure is not None:
-                await after_failure()
+                try:
+                    await after_failure()
+                except Exception as cleanup_exc:  # its failure must not end the loop either
+                    reraise_if_cancelled()
+                    guard.failed(cleanup_exc)
         else:
             guard.succeeded()
         reraise_if_cancelled()

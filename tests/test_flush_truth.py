@@ -3,6 +3,8 @@ is in Redis, and otherwise raises EventsLost with the number lost, outage or not
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import redis
 
@@ -10,6 +12,7 @@ from metrics_store.collector import MetricsCollector
 from metrics_store.errors import EventsLost
 from metrics_store.keys import Keys
 from metrics_store.settings import Settings
+from workers.redis_process import RedisServerProcess
 
 RECORDED = 20_000
 
@@ -80,3 +83,34 @@ def test_a_flush_owns_up_only_to_events_recorded_since_the_previous_one(
 def test_settings_refuse_an_unknown_policy() -> None:
     with pytest.raises(ValueError, match="buffer_full_policy"):
         Settings(buffer_full_policy="drop_newest")  # type: ignore[arg-type]
+
+
+def test_losses_behind_a_timed_out_flush_fail_the_next_one(tmp_path: Path, prefix: str) -> None:
+    server = RedisServerProcess(tmp_path / "redis")
+    server.start()
+    settings = Settings(redis_url=server.url, key_prefix=prefix, buffer_max_events=3)
+    collector = MetricsCollector(settings)
+    try:
+        collector.flush()
+        server.stop()
+        for _ in range(2):
+            collector.record_query("Q2", 1.0, 1, 1.0)
+        with pytest.raises(TimeoutError):
+            collector.flush(timeout_s=0.5)  # gives up; the events stay buffered
+        for _ in range(6):
+            collector.record_query("Q2", 1.0, 1, 1.0)  # overflow drops some of the first two
+        assert collector.dropped_events > 0
+        server.start()
+        with pytest.raises(EventsLost) as lost:
+            collector.flush(timeout_s=30)
+        assert lost.value.lost == collector.dropped_events
+    finally:
+        collector.close(timeout_s=1)
+        server.stop()
+
+
+def test_a_flush_after_close_returns_at_once(settings: Settings) -> None:
+    collector = MetricsCollector(settings)
+    collector.record_query("Q2", 1.0, 1, 1.0)
+    collector.close()
+    collector.flush(timeout_s=1)  # nothing pending: returns, never waits for a stopped flusher

@@ -111,6 +111,10 @@ def run_worker(settings: Settings, queue_names: list[str], burst: bool = False) 
             raise
         finally:
             worker.connection.close()
+        if not burst and not _stop_was_requested(worker):
+            # rq ends its loop by itself on some errors (a Redis timeout mid-heartbeat):
+            # that is a failure to count and recover from, not a reason to exit.
+            raise RuntimeError("rq's worker loop quit on its own")
         done.set()  # asked to stop, or (burst) the queues are empty
         return 0.0
 

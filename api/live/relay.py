@@ -39,10 +39,12 @@ class Relay:
     async def _subscribe_and_relay(self, guard: LoopGuard) -> float:
         """Relay until the subscription fails (it ends only by raising)."""
         async with self._live.subscribe_updates() as updates:
-            guard.succeeded()
             while True:
                 payload = await updates.next_update(timeout_s=POLL_S)
                 reraise_if_cancelled()
+                # Only a subscription that delivers (or waits a whole poll) counts as working:
+                # one that fails at once must keep backing off, not retry at full speed.
+                guard.succeeded()
                 if payload is not None:
                     self._relay(payload)
 

@@ -25,20 +25,30 @@
 --   availability:  field "<node>:<tier>", value "<available>/<total>"  (2 values)
 --   retirement:    KEYS index of a bucket, epoch second it retires     (2 values)
 -- Returns the number of stream entries written, or -1 if this batch id was written before;
--- an error "CLOCKSKEW <redis now>" if an event lies further than the tolerance from Redis's
--- clock (nothing written: the collector sets those events aside and sends the rest).
+-- an error "CLOCKSKEW <redis now>" if the writer's clock is further than the tolerance from
+-- Redis's, or an event is older than retention or stamped in the future (nothing written: the
+-- collector sets those events aside and sends the rest).
 
--- Redis's clock is the one clock every writer shares: a node whose clock is off must not
--- write buckets hours away, where retention would delete them or they would crowd out others.
+-- A batch written before (its reply lost) is done, whatever the clock says now.
+if redis.call('EXISTS', KEYS[7]) == 1 then
+  return -1
+end
+
+-- Redis's clock is the one clock every writer shares. A writer whose own clock (ARGV[6], read
+-- as it encoded this batch) is off by more than the tolerance must not write at all: its
+-- stamps would land in buckets hours away, where retention deletes them or they crowd out
+-- others. From a writer whose clock is right, events may be old (buffered through an outage)
+-- but not older than retention, and not from the future.
 local tolerance = tonumber(ARGV[14])
 local beat = ARGV[6]
 if tolerance > 0 then
   local time = redis.call('TIME')
   local now = tonumber(time[1]) + tonumber(time[2]) / 1000000
   local events = tonumber(ARGV[8]) + tonumber(ARGV[9]) + tonumber(ARGV[12])
-  local too_old = tonumber(ARGV[15]) < now - tolerance
+  local skewed = math.abs(tonumber(ARGV[6]) - now) > tolerance
+  local too_old = tonumber(ARGV[15]) < now - tonumber(ARGV[3])
   local too_new = tonumber(ARGV[16]) > now + tolerance
-  if events > 0 and (too_old or too_new) then
+  if events > 0 and (skewed or too_old or too_new) then
     return redis.error_reply('CLOCKSKEW ' .. string.format('%.6f', now))
   end
   beat = now
