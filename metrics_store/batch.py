@@ -18,13 +18,19 @@ from metrics_store.keys import (
     ROUTING_DECISION_MS,
     ROUTING_FALLBACKS,
     ROUTING_SCORE,
+    TOTAL_LATENCY_MS,
+    TOTAL_QUERIES,
+    TOTAL_ROUTING,
+    TOTAL_TOKENS,
     Keys,
     member,
 )
 from metrics_store.settings import Settings
 
 Arg = str | int | float
-# Sums of one batch, per (fine bucket start, label): [count, sum, flagged, (decision ms sum)]
+# KEYS index of the all-time totals (see lua/ingest.lua's header).
+TOTALS_INDEX = 7
+# Sums of one batch, per (fine bucket start, label): [count, sum, flagged, tokens or decision ms]
 QuerySums = defaultdict[tuple[int, str], list[float]]
 RoutingSums = defaultdict[tuple[int, str, str], list[float]]
 
@@ -65,10 +71,11 @@ class BatchEncoder:
             keys.availability,
             keys.bucket_index,
             keys.refused,
+            keys.totals,
         ]
         self._recent = [keys.recent_queries(tier) for tier in settings.tiers]
-        # KEYS index of each tier's recent list: after the 6 fixed keys and the batch marker.
-        self._recent_index = {tier: 8 + i for i, tier in enumerate(settings.tiers)}
+        # KEYS index of each tier's recent list: after the 7 fixed keys and the batch marker.
+        self._recent_index = {tier: 9 + i for i, tier in enumerate(settings.tiers)}
 
     def encode(
         self, events: list[Event], batch_id: str, now_s: float, refused: int = 0
@@ -82,7 +89,7 @@ class BatchEncoder:
         query_entries: list[Arg] = []
         routing_entries: list[Arg] = []
         availability: list[Arg] = []
-        query_sums: QuerySums = defaultdict(lambda: [0, 0.0, 0])
+        query_sums: QuerySums = defaultdict(lambda: [0, 0.0, 0, 0])
         routing_sums: RoutingSums = defaultdict(lambda: [0, 0.0, 0, 0.0])
         recent: dict[str, deque[QueryEvent]] = {}
         for event in events:
@@ -94,6 +101,7 @@ class BatchEncoder:
                 sums[0] += 1
                 sums[1] += latency
                 sums[2] += error
+                sums[3] += tokens
                 if tier not in recent:
                     recent[tier] = deque(maxlen=keep)
                 recent[tier].append(event)  # formatted below: only the newest few are kept
@@ -115,6 +123,7 @@ class BatchEncoder:
         table = _KeyTable([*self._fixed, self._keys.written_batch(batch_id), *self._recent])
         increments = self._query_increments(query_sums, table)
         increments += self._routing_increments(routing_sums, table)
+        increments += _total_increments(query_sums, routing_sums)
         retirements: list[Arg] = []
         for index, retires_at in table.retirements.items():
             retirements += (index, retires_at)
@@ -164,7 +173,7 @@ class BatchEncoder:
 
     def _query_increments(self, sums: QuerySums, table: _KeyTable) -> list[Arg]:
         out: list[Arg] = []
-        for (fine_start, tier), (count, latency, errors) in sums.items():
+        for (fine_start, tier), (count, latency, errors, _) in sums.items():
             for bucket in self._bucket_indexes(table, "q", fine_start):
                 out += (bucket, member(QUERY_COUNT, tier), count)
                 out += (bucket, member(QUERY_LATENCY_MS, tier), latency)
@@ -182,3 +191,21 @@ class BatchEncoder:
                 if fallbacks:
                     out += (bucket, ROUTING_FALLBACKS, fallbacks)
         return out
+
+
+def _total_increments(queries: QuerySums, routing: RoutingSums) -> list[Arg]:
+    """The batch's additions to the all-time totals (summed over its buckets)."""
+    totals: defaultdict[str, float] = defaultdict(float)
+    for (_, tier), (count, latency, errors, tokens) in queries.items():
+        totals[member(TOTAL_QUERIES, tier, "0")] += count - errors
+        totals[member(TOTAL_QUERIES, tier, "1")] += errors
+        totals[member(TOTAL_TOKENS, tier)] += tokens
+        totals[member(TOTAL_LATENCY_MS, tier)] += latency
+    for (_, complexity, tier), (count, _, fallbacks, _) in routing.items():
+        totals[member(TOTAL_ROUTING, complexity, tier, "0")] += count - fallbacks
+        totals[member(TOTAL_ROUTING, complexity, tier, "1")] += fallbacks
+    out: list[Arg] = []
+    for name, amount in totals.items():
+        if amount:
+            out += (TOTALS_INDEX, name, amount)
+    return out

@@ -16,6 +16,7 @@ key                                type         holds
 {p}:availability                   hash         "<node>:<tier>" -> "<available>/<total>"
 {p}:buckets                        sorted set   every bucket key -> the epoch second it retires
 {p}:refused                        hash         node -> events refused for a clock off Redis's
+{p}:totals                         sorted set   all-time counters (no expiry): "<counter>:<labels>"
 =================================  ===========  ==============================================
 
 Live keys (they change by themselves: heartbeats, locks, expiring snapshots):
@@ -76,6 +77,10 @@ class Keys:
         return f"{self.root}:refused"
 
     @property
+    def totals(self) -> str:
+        return f"{self.root}:totals"
+
+    @property
     def bucket_index(self) -> str:
         return f"{self.root}:buckets"
 
@@ -134,6 +139,11 @@ ROUTING_COUNT = "count"
 ROUTING_SCORE = "score"
 ROUTING_DECISION_MS = "decision_ms"
 ROUTING_FALLBACKS = "fallbacks"
+# Members of {p}:totals, the all-time counters behind /metrics (labels after the counter).
+TOTAL_QUERIES = "queries"  # :<tier>:<error 0|1>
+TOTAL_TOKENS = "tokens"  # :<tier>
+TOTAL_LATENCY_MS = "latency_ms"  # :<tier>, the sum
+TOTAL_ROUTING = "routing"  # :<complexity>:<tier>:<fallback 0|1>
 
 
 def member(counter: str, *labels: str) -> str:

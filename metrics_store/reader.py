@@ -19,6 +19,7 @@ from metrics_store import aggregates
 from metrics_store.buckets import bucket_start, chart_starts, plan_window
 from metrics_store.clock import Clock, SystemClock
 from metrics_store.errors import StoreUnavailable, UnknownNode
+from metrics_store.fleet import Fleet, Totals
 from metrics_store.health import health_status
 from metrics_store.keys import QUERY_COUNT, Keys, member
 from metrics_store.live_store import read_connections, read_replica_count
@@ -97,6 +98,10 @@ class MetricsReader:
     async def health(self) -> HealthStatus:
         """Who is alive, and what each live collector has written, dropped and holds."""
         return await self._run_one(self._stage_health)
+
+    async def fleet(self) -> Fleet:
+        """Everything `/metrics` exposes, in one bounded read."""
+        return await self._run_one(self._stage_fleet)
 
     async def update(self, now_s: float | None = None) -> MetricsUpdate:
         """Everything the live stream sends, read in a single round trip, as of `now_s`."""
@@ -210,6 +215,25 @@ class MetricsReader:
             return health_status([replies[0], count, *replies[2:]], alive_since)
 
         return Staged(5, parse)
+
+    def _stage_fleet(self, plan: ReadPlan, now_s: float) -> Staged[Fleet]:
+        alive_since = now_s - self._settings.node_ttl_s
+        plan.zunion([self._keys.totals])
+        plan.hgetall(self._keys.availability)
+        snapshots = read_live_snapshots(plan, self._keys, alive_since)
+        connections = read_connections(plan, self._keys, alive_since)
+        health = self._stage_health(plan, now_s)
+
+        def parse(replies: Sequence[Any]) -> Fleet:
+            nodes, clients, status = parse_staged(replies[2:], (snapshots, connections, health))
+            live = set(status.liveNodes)
+            availability = aggregates.parse_availability(
+                pairs(replies[1]), live, self._settings.tiers
+            )
+            return Fleet(Totals.parse(replies[0]), nodes, availability, status, clients)
+
+        commands = 2 + snapshots.commands + connections.commands + health.commands
+        return Staged(commands, parse)
 
     # --- execution ----------------------------------------------------------------------------
     async def _run_one(self, stage: Callable[[ReadPlan, float], Staged[T]]) -> T:

@@ -6,8 +6,9 @@
 -- KEYS[1] = query stream              KEYS[2] = routing stream
 -- KEYS[3] = live nodes (sorted set)   KEYS[4] = availability (hash)
 -- KEYS[5] = bucket index (sorted set)  KEYS[6] = refused events per node (hash)
--- KEYS[7] = this batch's id marker
--- KEYS[8..7+ARGV[7]] = the recent-query list of each configured tier; then the bucket keys
+-- KEYS[7] = all-time totals (sorted set, never expires)
+-- KEYS[8] = this batch's id marker
+-- KEYS[9..8+ARGV[7]] = the recent-query list of each configured tier; then the bucket keys
 -- ARGV[1] = batch id ttl (s)          ARGV[2] = stream MAXLEN (approximate)
 -- ARGV[3] = retention (s)             ARGV[4] = recent-list length
 -- ARGV[5] = node name                 ARGV[6] = now (epoch s), the node's heartbeat
@@ -30,7 +31,7 @@
 -- collector sets those events aside and sends the rest).
 
 -- A batch written before (its reply lost) is done, whatever the clock says now.
-if redis.call('EXISTS', KEYS[7]) == 1 then
+if redis.call('EXISTS', KEYS[8]) == 1 then
   return -1
 end
 
@@ -56,7 +57,7 @@ end
 
 -- The marker makes a retried batch idempotent: a retry after a timeout whose first attempt
 -- did reach Redis finds the marker and writes nothing.
-if not redis.call('SET', KEYS[7], '1', 'NX', 'EX', ARGV[1]) then
+if not redis.call('SET', KEYS[8], '1', 'NX', 'EX', ARGV[1]) then
   return -1
 end
 
@@ -108,9 +109,9 @@ end
 -- Once per key, not per event: every bucket and list lives for the retention period after
 -- its last write, and each recent list keeps only its newest entries.
 local retention = ARGV[3]
-local last_recent = 7 + tonumber(ARGV[7])
+local last_recent = 8 + tonumber(ARGV[7])
 local keep = tonumber(ARGV[4]) - 1
-for k = 8, #KEYS do
+for k = 9, #KEYS do
   if k <= last_recent then
     redis.call('LTRIM', KEYS[k], 0, keep)
   end
