@@ -4,6 +4,7 @@ no secret in what is shown."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 import redis
@@ -109,7 +110,7 @@ def test_no_secret_in_descriptions_or_errors() -> None:
 
 
 def test_up_starts_no_redis_of_its_own_when_sentinels_are_set(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     from metrics_store.settings import get_settings
     from workers.up import start_redis
@@ -118,7 +119,8 @@ def test_up_starts_no_redis_of_its_own_when_sentinels_are_set(
     monkeypatch.setenv("METRICS_REDIS_SENTINELS", "127.0.0.1:26379")
     get_settings.cache_clear()
     try:
-        assert start_redis() == ("redis://localhost:6379/0", None)
+        assert start_redis(tmp_path) == ("redis://localhost:6379/0", None)
+        assert not any(tmp_path.iterdir())  # no data directory made either
     finally:
         get_settings.cache_clear()
 
