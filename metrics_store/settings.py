@@ -113,7 +113,9 @@ class Settings(BaseSettings):
     batch_max_events: int = Field(default=1000, ge=1, description="Events per write script.")
     flush_interval_s: float = Field(default=0.05, gt=0, description="Idle wait of the flusher.")
     batch_id_ttl_s: int = Field(default=3600, ge=1, description="Memory of written batch ids.")
-    retry_max_backoff_s: float = Field(default=5.0, gt=0, description="Cap of retry backoff.")
+    # 1 s: a failover or restart costs at most about a second more than Redis takes to come
+    # back (docs/performance.md, "High availability"); full jitter keeps the retries spread.
+    retry_max_backoff_s: float = Field(default=1.0, gt=0, description="Cap of retry backoff.")
 
     # --- liveness ----------------------------------------------------------------------------
     heartbeat_interval_s: float = Field(default=1.0, gt=0, description="Beat of live processes.")
