@@ -34,6 +34,10 @@ from metrics_store.keys import (
     ROUTING_DECISION_MS,
     ROUTING_FALLBACKS,
     ROUTING_SCORE,
+    TOTAL_LATENCY_MS,
+    TOTAL_QUERIES,
+    TOTAL_ROUTING,
+    TOTAL_TOKENS,
     member,
 )
 from metrics_store.settings import Settings
@@ -196,6 +200,13 @@ def add(after: Snapshot, key: str, counter: str, amount: float) -> None:
     bucket[counter] = bucket.get(counter, 0.0) + amount  # ZINCRBY's double arithmetic
 
 
+def add_totals(after: Snapshot, key: str, amounts: dict[str, float]) -> None:
+    """The all-time totals an event adds (a zero amount is not written at all)."""
+    for counter, amount in amounts.items():
+        if amount:
+            add(after, key, counter, amount)
+
+
 def expect_stream_entry(before: Snapshot, after: Snapshot, stream: str) -> dict[str, str]:
     """The one entry added to `stream`; everything before it must be untouched."""
     old, new = before.get(stream, []), after.get(stream, [])
@@ -308,6 +319,11 @@ def test_record_query_refuses_whole_or_stores_exactly(
         add(expected, key, member(QUERY_LATENCY_MS, tier), latency)
         if is_error:
             add(expected, key, member(QUERY_ERRORS, tier), 1)
+    add_totals(expected, h.keys.totals, {
+        member(TOTAL_QUERIES, tier, str(int(is_error))): 1,
+        member(TOTAL_TOKENS, tier): count,
+        member(TOTAL_LATENCY_MS, tier): latency,
+    })  # fmt: skip
     recent = h.keys.recent_queries(tier)
     newest = f"{count} {generation!r} {latency!r}"
     expected[recent] = [newest, *before.get(recent, [])][: h.settings.sparkline_points]
@@ -367,6 +383,8 @@ def test_record_routing_decision_refuses_whole_or_stores_exactly(
         add(expected, key, ROUTING_DECISION_MS, ms)
         if is_fallback:
             add(expected, key, ROUTING_FALLBACKS, 1)
+    fallback = str(int(is_fallback))  # type: ignore[call-overload]
+    add_totals(expected, h.keys.totals, {member(TOTAL_ROUTING, complexity, tier, fallback): 1})
     assert_stored_exactly(before, after, expected)
 
 
