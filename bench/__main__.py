@@ -1,4 +1,4 @@
-"""Run the benchmarks: `python -m bench [--full] [--only ingest,query,memory,live,ha]`."""
+"""Run the benchmarks: `python -m bench [--full] [--only ingest,query,...]` (SUITES lists all)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import importlib
 import time
 
-SUITES = ("ingest", "query", "live", "memory", "ha")
+SUITES = ("ingest", "query", "live", "memory", "ha", "prometheus")
 
 
 def main() -> None:

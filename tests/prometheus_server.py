@@ -31,11 +31,14 @@ def scrape_config(targets: list[str], interval_s: int = 1) -> str:
 class PrometheusServer:
     """`prometheus` as a child process; `query()` asks its HTTP API."""
 
-    def __init__(self, binary: str, workdir: Path, targets: list[str]) -> None:
+    def __init__(
+        self, binary: str, workdir: Path, targets: list[str], config_text: str | None = None
+    ) -> None:
+        """`config_text`, when given, replaces the generated config (then `targets` is unused)."""
         self.port = free_port()
         self.workdir = workdir
         config = workdir / "prometheus.yml"
-        config.write_text(scrape_config(targets))
+        config.write_text(config_text if config_text is not None else scrape_config(targets))
         self._command = [
             binary,
             f"--config.file={config}",
