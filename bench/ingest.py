@@ -36,7 +36,7 @@ def _events(count: int, now: float) -> list[QueryEvent]:
     rng = random.Random(1)
     return [
         ("q", now, TIERS[i % 3], rng.uniform(100, 9000), rng.randint(1, 500),
-         rng.uniform(50, 8000), i % 50 == 0)
+         rng.uniform(50, 8000), i % 50 == 0, rng.uniform(20, 800), rng.uniform(0, 200))
         for i in range(count)
     ]  # fmt: skip
 

@@ -49,14 +49,16 @@ def bin_index(value_ms: float) -> int:
 
 def upper_bound_s(index: int) -> float:
     """The upper edge of bin `index`, in seconds (inclusive)."""
-    return 2.0 ** (index / BINS_PER_DOUBLING)
+    bound: float = 2.0 ** (index / BINS_PER_DOUBLING)
+    return bound
 
 
 def representative_ms(index: int) -> float:
     """The value reported for bin `index`, in ms: within BIN_RELATIVE_ERROR of all it holds."""
     if index == ZERO_BIN:
         return 0.0
-    return 2.0 * upper_bound_s(index) / (1.0 + GAMMA) * 1000.0
+    value: float = 2.0 * upper_bound_s(index) / (1.0 + GAMMA) * 1000.0
+    return value
 
 
 @dataclass(frozen=True)
