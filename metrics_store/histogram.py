@@ -62,7 +62,7 @@ def representative_ms(index: int) -> float:
 
 
 @dataclass(frozen=True)
-class Distribution:
+class Summary:
     """Summary of one histogram: count, mean and the contract's quantiles, in ms."""
 
     count: int
@@ -108,14 +108,14 @@ def _value_at_rank(ordered: list[tuple[int, int]], rank: int) -> float:
     return representative_ms(ordered[-1][0])
 
 
-def summarize(bins: Mapping[int, int], sum_ms: float) -> Distribution:
+def summarize(bins: Mapping[int, int], sum_ms: float) -> Summary:
     """The contract's distribution `D` of a histogram and the exact sum of its values."""
     count = sum(bins.values())
     if count == 0:
-        return Distribution(0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+        return Summary(0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
     # Six significant digits, not 2 decimals: a 0.4 ms value rounded to 0.0 would break the bound.
     p50, p90, p95, p99, p999 = (float(f"{q:.6g}") for q in quantiles(bins, QUANTILES))
-    return Distribution(count, round(sum_ms / count, 2), p50, p90, p95, p99, p999)
+    return Summary(count, round(sum_ms / count, 2), p50, p90, p95, p99, p999)
 
 
 def le_counts(bins: Mapping[int, int]) -> list[int]:

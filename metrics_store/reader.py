@@ -16,19 +16,22 @@ import redis
 import redis.asyncio as aioredis
 
 from metrics_store import aggregates
-from metrics_store.buckets import bucket_start, chart_starts, plan_window
+from metrics_store.buckets import bucket_start, chart_starts, plan_window, tile_window
 from metrics_store.clock import Clock, SystemClock
 from metrics_store.errors import StoreUnavailable, UnknownNode
 from metrics_store.health import health_status
 from metrics_store.keys import QUERY_COUNT, Keys, member
+from metrics_store.latency import LatencyPlanner
 from metrics_store.live_store import read_connections, read_replica_count
-from metrics_store.read_plan import ReadPlan, Staged, pairs, parse_staged
+from metrics_store.read_plan import Key, ReadPlan, Staged, pairs, parse_staged
 from metrics_store.redis_client import drop_idle_connections
 from metrics_store.resources import resource_metrics
 from metrics_store.scripts import READ, lua_script
 from metrics_store.settings import Settings
 from metrics_store.shapes import (
+    Distribution,
     HealthStatus,
+    LatencyMetrics,
     MetricsUpdate,
     QueryMetrics,
     ResourceMetrics,
@@ -72,16 +75,24 @@ class MetricsReader:
         self._keys = Keys(settings.key_prefix)
         self._key_cache: dict[tuple[str, int], BucketKeys] = {}
         self._count_members = [member(QUERY_COUNT, tier).encode() for tier in settings.tiers]
+        self._latency = LatencyPlanner(settings, self._keys)
 
     # --- public: one aggregate, or all at once ---------------------------------------------
-    async def queries(self) -> QueryMetrics:
-        return await self._run_one(self._stage_queries)
+    # `window_s` None is the default window (settings.window_s) and today's 18 fine buckets of
+    # queryRate; a window (windows.parse_window) tiles its buckets with the history rollups.
+    async def queries(self, window_s: int | None = None) -> QueryMetrics:
+        return await self._run_one(lambda plan, now: self._stage_queries(plan, now, window_s))
 
-    async def tiers(self) -> TiersResponse:
-        return TiersResponse(tiers=await self._run_one(self._stage_tiers))
+    async def tiers(self, window_s: int | None = None) -> TiersResponse:
+        tiers = await self._run_one(lambda plan, now: self._stage_tiers(plan, now, window_s))
+        return TiersResponse(tiers=tiers)
 
-    async def routing(self) -> RoutingMetrics:
-        return await self._run_one(self._stage_routing)
+    async def routing(self, window_s: int | None = None) -> RoutingMetrics:
+        return await self._run_one(lambda plan, now: self._stage_routing(plan, now, window_s))
+
+    async def latency(self, window_s: int | None = None) -> LatencyMetrics:
+        """Latency, TTFT, queue time and time per output token per tier, over the window."""
+        return await self._run_one(lambda plan, now: self._stage_latency(plan, now, window_s))
 
     async def resources(self, node: str | None = None) -> ResourceMetrics:
         """The cluster's resources, or (with `node`) that live node's alone."""
@@ -107,14 +118,16 @@ class MetricsReader:
             self._stage_tiers,
             self._stage_resources,
             self._stage_routing,
+            self._stage_latency,
         )
-        queries, tiers, resources, routing = await self._run(stages, now_s)
+        queries, tiers, resources, routing, latency = await self._run(stages, now_s)
         return MetricsUpdate(
             timestamp=iso_utc(now_s),
             queries=queries,
             tiers=tiers,
             resources=resources,
             routing=routing,
+            latency=latency,
         )
 
     # --- staging ---------------------------------------------------------------------------------
@@ -141,39 +154,94 @@ class MetricsReader:
             self._key_cache[kind, bucket] = cached
         return cached
 
-    def _sum_window(self, plan: ReadPlan, kind: str, now_s: float) -> None:
+    def _sum_window(
+        self, plan: ReadPlan, kind: str, now_s: float, window_s: int | None = None
+    ) -> None:
         """Every counter summed over the window's buckets, by Redis itself (ZUNION sums)."""
-        keys = self._bucket_keys(kind, bucket_start(now_s, self._settings.bucket_s))
-        plan.zunion(keys.window)
+        if window_s is None:
+            keys = self._bucket_keys(kind, bucket_start(now_s, self._settings.bucket_s))
+            plan.zunion(keys.window)
+            return
+        name = self._keys.query_bucket if kind == "q" else self._keys.routing_bucket
+        tiling = self._latency.tiling(now_s, window_s)
+        plan.zunion([name(size, start) for size, start in tiling.buckets])
 
-    def _stage_queries(self, plan: ReadPlan, now_s: float) -> Staged[QueryMetrics]:
+    def _stage_queries(
+        self, plan: ReadPlan, now_s: float, window_s: int | None = None
+    ) -> Staged[QueryMetrics]:
         s = self._settings
-        starts = chart_starts(now_s, s.bucket_s, s.chart_points)
-        self._sum_window(plan, "q", now_s)
-        plan.totals(self._bucket_keys("q", starts[-1]).chart, self._count_members)
+        if window_s is None:
+            starts = chart_starts(now_s, s.bucket_s, s.chart_points)
+            point_s = s.bucket_s
+            groups: list[Sequence[Key]] = [[k] for k in self._bucket_keys("q", starts[-1]).chart]
+        else:
+            starts, point_s, groups = self._chart_points(now_s, window_s)
+        self._sum_window(plan, "q", now_s, window_s)
+        plan.totals([key for group in groups for key in group], self._count_members)
 
         def parse(replies: Sequence[Any]) -> QueryMetrics:
-            chart = [float(total) for total in replies[1]]
+            totals = iter(float(total) for total in replies[1])
+            chart = [sum(next(totals) for _ in group) for group in groups]
             window = _sums(replies[0])
-            return aggregates.query_metrics(s.tiers, starts, chart, window, now_s, s.bucket_s)
+            return aggregates.query_metrics(s.tiers, starts, chart, window, now_s, point_s)
 
         return Staged(2, parse)
 
-    def _stage_tiers(self, plan: ReadPlan, now_s: float) -> Staged[list[TierMetrics]]:
+    def _chart_points(
+        self, now_s: float, window_s: int
+    ) -> tuple[list[int], int, list[Sequence[Key]]]:
+        """queryRate of a window: chart_points points, each window / points long (rounded up
+        to whole fine buckets), the last holding now; each point's keys tile it."""
         s = self._settings
-        self._sum_window(plan, "q", now_s)
+        point_s = -(-window_s // s.chart_points // s.bucket_s) * s.bucket_s
+        end = bucket_start(now_s, s.bucket_s) + s.bucket_s
+        levels = self._latency.levels
+        name = self._keys.query_bucket
+        starts: list[int] = []
+        groups: list[Sequence[Key]] = []
+        for i in range(s.chart_points):
+            point_end = end - (s.chart_points - 1 - i) * point_s
+            tiling = tile_window(point_end, point_s, now_s, levels)
+            starts.append(point_end - point_s)
+            groups.append([name(size, start) for size, start in tiling.buckets])
+        return starts, point_s, groups
+
+    def _stage_tiers(
+        self, plan: ReadPlan, now_s: float, window_s: int | None = None
+    ) -> Staged[list[TierMetrics]]:
+        s = self._settings
+        self._sum_window(plan, "q", now_s, window_s)
         for tier in s.tiers:
             plan.lrange(self._keys.recent_queries(tier), 0, s.sparkline_points - 1)
+        percentiles = self._latency.stage_percentiles(plan, now_s, window_s or s.window_s)
 
         def parse(replies: Sequence[Any]) -> list[TierMetrics]:
-            recent = dict(zip(s.tiers, replies[1:], strict=True))
-            return aggregates.tier_metrics(s.tiers, _sums(replies[0]), recent)
+            recent = dict(zip(s.tiers, replies[1 : 1 + len(s.tiers)], strict=True))
+            latency: dict[str, Distribution] = percentiles.parse(replies[1 + len(s.tiers) :])
+            entries = aggregates.tier_metrics(s.tiers, _sums(replies[0]), recent)
+            return [
+                entry.model_copy(
+                    update={
+                        "p50LatencyMs": latency[entry.name].p50,
+                        "p95LatencyMs": latency[entry.name].p95,
+                        "p99LatencyMs": latency[entry.name].p99,
+                    }
+                )
+                for entry in entries
+            ]
 
-        return Staged(1 + len(s.tiers), parse)
+        return Staged(1 + len(s.tiers) + percentiles.commands, parse)
 
-    def _stage_routing(self, plan: ReadPlan, now_s: float) -> Staged[RoutingMetrics]:
+    def _stage_latency(
+        self, plan: ReadPlan, now_s: float, window_s: int | None = None
+    ) -> Staged[LatencyMetrics]:
+        return self._latency.stage(plan, now_s, window_s or self._settings.window_s)
+
+    def _stage_routing(
+        self, plan: ReadPlan, now_s: float, window_s: int | None = None
+    ) -> Staged[RoutingMetrics]:
         s = self._settings
-        self._sum_window(plan, "r", now_s)
+        self._sum_window(plan, "r", now_s, window_s)
         plan.zrangebyscore(self._keys.live_nodes, now_s - s.node_ttl_s, "+inf")
         plan.hgetall(self._keys.availability)
 
