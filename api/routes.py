@@ -10,8 +10,6 @@ from api.deps import LiveDep, ReaderDep, SettingsDep
 from api.responses import ErrorBody, OrjsonResponse
 from api.security import admit_websocket
 from metrics_store.settings import MAX_NAME_CHARS, NAME_PATTERN, Settings
-from metrics_store.validation import check_name
-from metrics_store.windows import parse_window
 from metrics_store.shapes import (
     HealthStatus,
     LatencyMetrics,
@@ -20,6 +18,8 @@ from metrics_store.shapes import (
     RoutingMetrics,
     TiersResponse,
 )
+from metrics_store.validation import check_name
+from metrics_store.windows import parse_window
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     414: {"model": ErrorBody, "description": "URL too long (api/limits.py)."},

@@ -59,6 +59,10 @@ def _sums(flat: Sequence[bytes]) -> dict[str, float]:
     return {flat[i].decode(): float(flat[i + 1]) for i in range(0, len(flat), 2)}
 
 
+def _round_up(value: int, step: int) -> int:
+    return -(-value // step) * step
+
+
 class MetricsReader:
     """Computes the API's aggregates from Redis.
 
@@ -190,20 +194,25 @@ class MetricsReader:
     def _chart_points(
         self, now_s: float, window_s: int
     ) -> tuple[list[int], int, list[Sequence[Key]]]:
-        """queryRate of a window: chart_points points, each window / points long (rounded up
-        to whole fine buckets), the last holding now; each point's keys tile it."""
+        """queryRate of a window: chart_points points, each window / points long, the last
+        holding now; each point's keys tile it.
+
+        A point is rounded up to whole fine buckets, and to whole 10-minute rollups where the
+        window reaches past the fine buckets' retention; points start at multiples of their
+        length since the epoch, like buckets, so that every point tiles with kept buckets.
+        """
         s = self._settings
-        point_s = -(-window_s // s.chart_points // s.bucket_s) * s.bucket_s
+        point_s = _round_up(-(-window_s // s.chart_points), s.bucket_s)
+        if window_s + 2 * point_s > s.retention_s:  # the oldest point may outlive fine buckets
+            point_s = _round_up(point_s, self._latency.levels[2].size_s)
         end = bucket_start(now_s, s.bucket_s) + s.bucket_s
-        levels = self._latency.levels
-        name = self._keys.query_bucket
-        starts: list[int] = []
+        current = bucket_start(now_s, point_s)
+        starts = [current - point_s * (s.chart_points - 1 - i) for i in range(s.chart_points)]
         groups: list[Sequence[Key]] = []
-        for i in range(s.chart_points):
-            point_end = end - (s.chart_points - 1 - i) * point_s
-            tiling = tile_window(point_end, point_s, now_s, levels)
-            starts.append(point_end - point_s)
-            groups.append([name(size, start) for size, start in tiling.buckets])
+        for start in starts:
+            point_end = min(start + point_s, end)
+            tiling = tile_window(point_end, point_end - start, now_s, self._latency.levels)
+            groups.append([self._keys.query_bucket(size, at) for size, at in tiling.buckets])
         return starts, point_s, groups
 
     def _stage_tiers(
