@@ -6,7 +6,7 @@ import argparse
 import importlib
 import time
 
-SUITES = ("ingest", "query", "live", "memory")
+SUITES = ("ingest", "query", "live", "memory", "histogram_memory")
 
 
 def main() -> None:
