@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from api.responses import error_response
-from metrics_store.errors import InvalidMetric, InvalidWindow, StoreUnavailable, UnknownNode
+from metrics_store.errors import InvalidWindow, StoreUnavailable, UnknownNode
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +48,6 @@ async def _invalid_window(request: Request, exc: Exception) -> Response:
     return error_response(422, "InvalidWindow", str(exc), {"window": exc.text})
 
 
-async def _invalid_metric(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, InvalidMetric)
-    return error_response(422, "InvalidParameter", str(exc), {"field": exc.field})
-
-
 async def _store_unavailable(request: Request, exc: Exception) -> Response:
     log.warning("answering 503: %s", exc)
     # The message stays generic: the underlying error may name the Redis host.
@@ -69,6 +64,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(UnknownNode, _unknown_node)
     app.add_exception_handler(InvalidWindow, _invalid_window)
-    app.add_exception_handler(InvalidMetric, _invalid_metric)
     app.add_exception_handler(StoreUnavailable, _store_unavailable)
     app.add_exception_handler(Exception, _internal_error)

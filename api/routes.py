@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, WebSocket
+from fastapi import APIRouter, HTTPException, Query, WebSocket
 
 from api.deps import LiveDep, ReaderDep, SettingsDep
 from api.responses import ErrorBody, OrjsonResponse
@@ -18,8 +18,7 @@ from metrics_store.shapes import (
     RoutingMetrics,
     TiersResponse,
 )
-from metrics_store.validation import check_name
-from metrics_store.windows import parse_window
+from metrics_store.windows import parse_window, window_schema_pattern
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     414: {"model": ErrorBody, "description": "URL too long (api/limits.py)."},
@@ -35,10 +34,12 @@ live_router = APIRouter(prefix="/api/metrics", tags=["metrics"])
 
 
 # ?window=: seconds, or a number with s, m, h or d; at most METRICS_HISTORY_S (else 422).
+# The schema's pattern spells the default history; parse_window enforces the configured one.
 WindowQuery = Annotated[
     str | None,
     Query(
         max_length=16,
+        pattern=window_schema_pattern(Settings.model_fields["history_s"].default),
         description="Window: seconds or 5m, 1h, 24h, 7d (default the 30-minute window); "
         "at most the history kept (METRICS_HISTORY_S), rounded up to whole 10-s buckets.",
     ),
@@ -65,7 +66,12 @@ async def get_tiers(
     return OrjsonResponse(await reader.tiers(_window_s(window, settings)))
 
 
-@router.get("/latency", response_model=LatencyMetrics, response_class=OrjsonResponse)
+@router.get(
+    "/latency",
+    response_model=LatencyMetrics,
+    response_class=OrjsonResponse,
+    responses={404: {"model": ErrorBody, "description": "No configured tier has that name."}},
+)
 async def get_latency(
     reader: ReaderDep,
     settings: SettingsDep,
@@ -75,8 +81,8 @@ async def get_latency(
     ] = None,
 ) -> OrjsonResponse:
     """Latency, time to first token, queue time and time per output token: p50 to p99.9."""
-    if tier is not None:
-        check_name("tier", tier, settings.tiers)  # InvalidMetric: 422 (api/errors.py)
+    if tier is not None and tier not in settings.tiers:
+        raise HTTPException(404, f"no tier named {tier!r}; tiers: {', '.join(settings.tiers)}")
     answer = await reader.latency(_window_s(window, settings))
     if tier is not None:
         answer = answer.model_copy(update={"tiers": [t for t in answer.tiers if t.name == tier]})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -15,7 +16,7 @@ from metrics_store.histogram import RELATIVE_ERROR
 from metrics_store.instrument import track_query
 from metrics_store.reader import MetricsReader
 from metrics_store.settings import Settings
-from metrics_store.windows import parse_window
+from metrics_store.windows import parse_window, window_schema_pattern
 from tests.conftest import T0
 from tests.harness import StoreHarness, make_harness
 
@@ -156,14 +157,39 @@ def test_bad_windows_get_422_with_the_error_body(
 ) -> None:
     response = client.get(f"/api/metrics/{path}", params={"window": window})
     assert response.status_code == 422
-    assert response.json()["error"] == "InvalidWindow"
     assert set(response.json()) == {"error", "message", "details"}
 
 
-def test_unknown_tier_gets_422(client: TestClient) -> None:
-    response = client.get("/api/metrics/latency", params={"tier": "Q9"})
+def test_a_window_past_a_shorter_history_gets_422_from_the_store(settings: Settings) -> None:
+    """The schema spells the default history; a store keeping less refuses the rest itself."""
+    from metrics_store.clock import ManualClock
+
+    short = settings.model_copy(update={"history_s": 3600})
+    with TestClient(create_app(short, ManualClock(T0))) as client:
+        response = client.get("/api/metrics/latency", params={"window": "2h"})
     assert response.status_code == 422
-    assert response.json()["details"] == {"field": "tier"}
+    assert response.json()["error"] == "InvalidWindow"
+    assert response.json()["details"] == {"window": "2h"}
+
+
+def test_unknown_tier_gets_404(client: TestClient) -> None:
+    response = client.get("/api/metrics/latency", params={"tier": "Q9"})
+    assert response.status_code == 404
+    assert set(response.json()) == {"error", "message", "details"}
+
+
+@pytest.mark.parametrize("history_s", [604_800, 86_400, 1800, 12_345])
+def test_the_schema_pattern_accepts_exactly_the_windows_parse_accepts(history_s: int) -> None:
+    pattern = re.compile(window_schema_pattern(history_s))
+    samples = [f"{n}{u}" for u in ("", "s", "m", "h", "d") for n in range(0, 12_000, 7)]
+    samples += [str(n) for n in range(history_s - 20, history_s + 20)] + ["0005m", "00"]
+    for text in samples:
+        try:
+            parse_window(text, 1, history_s)
+            accepted = True
+        except InvalidWindow:
+            accepted = False
+        assert bool(pattern.fullmatch(text)) == accepted, text
 
 
 def test_the_live_update_carries_the_latency_answer(harness: StoreHarness) -> None:
