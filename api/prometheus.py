@@ -12,16 +12,27 @@ from collections.abc import Iterator
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client.exposition import choose_encoder
-from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from api.deps import ReaderDep, SettingsDep
-from metrics_store.fleet import Fleet
+from metrics_store.fleet import AllTimeHistogram, Fleet
+from metrics_store.histogram import LE_EDGES_S, le_counts
+from metrics_store.keys import FIGURE_LATENCY, FIGURE_TTFT
 from metrics_store.settings import Settings
 from metrics_store.snapshots import NodeSnapshot
 
 router = APIRouter(tags=["prometheus"])
 
+HISTOGRAMS = (
+    (FIGURE_LATENCY, "llm_query_latency_seconds", "Query latency, end to end."),
+    (FIGURE_TTFT, "llm_time_to_first_token_seconds", "Time to the first token (where recorded)."),
+)
 MEGA = 1_000_000  # the snapshots' disk and network rates are in MB/s (10^6 bytes)
 BOOLEAN = ("false", "true")
 
@@ -46,6 +57,7 @@ class FleetCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         yield from self._traffic()
+        yield from self._histograms()
         yield from self._availability()
         yield from self._liveness()
         yield from _hardware(self._fleet.nodes)
@@ -73,6 +85,24 @@ class FleetCollector(Collector):
                     value = totals.routing(complexity, tier, fallback)
                     routing.add_metric([complexity, tier, BOOLEAN[fallback]], value)
         yield from (queries, tokens, routing)
+
+    def _histograms(self) -> Iterator[Metric]:
+        """Classic histograms: the all-time exponential bins, coarsened to LE_EDGES_S.
+
+        Every edge is a bin boundary, so each `le` count is exact, not an estimate.
+        """
+        for figure, name, help_text in HISTOGRAMS:
+            family = HistogramMetricFamily(name, help_text, labels=["tier"])
+            for tier in self._tiers:
+                found = self._fleet.histograms.get((figure, tier), AllTimeHistogram({}, 0.0))
+                cumulative = le_counts(found.bins)
+                edges = [*(_le(edge) for edge in LE_EDGES_S), "+Inf"]
+                family.add_metric(
+                    [tier],
+                    buckets=list(zip(edges, map(float, cumulative), strict=True)),
+                    sum_value=found.sum_ms / 1000.0,
+                )
+            yield family
 
     def _availability(self) -> Iterator[Metric]:
         available = GaugeMetricFamily(
@@ -146,3 +176,8 @@ def _hardware(nodes: list[NodeSnapshot]) -> Iterator[Metric]:
         "llm_redis_used_memory_bytes", "Redis's used_memory, as the samplers last read it.",
         redis_memory,
     )  # fmt: skip
+
+
+def _le(edge_s: float) -> str:
+    """An `le` label: the shortest text that reads back as the same float."""
+    return repr(edge_s)

@@ -28,7 +28,8 @@ def synthetic_events(count: int, start_s: float, span_s: float, seed: int = 1) -
         ts = start_s + span_s * i / count
         if i % 2:
             events.append(("q", ts, tiers[i % 3], rng.uniform(100, 9000), rng.randint(1, 500),
-                           rng.uniform(50, 8000), i % 97 == 0))  # fmt: skip
+                           rng.uniform(50, 8000), i % 97 == 0, rng.uniform(20, 800),
+                           rng.uniform(0, 200)))  # fmt: skip
         else:
             events.append(("r", ts, complexities[i % 3], tiers[(i // 3) % 3],
                            rng.uniform(0, 10), rng.uniform(1, 30), i % 31 == 0))  # fmt: skip

@@ -9,7 +9,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from metrics_store.keys import TOTAL_LATENCY_MS, TOTAL_QUERIES, TOTAL_ROUTING, TOTAL_TOKENS
+from metrics_store.keys import (
+    HISTOGRAM_SUM,
+    TOTAL_LATENCY_MS,
+    TOTAL_QUERIES,
+    TOTAL_ROUTING,
+    TOTAL_TOKENS,
+)
 from metrics_store.shapes import HealthStatus, ModelAvailability
 from metrics_store.snapshots import NodeSnapshot
 
@@ -39,8 +45,28 @@ class Totals:
 
 
 @dataclass(frozen=True)
+class AllTimeHistogram:
+    """One figure's all-time bins for one tier (metrics_store/histogram.py), and its sum."""
+
+    bins: dict[int, int]
+    sum_ms: float
+
+    @classmethod
+    def parse(cls, flat: Sequence[bytes]) -> AllTimeHistogram:
+        bins: dict[int, int] = {}
+        sum_ms = 0.0
+        for field, value in zip(flat[::2], flat[1::2], strict=True):
+            if field.decode() == HISTOGRAM_SUM:
+                sum_ms = float(value)
+            else:
+                bins[int(field)] = int(value)
+        return cls(bins, sum_ms)
+
+
+@dataclass(frozen=True)
 class Fleet:
     totals: Totals
+    histograms: dict[tuple[str, str], AllTimeHistogram]  # (figure, tier) ->
     nodes: list[NodeSnapshot]  # the live nodes' latest snapshots
     availability: list[ModelAvailability]
     health: HealthStatus

@@ -91,6 +91,12 @@ class Settings(BaseSettings):
     chart_points: int = Field(default=18, ge=1, le=1000, description="Points of queryRate.")
     sparkline_points: int = Field(default=20, ge=1, le=1000, description="Points per sparkline.")
     retention_s: int = Field(default=7200, ge=1, description="Lifetime of a bucket after writes.")
+    history_s: int = Field(
+        default=7 * 86_400,
+        ge=1,
+        description="Longest window a read may ask for (?window=); coarse rollups (10 and 60 "
+        "rollup buckets) are kept this long.",
+    )
     stream_maxlen: int = Field(default=100_000, ge=1, description="Approximate cap of a stream.")
 
     # --- collector -------------------------------------------------------------------------
@@ -290,6 +296,8 @@ class Settings(BaseSettings):
             raise ValueError("window_s must be a multiple of bucket_s")
         if self.retention_s < self.window_s + self.rollup_s:
             raise ValueError("retention_s must cover window_s plus one rollup bucket")
+        if self.history_s < self.window_s:
+            raise ValueError("history_s must cover window_s")
         if self.chart_points * self.bucket_s > self.retention_s:
             raise ValueError("chart_points * bucket_s must fit in retention_s")
         return self

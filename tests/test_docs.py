@@ -27,6 +27,8 @@ def test_every_setting_is_in_the_readme_configuration_table() -> None:
 PLACEHOLDERS = {
     "query_bucket": (10, "<start>"),
     "routing_bucket": (10, "<start>"),
+    "histogram_bucket": ("<figure>", "<tier>", 10, "<start>"),
+    "histogram_totals": ("<figure>", "<tier>"),
     "recent_queries": ("<tier>",),
     "tick_lock": ("<second>",),
     "written_batch": ("<id>",),

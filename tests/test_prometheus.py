@@ -38,7 +38,7 @@ def record_known_events(settings: Settings) -> None:
     collector = MetricsCollector(settings)
     try:
         for i in range(7):
-            collector.record_query("Q2", 100.0 + i, 10, 50.0)
+            collector.record_query("Q2", 100.0 + i, 10, 50.0, ttft_ms=20.0)
         collector.record_query("Q3", 900.0, 5, 20.0, is_error=True)
         collector.record_routing_decision("SIMPLE", "Q2", 0.9, 3.0)
         collector.record_routing_decision("COMPLEX", "Q4", 0.4, 5.0, is_fallback=True)
@@ -71,6 +71,17 @@ def test_counters_hold_what_was_recorded(live_settings: Settings) -> None:
     assert found["llm_routing_decisions_total", key] == 1
     assert found["llm_model_replicas", (("tier", "Q2"),)] == 3
     assert found["llm_model_replicas_available", (("tier", "Q2"),)] == 2
+    # Q2's seven latencies, 100-106 ms, all lie between the edges 0.0625 s and 0.125 s.
+    latency = "llm_query_latency_seconds"
+    assert found[f"{latency}_count", (("tier", "Q2"),)] == 7
+    assert found[f"{latency}_bucket", (("le", "0.0625"), ("tier", "Q2"))] == 0
+    assert found[f"{latency}_bucket", (("le", "0.125"), ("tier", "Q2"))] == 7
+    assert found[f"{latency}_bucket", (("le", "+Inf"), ("tier", "Q2"))] == 7
+    assert found[f"{latency}_sum", (("tier", "Q2"),)] == pytest.approx(0.721)
+    ttft = "llm_time_to_first_token_seconds"
+    assert found[f"{ttft}_count", (("tier", "Q2"),)] == 7
+    assert found[f"{ttft}_bucket", (("le", "0.03125"), ("tier", "Q2"))] == 7  # 20 ms each
+    assert found[f"{ttft}_count", (("tier", "Q3"),)] == 0  # recorded without TTFT
 
 
 def test_openmetrics_when_asked_and_its_parser_accepts_it(live_settings: Settings) -> None:
@@ -157,6 +168,11 @@ def test_a_real_prometheus_sees_the_fleet_and_no_reset_across_a_replica_restart(
     wait_for_value(prometheus, f'sum(llm_queries_total{{instance="{_target(replicas[0])}"}})', 16)
     time.sleep(2)  # a couple more scrapes of the restarted replica
     wait_for_value(prometheus, "sum(resets(llm_queries_total[5m]))", 0)
+    # The exact median of Q2's latencies (103 ms) lies in the bucket (0.0625 s, 0.125 s].
+    median = prometheus.query(
+        'histogram_quantile(0.5, sum by (le) (llm_query_latency_seconds_bucket{tier="Q2"}))'
+    )
+    assert 0.0625 < float(median[0]["value"][1]) <= 0.125
 
 
 def _target(replica: ApiProcess) -> str:

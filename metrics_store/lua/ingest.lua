@@ -18,13 +18,17 @@
 -- ARGV[14] = clock skew tolerance (s; 0 = trust the writer's clock)
 -- ARGV[15], ARGV[16] = the oldest and newest event stamps of the batch (epoch s)
 -- ARGV[17] = events of this batch already refused for their clock (counted here)
--- ARGV[18..] = those sections in that order:
+-- ARGV[18] = how many histogram groups
+-- ARGV[19..] = those sections in that order, the histogram groups last:
 --   query entry:   "ts tier latency_ms tokens generation_ms error"      (1 value)
 --   routing entry: "ts complexity tier score decision_ms fallback"      (1 value)
 --   increment:     KEYS index of the bucket, member, amount            (3 values)
 --   push:          KEYS index of the recent list, entry                (2 values)
 --   availability:  field "<node>:<tier>", value "<available>/<total>"  (2 values)
---   retirement:    KEYS index of a bucket, epoch second it retires     (2 values)
+--   retirement:    KEYS index of a bucket, epoch second it retires, its TTL (s)  (3 values)
+--   histogram group: n, the KEYS indexes of its n buckets (one per level), m, then m pairs
+--                  field, amount: first "sum" and the total ms (HINCRBYFLOAT), then each
+--                  occupied bin and its count (HINCRBY), added to every one of the n buckets
 -- Returns the number of stream entries written, or -1 if this batch id was written before;
 -- an error "CLOCKSKEW <redis now>" if the writer's clock is further than the tolerance from
 -- Redis's, or an event is older than retention or stamped in the future (nothing written: the
@@ -65,7 +69,7 @@ local maxlen, node = ARGV[2], ARGV[5]
 local queries, decisions = tonumber(ARGV[8]), tonumber(ARGV[9])
 local increments, pushes = tonumber(ARGV[10]), tonumber(ARGV[11])
 local availabilities, retirements = tonumber(ARGV[12]), tonumber(ARGV[13])
-local i = 18
+local i = 19
 if tonumber(ARGV[17]) > 0 then
   redis.call('HINCRBY', KEYS[6], node, ARGV[17])
 end
@@ -101,20 +105,38 @@ for _ = 1, availabilities do
 end
 -- The index lets collectors delete buckets by the store's own clock (metrics_store/retention.py);
 -- EXPIRE below is the backstop for a store nobody writes to any more.
+-- Each bucket lives for its level's retention after its last write (coarse history buckets
+-- for days, fine ones for hours): EXPIRE here, once per key, not per event.
 for _ = 1, retirements do
-  redis.call('ZADD', KEYS[5], 'GT', ARGV[i + 1], KEYS[tonumber(ARGV[i])])
-  i = i + 2
+  local key = KEYS[tonumber(ARGV[i])]
+  redis.call('ZADD', KEYS[5], 'GT', ARGV[i + 1], key)
+  redis.call('EXPIRE', key, ARGV[i + 2])
+  i = i + 3
+end
+-- The histograms were summed per fine bucket by the collector; each group's bins go into the
+-- bucket of every level at once, so the roll-ups are exact sums written in the same call.
+for _ = 1, tonumber(ARGV[18]) do
+  local n = tonumber(ARGV[i])
+  local first = i + 1
+  local m = tonumber(ARGV[first + n])
+  local f = first + n + 1
+  for j = first, first + n - 1 do
+    local key = KEYS[tonumber(ARGV[j])]
+    redis.call('HINCRBYFLOAT', key, ARGV[f], ARGV[f + 1])
+    for b = f + 2, f + 2 * m - 1, 2 do
+      redis.call('HINCRBY', key, ARGV[b], ARGV[b + 1])
+    end
+  end
+  i = f + 2 * m
 end
 
--- Once per key, not per event: every bucket and list lives for the retention period after
--- its last write, and each recent list keeps only its newest entries.
+-- Once per list, not per event: each recent list lives for the retention period after its
+-- last write and keeps only its newest entries.
 local retention = ARGV[3]
 local last_recent = 8 + tonumber(ARGV[7])
 local keep = tonumber(ARGV[4]) - 1
-for k = 9, #KEYS do
-  if k <= last_recent then
-    redis.call('LTRIM', KEYS[k], 0, keep)
-  end
+for k = 9, last_recent do
+  redis.call('LTRIM', KEYS[k], 0, keep)
   redis.call('EXPIRE', KEYS[k], retention)
 end
 -- The availability hash never expires: a node reports only when its models change, and its
