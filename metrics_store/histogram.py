@@ -27,6 +27,9 @@ BIN_RELATIVE_ERROR = (GAMMA - 1.0) / (GAMMA + 1.0)
 RELATIVE_ERROR = 0.011
 # No positive float reaches this index (the smallest subnormal, 2^-1074 s, has -34368).
 ZERO_BIN = -1_000_000
+# Below this (10^-300 ms) a value counts as zero: dividing by 1000 would reach the subnormal
+# floats, whose log2 and bin bounds lose their precision (or underflow to 0).
+SMALLEST_MS = 1e-300
 # Classic `le` edges (seconds) for fixed-bucket exposition (Prometheus histograms, issue 15):
 # the powers of two from 2^-10 s (~1 ms) to 2^7 s (128 s). Each is a bin boundary, so the
 # coarsened counts are exact, not estimates; +Inf (the total) follows the last.
@@ -35,7 +38,7 @@ LE_EDGES_S: tuple[float, ...] = tuple(2.0**k for k in range(-10, 8))
 
 def bin_index(value_ms: float) -> int:
     """The bin holding `value_ms` (>= 0; bins are over seconds)."""
-    if value_ms <= 0.0:
+    if value_ms < SMALLEST_MS:
         return ZERO_BIN
     seconds = value_ms / 1000.0
     index = math.ceil(math.log2(seconds) * BINS_PER_DOUBLING)

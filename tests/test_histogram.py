@@ -88,3 +88,9 @@ def test_le_counts_coarsen_the_bins_exactly() -> None:
     cumulative = le_counts(histogram(values))
     expected = [sum(v / 1000 <= edge for v in values) for edge in LE_EDGES_S] + [len(values)]
     assert cumulative == expected
+
+
+def test_values_too_small_for_normal_floats_count_as_zero() -> None:
+    # 5e-324 ms is the smallest float; in seconds it would underflow (log2 of 0 is an error).
+    assert bin_index(5e-324) == bin_index(0.0) == ZERO_BIN
+    assert bin_index(1e-300) != ZERO_BIN
