@@ -71,16 +71,16 @@ def collector_rate(url: str, events: int) -> float:
 
 
 def recorded_and_stored(settings: Settings, events: int) -> tuple[float, int]:
-    """Record `events` as fast as one thread can; events/s until flush(), and the events the
-    store holds afterwards, read back through the API's reader (30-minute window)."""
+    """Record `events` (the baseline's, with TTFT and queue time) as fast as one thread can;
+    events/s until flush(), and the events the store holds afterwards, read back through the
+    API's reader (30-minute window)."""
     collector = MetricsCollector(settings)
-    rng = random.Random(2)
-    values = [(TIERS[i % 3], rng.uniform(100, 9000), rng.randint(1, 500), rng.uniform(50, 8000))
-              for i in range(events)]  # fmt: skip
+    # The baseline's events, TTFT and queue time included: both write the same histogram bins.
+    values = [event[2:] for event in _events(events, time.time())]
     record = collector.record_query
     started = time.perf_counter()
-    for tier, latency, tokens, generation in values:
-        record(tier, latency, tokens, generation)
+    for tier, latency, tokens, generation, error, ttft, queue in values:
+        record(tier, latency, tokens, generation, error, ttft, queue)
     try:
         collector.flush()
     except EventsLost as lost:

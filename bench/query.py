@@ -3,15 +3,21 @@ events recorded, against a bare FastAPI endpoint and a one-GET endpoint in the s
 
 from __future__ import annotations
 
+import time
 import uuid
 from pathlib import Path
 from typing import Any
 
+import redis
+
 from bench.common import Summary, Table, private_redis, progress, write_results
-from bench.load import load_events, load_snapshots
+from bench.load import load_events, load_history, load_snapshots
 from bench.servers import baseline_api, metrics_api
 from bench.wrk import LoadResult, run_wrk
+from metrics_store.keys import FIGURES, Keys
+from metrics_store.latency import LatencyPlanner
 from metrics_store.settings import Settings
+from metrics_store.windows import parse_window
 
 ENDPOINTS = ("queries", "tiers", "resources", "routing", "latency")
 WEEK_S = 7 * 86_400
@@ -82,25 +88,50 @@ def volume_table(by_volume: dict[int, dict[str, Any]]) -> Table:
     return table
 
 
-def measure_windows(events: int, duration_s: float, runs: int) -> dict[str, Summary]:
-    """/latency over 30 minutes and over 7 days, with `events` spread over the whole week."""
+def measure_windows(
+    recent_rate: int, older_per_slot: int, duration_s: float, runs: int
+) -> dict[str, Any]:
+    """/latency over 30 minutes and over 7 days, on a week of history (bench/load.py's
+    load_history): `recent_rate` queries/s over the last 35 minutes, `older_per_slot` per 10
+    minutes before. With the keys and occupied bins each answer sums, read back from Redis."""
     with private_redis() as server:
         # The loader stamps a week back: the store must trust its clock (a backfill).
         settings = Settings(
             redis_url=server.url, key_prefix=f"b{uuid.uuid4().hex[:6]}", clock_skew_tolerance_s=0
         )
-        progress(f"loading {events:,} events over 7 days")
-        load_events(settings, events, span_s=WEEK_S - 3600)
+        progress(f"loading a week: {recent_rate}/s for 35 min, {older_per_slot} per 10 min before")
+        written = load_history(settings, recent_rate, 2100, older_per_slot, WEEK_S)
+        progress(f"{written:,} queries written")
+        figures: dict[str, Any] = {"read": {}}
         with metrics_api(server.url, settings.key_prefix) as api:
-            return {
-                window: measure(f"{api}/api/metrics/latency?window={window}", 1, duration_s, runs)[
-                    "p50_ms"
-                ]
-                for window in ("30m", "7d")
-            }
+            for window in ("30m", "7d"):
+                figures["read"][window] = histogram_read_size(settings, window)
+                url = f"{api}/api/metrics/latency?window={window}"
+                figures[window] = measure(url, 1, duration_s, runs)["p50_ms"]
+        return figures
 
 
-def latency_table(figures: dict[str, Any], windows: dict[str, Summary]) -> Table:
+def histogram_read_size(settings: Settings, window: str) -> dict[str, int]:
+    """The hashes and occupied bins one /latency answer over `window` sums (every figure, tier)."""
+    planner = LatencyPlanner(settings, Keys(settings.key_prefix))
+    window_s = parse_window(window, settings.bucket_s, settings.history_s)
+    tiling = planner.tiling(time.time(), window_s)
+    names = [
+        key
+        for tier in settings.tiers
+        for figure in FIGURES
+        for key in planner.histogram_keys(figure, tier, tiling)
+    ]
+    client = redis.Redis.from_url(settings.redis_url)
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        pipe.hlen(name)
+    bins = sum(pipe.execute())
+    client.close()
+    return {"buckets": len(tiling.buckets), "hashes": len(names), "bins": bins}
+
+
+def latency_table(figures: dict[str, Any], windows: dict[str, Any]) -> Table:
     """The issue's targets: /latency against /tiers, and a 7-day window against 30 minutes."""
     table = Table("Latency reads (p50 ms at concurrency 1)", ["measure", "value", "baseline",
                   "ratio", "target"])  # fmt: skip
@@ -110,6 +141,10 @@ def latency_table(figures: dict[str, Any], windows: dict[str, Summary]) -> Table
     week, half_hour = windows["7d"], windows["30m"]
     table.add("/latency 7d vs 30m", week.show(2), half_hour.show(2),
               f"{week.median / half_hour.median:.2f}", "<= 3")  # fmt: skip
+    for window in ("7d", "30m"):
+        read = windows["read"][window]
+        table.add(f"{window}: hashes, bins summed per answer", f"{read['hashes']:,}",
+                  f"{read['bins']:,}", "", "")  # fmt: skip
     return table
 
 
@@ -120,7 +155,7 @@ def run(full: bool) -> dict[str, Any]:
     for events in (min(volumes), max(volumes)):
         print(table_for(events, by_volume[events]).render())
     print(volume_table(by_volume).render())
-    windows = measure_windows(1_000_000 if full else 200_000, duration_s, runs)
+    windows = measure_windows(1000 if full else 200, 1000 if full else 300, duration_s, runs)
     print(latency_table(by_volume[max(volumes)], windows).render())
     write_results(
         "query",
