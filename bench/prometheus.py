@@ -38,7 +38,7 @@ P99_TARGET_MS = 100.0
 RATIO_TARGET = 1.2
 # The ingest script's ARGV layout (metrics_store/lua/ingest.lua): 9 head values (queries and
 # decisions at 8 and 9), then 8 counts (increment triples first), then the event entries.
-HEAD, COUNTS = 9, 8
+HEAD, COUNTS = 9, 9  # ingest.lua: ARGV[1..9], then ARGV[10..18]; sections from ARGV[19]
 
 
 def seed_fleet(settings: Settings, nodes: int) -> None:
