@@ -2,7 +2,8 @@
 
 Each aggregate is staged as a few reads on a ReadPlan plus a parser of their replies; a plan
 runs as one call of lua/read.lua, so the REST endpoints and the live update (all four at once)
-share the same code and cost one command each.
+share the same code and cost one command each. On Redis Cluster the data reads run on every
+shard at once and are merged (metrics_store/fan_out.py): one call per shard.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from metrics_store import aggregates
 from metrics_store.buckets import bucket_start, chart_starts, plan_window
 from metrics_store.clock import Clock, SystemClock
 from metrics_store.errors import StoreUnavailable, UnknownNode
+from metrics_store.fan_out import FanOutPlan
 from metrics_store.health import health_status
 from metrics_store.keys import QUERY_COUNT, Keys, member
 from metrics_store.live_store import read_connections, read_replica_count
@@ -36,11 +38,13 @@ from metrics_store.shapes import (
     TierMetrics,
     TiersResponse,
 )
+from metrics_store.shards import store_shards
 from metrics_store.snapshots import read_live_snapshots
 from metrics_store.timefmt import iso_utc
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+Stage = Callable[[FanOutPlan, float], Staged[T]]
 
 
 @dataclass(frozen=True)
@@ -70,7 +74,8 @@ class MetricsReader:
         self._settings = settings
         self._clock = clock or SystemClock()
         self._keys = Keys(settings.key_prefix)
-        self._key_cache: dict[tuple[str, int], BucketKeys] = {}
+        self._shards = store_shards(settings)
+        self._key_cache: dict[tuple[str, int], list[BucketKeys]] = {}
         self._count_members = [member(QUERY_COUNT, tier).encode() for tier in settings.tiers]
 
     # --- public: one aggregate, or all at once ---------------------------------------------
@@ -118,39 +123,42 @@ class MetricsReader:
         )
 
     # --- staging ---------------------------------------------------------------------------------
-    def _bucket_keys(self, kind: str, bucket: int) -> BucketKeys:
-        """The keys of the window (and chart) that end with the fine bucket starting at `bucket`.
+    def _bucket_keys(self, kind: str, bucket: int) -> list[BucketKeys]:
+        """Per shard, the keys of the window (and chart) ending with the fine bucket at `bucket`.
 
         Cached per bucket: the same few dozen names serve every request of those 10 seconds,
         already encoded, so the request path neither formats nor encodes them again.
         """
         cached = self._key_cache.get((kind, bucket))
         if cached is None:
-            s = self._settings
-            name = self._keys.query_bucket if kind == "q" else self._keys.routing_bucket
-            plan = plan_window(bucket, s.bucket_s, s.rollup_s, s.window_s)
-            window = [name(s.bucket_s, start) for start in plan.fine_starts]
-            window += [name(s.rollup_s, start) for start in plan.rollup_starts]
-            chart = [
-                name(s.bucket_s, start)
-                for start in chart_starts(bucket, s.bucket_s, s.chart_points)
-            ]
             if len(self._key_cache) > 8:  # only the current bucket's entries are ever wanted
                 self._key_cache.clear()
-            cached = BucketKeys([k.encode() for k in window], [k.encode() for k in chart])
+            cached = [self._shard_bucket_keys(shard, kind, bucket) for shard in self._shards]
             self._key_cache[kind, bucket] = cached
         return cached
 
-    def _sum_window(self, plan: ReadPlan, kind: str, now_s: float) -> None:
+    def _shard_bucket_keys(self, shard: Keys, kind: str, bucket: int) -> BucketKeys:
+        s = self._settings
+        name = shard.query_bucket if kind == "q" else shard.routing_bucket
+        plan = plan_window(bucket, s.bucket_s, s.rollup_s, s.window_s)
+        window = [name(s.bucket_s, start) for start in plan.fine_starts]
+        window += [name(s.rollup_s, start) for start in plan.rollup_starts]
+        chart = [
+            name(s.bucket_s, start) for start in chart_starts(bucket, s.bucket_s, s.chart_points)
+        ]
+        return BucketKeys([k.encode() for k in window], [k.encode() for k in chart])
+
+    def _sum_window(self, plan: FanOutPlan, kind: str, now_s: float) -> None:
         """Every counter summed over the window's buckets, by Redis itself (ZUNION sums)."""
         keys = self._bucket_keys(kind, bucket_start(now_s, self._settings.bucket_s))
-        plan.zunion(keys.window)
+        plan.sum_shards([shard.window for shard in keys])
 
-    def _stage_queries(self, plan: ReadPlan, now_s: float) -> Staged[QueryMetrics]:
+    def _stage_queries(self, plan: FanOutPlan, now_s: float) -> Staged[QueryMetrics]:
         s = self._settings
         starts = chart_starts(now_s, s.bucket_s, s.chart_points)
         self._sum_window(plan, "q", now_s)
-        plan.totals(self._bucket_keys("q", starts[-1]).chart, self._count_members)
+        chart = [shard.chart for shard in self._bucket_keys("q", starts[-1])]
+        plan.totals_shards(chart, self._count_members)
 
         def parse(replies: Sequence[Any]) -> QueryMetrics:
             chart = [float(total) for total in replies[1]]
@@ -159,11 +167,12 @@ class MetricsReader:
 
         return Staged(2, parse)
 
-    def _stage_tiers(self, plan: ReadPlan, now_s: float) -> Staged[list[TierMetrics]]:
+    def _stage_tiers(self, plan: FanOutPlan, now_s: float) -> Staged[list[TierMetrics]]:
         s = self._settings
         self._sum_window(plan, "q", now_s)
         for tier in s.tiers:
-            plan.lrange(self._keys.recent_queries(tier), 0, s.sparkline_points - 1)
+            recent = [shard.recent_queries(tier) for shard in self._shards]
+            plan.newest_shards(recent, s.sparkline_points)
 
         def parse(replies: Sequence[Any]) -> list[TierMetrics]:
             recent = dict(zip(s.tiers, replies[1:], strict=True))
@@ -171,7 +180,7 @@ class MetricsReader:
 
         return Staged(1 + len(s.tiers), parse)
 
-    def _stage_routing(self, plan: ReadPlan, now_s: float) -> Staged[RoutingMetrics]:
+    def _stage_routing(self, plan: FanOutPlan, now_s: float) -> Staged[RoutingMetrics]:
         s = self._settings
         self._sum_window(plan, "r", now_s)
         plan.zrangebyscore(self._keys.live_nodes, now_s - s.node_ttl_s, "+inf")
@@ -186,7 +195,7 @@ class MetricsReader:
 
         return Staged(3, parse)
 
-    def _stage_resources(self, plan: ReadPlan, now_s: float) -> Staged[ResourceMetrics]:
+    def _stage_resources(self, plan: FanOutPlan, now_s: float) -> Staged[ResourceMetrics]:
         alive_since = now_s - self._settings.node_ttl_s
         snapshots = read_live_snapshots(plan, self._keys, alive_since)
         connections = read_connections(plan, self._keys, alive_since)
@@ -197,7 +206,7 @@ class MetricsReader:
 
         return Staged(snapshots.commands + connections.commands, parse)
 
-    def _stage_health(self, plan: ReadPlan, now_s: float) -> Staged[HealthStatus]:
+    def _stage_health(self, plan: FanOutPlan, now_s: float) -> Staged[HealthStatus]:
         alive_since = now_s - self._settings.node_ttl_s
         plan.zrangebyscore(self._keys.live_nodes, alive_since, "+inf")
         replicas = read_replica_count(plan, self._keys, alive_since)
@@ -212,27 +221,25 @@ class MetricsReader:
         return Staged(5, parse)
 
     # --- execution ----------------------------------------------------------------------------
-    async def _run_one(self, stage: Callable[[ReadPlan, float], Staged[T]]) -> T:
+    async def _run_one(self, stage: Stage[T]) -> T:
         (result,) = await self._run((stage,), self._clock.now())
         return result  # type: ignore[no-any-return]
 
-    async def _run(
-        self, stages: Sequence[Callable[[ReadPlan, float], Staged[Any]]], now_s: float
-    ) -> list[Any]:
-        plan = ReadPlan()
+    async def _run(self, stages: Sequence[Stage[Any]], now_s: float) -> list[Any]:
+        plan = FanOutPlan(self._shards)
         staged = [stage(plan, now_s) for stage in stages]
         return parse_staged(await self._read(plan), staged)
 
-    async def _read(self, plan: ReadPlan) -> list[Any]:
+    async def _read(self, plan: FanOutPlan) -> list[Any]:
         """Run the plan as one read-script call; Redis errors become StoreUnavailable."""
         try:
             try:
-                return await self._evalsha(plan)
+                return await plan.run(self._evalsha)
             except redis.ConnectionError:
                 # After a Redis restart every idle pooled connection is dead: drop them all
                 # and try once more on a fresh one, so the first request after recovery works.
                 await drop_idle_connections(self._client)
-                return await self._evalsha(plan)
+                return await plan.run(self._evalsha)
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             raise StoreUnavailable(f"Redis unavailable: {exc}") from exc
 

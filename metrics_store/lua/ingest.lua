@@ -17,7 +17,9 @@
 -- ARGV[14] = clock skew tolerance (s; 0 = trust the writer's clock)
 -- ARGV[15], ARGV[16] = the oldest and newest event stamps of the batch (epoch s)
 -- ARGV[17] = events of this batch already refused for their clock (counted here)
--- ARGV[18..] = those sections in that order:
+-- ARGV[18] = 1: record the node's heartbeat in KEYS[3]; 0: a separate call to the control keys'
+--            slot does (Redis Cluster: this call's keys are one data shard's, metrics_store/shards.py)
+-- ARGV[19..] = those sections in that order:
 --   query entry:   "ts tier latency_ms tokens generation_ms error"      (1 value)
 --   routing entry: "ts complexity tier score decision_ms fallback"      (1 value)
 --   increment:     KEYS index of the bucket, member, amount            (3 values)
@@ -64,7 +66,7 @@ local maxlen, node = ARGV[2], ARGV[5]
 local queries, decisions = tonumber(ARGV[8]), tonumber(ARGV[9])
 local increments, pushes = tonumber(ARGV[10]), tonumber(ARGV[11])
 local availabilities, retirements = tonumber(ARGV[12]), tonumber(ARGV[13])
-local i = 18
+local i = 19
 if tonumber(ARGV[17]) > 0 then
   redis.call('HINCRBY', KEYS[6], node, ARGV[17])
 end
@@ -118,5 +120,7 @@ for k = 8, #KEYS do
 end
 -- The availability hash never expires: a node reports only when its models change, and its
 -- latest report stands while it is live (readers skip dead nodes; nodes x tiers bounds it).
-redis.call('ZADD', KEYS[3], beat, node)
+if ARGV[18] == '1' then
+  redis.call('ZADD', KEYS[3], beat, node)
+end
 return queries + decisions
