@@ -25,7 +25,7 @@ from metrics_store.health import health_status
 from metrics_store.keys import QUERY_COUNT, Keys, member
 from metrics_store.live_store import read_connections, read_replica_count
 from metrics_store.read_plan import ReadPlan, Staged, pairs, parse_staged
-from metrics_store.redis_client import drop_idle_connections
+from metrics_store.redis_client import discover_cluster, drop_idle_connections
 from metrics_store.resources import resource_metrics
 from metrics_store.scripts import READ, lua_script
 from metrics_store.settings import Settings
@@ -234,6 +234,7 @@ class MetricsReader:
         """Run the plan as one read-script call; Redis errors become StoreUnavailable."""
         try:
             try:
+                await discover_cluster(self._client)
                 return await plan.run(self._evalsha)
             except redis.ConnectionError:
                 # After a Redis restart every idle pooled connection is dead: drop them all

@@ -22,8 +22,10 @@ import redis
 import redis.asyncio as aioredis
 import redis.asyncio.sentinel as aiosentinel
 import redis.sentinel
+from redis.asyncio.client import Pipeline as AsyncPipeline
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.backoff import NoBackoff
+from redis.client import Pipeline
 from redis.cluster import RedisCluster
 from redis.connection import parse_url
 from redis.retry import Retry
@@ -90,6 +92,22 @@ def async_client(settings: Settings) -> aioredis.Redis:
         )
         return async_master
     return aioredis.Redis.from_url(settings.redis_url, **options)
+
+
+def multi(client: redis.Redis) -> Pipeline:
+    """A MULTI pipeline for keys of one slot; on a cluster, a plain one (see `multi_async`)."""
+    return client.pipeline(transaction=not is_cluster(client))
+
+
+def multi_async(client: aioredis.Redis) -> AsyncPipeline:
+    """A MULTI pipeline for keys of one slot; on a cluster, a plain one.
+
+    On a cluster the commands still go to one node, in order, on one connection, but other
+    clients' commands may run between them: redis-py has no cluster transactions before 6,
+    and its asyncio ones run each command on a thread of its own, blocking the event loop.
+    Callers keep to writes whose interleaving a reader can bear for a moment.
+    """
+    return client.pipeline(transaction=not is_cluster(client))
 
 
 def node_client(client: redis.Redis, key: str) -> redis.Redis:
@@ -213,6 +231,17 @@ def redacted_url(url: str) -> str:
     # Joined by hand: urlunsplit would turn unix:///path (an empty host) into unix:/path.
     query_part = f"?{parts.query}" if parts.query else ""
     return f"{parts.scheme}://{parts.netloc}{parts.path}{query_part}"
+
+
+async def discover_cluster(client: aioredis.Redis) -> None:
+    """Read a cluster's slot map if the client has not yet (a plain client needs nothing).
+
+    redis-py's asyncio RedisCluster reads it on its first command; several first commands
+    sent together fail ("Connection closed by server"), and a sharded subscription finds its
+    node from the map without sending a command first (SlotNotCoveredError).
+    """
+    if isinstance(client, AsyncRedisCluster):
+        await client.initialize()  # a no-op once initialised
 
 
 async def drop_idle_connections(client: aioredis.Redis) -> None:
