@@ -4,6 +4,7 @@ A Redis Cluster splits its 16384 slots into equal ranges, one per primary. Each 
 chosen (by a salt, found once per process) so that its slot falls in the shard's own 1/N of
 the slot space: with N shards written round-robin, every primary holds N/P (rounded) shards
 whatever P is, so 16 shards feed 3 to 16 primaries, and 3 primaries hold 6, 5 and 5.
+The search costs a few thousand CRC16s, once per process.
 Random tags would leave some primary with twice another's share, or none.
 """
 
@@ -35,10 +36,15 @@ def shard_labels(prefix: str, count: int) -> tuple[str, ...]:
 
 
 def _label(prefix: str, index: int, count: int) -> str:
+    # Near the middle of the shard's range, so that when P primaries split the slots in P
+    # equal ranges, each takes the shards whose middles it holds: N/P of them, rounded.
+    width = REDIS_CLUSTER_HASH_SLOTS / count
+    middle = (index + 0.5) * width
+    tolerance = max(1.0, min(32.0, width / 4))
     salt = 0
-    while True:  # about `count` tries: each salt lands in the wanted range with odds 1/count
+    while True:  # about 2 * tolerance / 16384 odds per salt: a few hundred tries at most
         label = f"{index}-{salt}"
-        if tag_slot(prefix, label) * count // REDIS_CLUSTER_HASH_SLOTS == index:
+        if abs(tag_slot(prefix, label) - middle) <= tolerance:
             return label
         salt += 1
 
