@@ -28,6 +28,8 @@ test: $(STAMP)
 	scripts/ensure-redis-server
 	@scripts/ensure-test-tool chromium scripts/ensure-chromium
 	@scripts/ensure-test-tool docker-compose scripts/ensure-apt-tool docker-compose docker-compose
+	@scripts/ensure-test-tool prometheus scripts/ensure-apt-tool prometheus prometheus
+	@scripts/ensure-test-tool promtool scripts/ensure-apt-tool promtool prometheus
 	$(BIN)/pytest -q
 
 ## test-lowest: the store and collector tests on the lowest versions pyproject.toml admits

@@ -15,6 +15,7 @@ from fastapi.staticfiles import StaticFiles
 from api.errors import install_error_handlers
 from api.limits import RequestLimits
 from api.live import LiveStream
+from api.prometheus import router as prometheus_router
 from api.routes import live_router, router
 from api.security import install_cors, require_token
 from metrics_store.clock import Clock
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     # The dashboard page and its files stay public; they hold no data.
     guard = [Depends(require_token)] if resolved.api_token is not None else []
     app.include_router(router, dependencies=guard)
+    app.include_router(prometheus_router, dependencies=guard)
     app.include_router(live_router)
     mount_dashboard(app)
     return app

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, WebSocket
+from fastapi import APIRouter, HTTPException, Query, WebSocket
 
 from api.deps import LiveDep, ReaderDep, SettingsDep
 from api.responses import ErrorBody, OrjsonResponse
 from api.security import admit_websocket
-from metrics_store.settings import MAX_NAME_CHARS, NAME_PATTERN
+from metrics_store.settings import MAX_NAME_CHARS, NAME_PATTERN, Settings
 from metrics_store.shapes import (
     HealthStatus,
+    LatencyMetrics,
     QueryMetrics,
     ResourceMetrics,
     RoutingMetrics,
     TiersResponse,
 )
+from metrics_store.windows import parse_window, window_schema_pattern
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     414: {"model": ErrorBody, "description": "URL too long (api/limits.py)."},
@@ -31,16 +33,60 @@ router = APIRouter(prefix="/api/metrics", tags=["metrics"], responses=ERRORS)
 live_router = APIRouter(prefix="/api/metrics", tags=["metrics"])
 
 
+# ?window=: seconds, or a number with s, m, h or d; at most METRICS_HISTORY_S (else 422).
+# The schema's pattern spells the default history; parse_window enforces the configured one.
+WindowQuery = Annotated[
+    str | None,
+    Query(
+        max_length=16,
+        pattern=window_schema_pattern(Settings.model_fields["history_s"].default),
+        description="Window: seconds or 5m, 1h, 24h, 7d (default the 30-minute window); "
+        "at most the history kept (METRICS_HISTORY_S), rounded up to whole 10-s buckets.",
+    ),
+]
+
+
+def _window_s(window: str | None, settings: Settings) -> int | None:
+    return None if window is None else parse_window(window, settings.bucket_s, settings.history_s)
+
+
 @router.get("/queries", response_model=QueryMetrics, response_class=OrjsonResponse)
-async def get_queries(reader: ReaderDep) -> OrjsonResponse:
-    """Query rate per 10-second bucket, and totals over the rolling window."""
-    return OrjsonResponse(await reader.queries())
+async def get_queries(
+    reader: ReaderDep, settings: SettingsDep, window: WindowQuery = None
+) -> OrjsonResponse:
+    """Query rate per 10-second bucket (per window/18 with ?window=), and the window's totals."""
+    return OrjsonResponse(await reader.queries(_window_s(window, settings)))
 
 
 @router.get("/tiers", response_model=TiersResponse, response_class=OrjsonResponse)
-async def get_tiers(reader: ReaderDep) -> OrjsonResponse:
-    """Per-tier sparklines of the last queries, request count and error rate."""
-    return OrjsonResponse(await reader.tiers())
+async def get_tiers(
+    reader: ReaderDep, settings: SettingsDep, window: WindowQuery = None
+) -> OrjsonResponse:
+    """Per-tier sparklines of the last queries; request count, error rate, percentiles."""
+    return OrjsonResponse(await reader.tiers(_window_s(window, settings)))
+
+
+@router.get(
+    "/latency",
+    response_model=LatencyMetrics,
+    response_class=OrjsonResponse,
+    responses={404: {"model": ErrorBody, "description": "No configured tier has that name."}},
+)
+async def get_latency(
+    reader: ReaderDep,
+    settings: SettingsDep,
+    window: WindowQuery = None,
+    tier: Annotated[
+        str | None, Query(max_length=MAX_NAME_CHARS, description="Only this tier.")
+    ] = None,
+) -> OrjsonResponse:
+    """Latency, time to first token, queue time and time per output token: p50 to p99.9."""
+    if tier is not None and tier not in settings.tiers:
+        raise HTTPException(404, f"no tier named {tier!r}; tiers: {', '.join(settings.tiers)}")
+    answer = await reader.latency(_window_s(window, settings))
+    if tier is not None:
+        answer = answer.model_copy(update={"tiers": [t for t in answer.tiers if t.name == tier]})
+    return OrjsonResponse(answer)
 
 
 @router.get(
@@ -66,9 +112,11 @@ async def get_resources(
 
 
 @router.get("/routing", response_model=RoutingMetrics, response_class=OrjsonResponse)
-async def get_routing(reader: ReaderDep) -> OrjsonResponse:
+async def get_routing(
+    reader: ReaderDep, settings: SettingsDep, window: WindowQuery = None
+) -> OrjsonResponse:
     """The complexity x tier decision matrix, decision figures and model availability."""
-    return OrjsonResponse(await reader.routing())
+    return OrjsonResponse(await reader.routing(_window_s(window, settings)))
 
 
 @router.get("/health", response_model=HealthStatus, response_class=OrjsonResponse)

@@ -1,4 +1,4 @@
-"""Run the benchmarks: `python -m bench [--full] [--only ingest,query,memory,live]`."""
+"""Run the benchmarks: `python -m bench [--full] [--only ingest,query,...]` (SUITES lists all)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import importlib
 import time
 
-SUITES = ("ingest", "query", "live", "memory")
+SUITES = ("ingest", "query", "live", "memory", "histogram_memory", "ha", "prometheus")
 
 
 def main() -> None:

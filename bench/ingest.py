@@ -36,7 +36,7 @@ def _events(count: int, now: float) -> list[QueryEvent]:
     rng = random.Random(1)
     return [
         ("q", now, TIERS[i % 3], rng.uniform(100, 9000), rng.randint(1, 500),
-         rng.uniform(50, 8000), i % 50 == 0)
+         rng.uniform(50, 8000), i % 50 == 0, rng.uniform(20, 800), rng.uniform(0, 200))
         for i in range(count)
     ]  # fmt: skip
 
@@ -71,16 +71,16 @@ def collector_rate(url: str, events: int) -> float:
 
 
 def recorded_and_stored(settings: Settings, events: int) -> tuple[float, int]:
-    """Record `events` as fast as one thread can; events/s until flush(), and the events the
-    store holds afterwards, read back through the API's reader (30-minute window)."""
+    """Record `events` (the baseline's, with TTFT and queue time) as fast as one thread can;
+    events/s until flush(), and the events the store holds afterwards, read back through the
+    API's reader (30-minute window)."""
     collector = MetricsCollector(settings)
-    rng = random.Random(2)
-    values = [(TIERS[i % 3], rng.uniform(100, 9000), rng.randint(1, 500), rng.uniform(50, 8000))
-              for i in range(events)]  # fmt: skip
+    # The baseline's events, TTFT and queue time included: both write the same histogram bins.
+    values = [event[2:] for event in _events(events, time.time())]
     record = collector.record_query
     started = time.perf_counter()
-    for tier, latency, tokens, generation in values:
-        record(tier, latency, tokens, generation)
+    for tier, latency, tokens, generation, error, ttft, queue in values:
+        record(tier, latency, tokens, generation, error, ttft, queue)
     try:
         collector.flush()
     except EventsLost as lost:
@@ -145,7 +145,7 @@ def parallel_collectors(url: str, processes: int, events: int) -> tuple[float, f
 
 
 def caller_cost_ns(calls: int) -> tuple[dict[str, float], dict[str, float]]:
-    """p50/p99 of one record_query call and of one Histogram.observe call, timed alike."""
+    """p50/p99 of one record_query call (with ttft_ms) and of one Histogram.observe call."""
     from prometheus_client import CollectorRegistry, Histogram
 
     histogram = Histogram("latency_ms", "latency", registry=CollectorRegistry())
@@ -156,7 +156,7 @@ def caller_cost_ns(calls: int) -> tuple[dict[str, float], dict[str, float]]:
     for i in range(calls):
         latency = 100.0 + i % 900
         t0 = clock()
-        record("Q2", latency, 128, 640.0)
+        record("Q2", latency, 128, 640.0, ttft_ms=latency / 4)
         t1 = clock()
         observe(latency)
         t2 = clock()

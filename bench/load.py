@@ -28,7 +28,8 @@ def synthetic_events(count: int, start_s: float, span_s: float, seed: int = 1) -
         ts = start_s + span_s * i / count
         if i % 2:
             events.append(("q", ts, tiers[i % 3], rng.uniform(100, 9000), rng.randint(1, 500),
-                           rng.uniform(50, 8000), i % 97 == 0))  # fmt: skip
+                           rng.uniform(50, 8000), i % 97 == 0, rng.uniform(20, 800),
+                           rng.uniform(0, 200)))  # fmt: skip
         else:
             events.append(("r", ts, complexities[i % 3], tiers[(i // 3) % 3],
                            rng.uniform(0, 10), rng.uniform(1, 30), i % 31 == 0))  # fmt: skip
@@ -69,3 +70,41 @@ def load_snapshots(settings: Settings, nodes: int) -> None:
         )  # fmt: skip
         client.hset(keys.snapshots, snapshot.node, orjson.dumps(snapshot.model_dump()))
     client.close()
+
+
+def load_history(
+    settings: Settings, recent_rate: int, recent_s: int, older_per_slot: int, span_s: int
+) -> int:
+    """Realistic queries (bench/histogram_memory.py's spreads) over the `span_s` before now:
+    `recent_rate` per second over the last `recent_s`, and `older_per_slot` per 10 minutes
+    before that. A read's cost is the buckets it reads and the bins they hold, not the counts
+    in the bins, so the older history needs enough events per bucket to occupy realistic bins,
+    not 1,000 per second. The settings must trust the writer's clock (clock_skew_tolerance_s=0).
+    Returns the events written."""
+    from bench.histogram_memory import realistic_query
+
+    rng = random.Random(14)
+    now = time.time()
+    slot_s = 600
+    older_start = now - span_s
+    step_s = slot_s / older_per_slot
+    stamps = [
+        older_start + i * step_s for i in range((span_s - recent_s) // slot_s * older_per_slot)
+    ]
+    recent_start = now - recent_s
+    stamps += [recent_start + i / recent_rate for i in range(recent_s * recent_rate)]
+    client = redis.Redis.from_url(settings.redis_url)
+    script = lua_script(INGEST)
+    script.load(client)
+    encoder = BatchEncoder(settings, Keys(settings.key_prefix))
+    for first in range(0, len(stamps), BATCH * 100):
+        pipe = client.pipeline(transaction=False)
+        for i in range(first, min(first + BATCH * 100, len(stamps)), BATCH):
+            chunk: list[Event] = [
+                realistic_query(rng, ts, n % 3) for n, ts in enumerate(stamps[i : i + BATCH])
+            ]
+            encoded = encoder.encode(chunk, uuid.uuid4().hex, now)
+            script.queue(pipe, encoded.keys, encoded.args)
+        pipe.execute()
+    client.close()
+    return len(stamps)

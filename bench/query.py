@@ -3,17 +3,24 @@ events recorded, against a bare FastAPI endpoint and a one-GET endpoint in the s
 
 from __future__ import annotations
 
+import time
 import uuid
 from pathlib import Path
 from typing import Any
 
+import redis
+
 from bench.common import Summary, Table, private_redis, progress, write_results
-from bench.load import load_events, load_snapshots
+from bench.load import load_events, load_history, load_snapshots
 from bench.servers import baseline_api, metrics_api
 from bench.wrk import LoadResult, run_wrk
+from metrics_store.keys import FIGURES, Keys
+from metrics_store.latency import LatencyPlanner
 from metrics_store.settings import Settings
+from metrics_store.windows import parse_window
 
-ENDPOINTS = ("queries", "tiers", "resources", "routing")
+ENDPOINTS = ("queries", "tiers", "resources", "routing", "latency")
+WEEK_S = 7 * 86_400
 DOCS_PLOT = Path(__file__).resolve().parent.parent / "docs" / "query-latency.png"
 CONCURRENCY = (1, 16)
 
@@ -81,6 +88,66 @@ def volume_table(by_volume: dict[int, dict[str, Any]]) -> Table:
     return table
 
 
+def measure_windows(
+    recent_rate: int, older_per_slot: int, duration_s: float, runs: int
+) -> dict[str, Any]:
+    """/latency over 30 minutes and over 7 days, on a week of history (bench/load.py's
+    load_history): `recent_rate` queries/s over the last 35 minutes, `older_per_slot` per 10
+    minutes before. With the keys and occupied bins each answer sums, read back from Redis."""
+    with private_redis() as server:
+        # The loader stamps a week back: the store must trust its clock (a backfill).
+        settings = Settings(
+            redis_url=server.url, key_prefix=f"b{uuid.uuid4().hex[:6]}", clock_skew_tolerance_s=0
+        )
+        progress(f"loading a week: {recent_rate}/s for 35 min, {older_per_slot} per 10 min before")
+        written = load_history(settings, recent_rate, 2100, older_per_slot, WEEK_S)
+        progress(f"{written:,} queries written")
+        figures: dict[str, Any] = {"read": {}}
+        with metrics_api(server.url, settings.key_prefix) as api:
+            for window in ("30m", "7d"):
+                figures["read"][window] = histogram_read_size(settings, window)
+                url = f"{api}/api/metrics/latency?window={window}"
+                figures[window] = measure(url, 1, duration_s, runs)["p50_ms"]
+        return figures
+
+
+def histogram_read_size(settings: Settings, window: str) -> dict[str, int]:
+    """The hashes and occupied bins one /latency answer over `window` sums (every figure, tier)."""
+    planner = LatencyPlanner(settings, Keys(settings.key_prefix))
+    window_s = parse_window(window, settings.bucket_s, settings.history_s)
+    tiling = planner.tiling(time.time(), window_s)
+    names = [
+        key
+        for tier in settings.tiers
+        for figure in FIGURES
+        for key in planner.histogram_keys(figure, tier, tiling)
+    ]
+    client = redis.Redis.from_url(settings.redis_url)
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        pipe.hlen(name)
+    bins = sum(pipe.execute())
+    client.close()
+    return {"buckets": len(tiling.buckets), "hashes": len(names), "bins": bins}
+
+
+def latency_table(figures: dict[str, Any], windows: dict[str, Any]) -> Table:
+    """The issue's targets: /latency against /tiers, and a 7-day window against 30 minutes."""
+    table = Table("Latency reads (p50 ms at concurrency 1)", ["measure", "value", "baseline",
+                  "ratio", "target"])  # fmt: skip
+    latency, tiers = figures["latency@1"]["p50_ms"], figures["tiers@1"]["p50_ms"]
+    table.add("/latency vs /tiers", latency.show(2), tiers.show(2),
+              f"{latency.median / tiers.median:.2f}", "<= 2")  # fmt: skip
+    week, half_hour = windows["7d"], windows["30m"]
+    table.add("/latency 7d vs 30m", week.show(2), half_hour.show(2),
+              f"{week.median / half_hour.median:.2f}", "<= 3")  # fmt: skip
+    for window in ("7d", "30m"):
+        read = windows["read"][window]
+        table.add(f"{window}: hashes, bins summed per answer", f"{read['hashes']:,}",
+                  f"{read['bins']:,}", "", "")  # fmt: skip
+    return table
+
+
 def run(full: bool) -> dict[str, Any]:
     volumes = (1_000, 10_000, 100_000, 1_000_000, 10_000_000) if full else (10_000, 1_000_000)
     duration_s, runs = (3.0, 3) if full else (2.0, 3)
@@ -88,7 +155,12 @@ def run(full: bool) -> dict[str, Any]:
     for events in (min(volumes), max(volumes)):
         print(table_for(events, by_volume[events]).render())
     print(volume_table(by_volume).render())
-    write_results("query", {"volumes": {str(k): v for k, v in by_volume.items()}})
+    windows = measure_windows(1000 if full else 200, 1000 if full else 300, duration_s, runs)
+    print(latency_table(by_volume[max(volumes)], windows).render())
+    write_results(
+        "query",
+        {"volumes": {str(k): v for k, v in by_volume.items()}, "latency_windows": windows},
+    )
     plot(by_volume)
     return by_volume
 

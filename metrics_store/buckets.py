@@ -45,3 +45,64 @@ def plan_window(now_s: float, bucket_s: int, rollup_s: int, window_s: int) -> Wi
         range(last_rollup_end, end, bucket_s)
     )
     return WindowPlan(start, end, fine, rollups)
+
+
+@dataclass(frozen=True)
+class Level:
+    """One bucket size, and how long its buckets are kept after they end."""
+
+    size_s: int
+    retention_s: int
+
+
+def bucket_levels(bucket_s: int, rollup_s: int, retention_s: int, history_s: int) -> list[Level]:
+    """Every bucket size the collectors write, finest first.
+
+    Fine and 1-minute buckets serve the recent window (retention_s); two coarser rollups
+    (10 and 60 rollup buckets: 10 minutes and 1 hour by default) keep history_s of history,
+    so a 7-day window reads about 170 hour buckets plus its edges, not 60,000 fine ones.
+    """
+    coarse = [rollup_s * 10, rollup_s * 60]
+    return [Level(bucket_s, retention_s), Level(rollup_s, retention_s)] + [
+        Level(size, history_s + size) for size in coarse
+    ]
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """The buckets (size, start) that exactly tile [start_s, end_s)."""
+
+    start_s: int
+    end_s: int
+    buckets: tuple[tuple[int, int], ...]
+
+
+def tile_window(end_s: int, window_s: int, now_s: float, levels: list[Level]) -> Tiling:
+    """Tile the window ending at `end_s` (a fine-bucket boundary) with as few kept buckets as can.
+
+    Walking back from the end, each step takes the largest bucket aligned there that fits in
+    the window and is still kept at its age. Where no kept bucket fits (the old edge of a
+    window longer than the fine buckets' retention), the window starts there instead: its
+    start moves later by less than the coarsest size needed, and Tiling.start_s says so.
+    """
+    start = end_s - window_s
+    sizes = sorted(levels, key=lambda level: -level.size_s)
+    buckets: list[tuple[int, int]] = []
+    at = end_s
+    while at > start:
+        step = _largest_step(at, start, now_s, sizes)
+        if step is None:
+            break
+        at -= step
+        buckets.append((step, at))
+    buckets.reverse()
+    return Tiling(at, end_s, tuple(buckets))
+
+
+def _largest_step(at: int, start: int, now_s: float, levels: list[Level]) -> int | None:
+    for level in levels:
+        size = level.size_s
+        kept = at + level.retention_s > now_s  # the bucket [at - size, at) retires at `at + kept`
+        if at % size == 0 and at - size >= start and kept:
+            return size
+    return None

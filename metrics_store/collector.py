@@ -99,8 +99,14 @@ class MetricsCollector:
         tokens_generated: int,
         generation_time_ms: float,
         is_error: bool = False,
+        ttft_ms: float | None = None,
+        queue_time_ms: float | None = None,
     ) -> None:
-        """Record one finished query (errored ones too, with is_error=True)."""
+        """Record one finished query (errored ones too, with is_error=True).
+
+        `ttft_ms` (time to first token) and `queue_time_ms` (waiting before inference began)
+        are optional: each query's latency, and these where given, feed the latency histograms.
+        """
         event: QueryEvent = (
             "q",
             self._clock.now(),
@@ -109,6 +115,8 @@ class MetricsCollector:
             check_count("tokens_generated", tokens_generated),
             check_number("generation_time_ms", generation_time_ms, MAX_MS),
             check_flag("is_error", is_error),
+            None if ttft_ms is None else check_number("ttft_ms", ttft_ms, MAX_MS),
+            None if queue_time_ms is None else check_number("queue_time_ms", queue_time_ms, MAX_MS),
         )
         self._enqueue(event)
 

@@ -2,6 +2,7 @@
 
 MetricsStoreError
  +-- InvalidMetric (also a ValueError): an argument the store refuses; nothing was written
+ +-- InvalidWindow (also a ValueError): a ?window= that is malformed or longer than history
  +-- StoreUnavailable: Redis cannot be reached or did not answer in time
  +-- UnknownNode (also a LookupError): a node name with no live snapshot
  +-- EventsLost: flush() cannot keep its promise: events before it were dropped or abandoned
@@ -20,6 +21,14 @@ class InvalidMetric(MetricsStoreError, ValueError):
     def __init__(self, field: str, problem: str) -> None:
         super().__init__(f"{field}: {problem}")
         self.field = field
+
+
+class InvalidWindow(MetricsStoreError, ValueError):
+    """A window the store cannot answer: malformed, not positive, or beyond the history kept."""
+
+    def __init__(self, text: str, problem: str) -> None:
+        super().__init__(f"window {text!r}: {problem}")
+        self.text = text
 
 
 class StoreUnavailable(MetricsStoreError):

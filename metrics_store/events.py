@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-# ("q", ts_s, tier, latency_ms, tokens_generated, generation_time_ms, is_error)
-QueryEvent = tuple[Literal["q"], float, str, float, int, float, bool]
+# ("q", ts_s, tier, latency_ms, tokens_generated, generation_time_ms, is_error, ttft_ms,
+#  queue_time_ms); the last two are None where the caller did not measure them.
+QueryEvent = tuple[Literal["q"], float, str, float, int, float, bool, float | None, float | None]
 # ("r", ts_s, complexity, tier, score, decision_time_ms, is_fallback)
 RoutingEvent = tuple[Literal["r"], float, str, str, float, float, bool]
 # ("a", ts_s, tier, available, total)

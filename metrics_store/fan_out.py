@@ -48,6 +48,18 @@ class FanOutPlan(ReadPlan):
             plan.totals(shard_keys, members)
         self._shard_read(merge_totals)
 
+    def hsum_shards(self, keys: Sequence[Sequence[Key]]) -> None:
+        """HSUM of each shard's hashes (histograms); every field's value added over the shards."""
+        for plan, shard_keys in zip(self.shard_plans, keys, strict=True):
+            plan.hsum(shard_keys)
+        self._shard_read(merge_hashes)
+
+    def hgetall_shards(self, keys: Sequence[Key]) -> None:
+        """HGETALL of one hash per shard (an all-time histogram), fields added over the shards."""
+        for plan, key in zip(self.shard_plans, keys, strict=True):
+            plan.hgetall(key)
+        self._shard_read(merge_hashes)
+
     def newest_shards(self, keys: Sequence[Key], count: int) -> None:
         """The newest `count` entries of each shard's list (newest first), merged by stamp."""
         for plan, key in zip(self.shard_plans, keys, strict=True):
@@ -115,6 +127,31 @@ def merge_sums(replies: list[Sequence[bytes]]) -> list[bytes | float]:
 def merge_totals(replies: list[Sequence[bytes]]) -> list[float]:
     """TOTALS replies of several shards (one per key, the same keys), added key by key."""
     return [sum(float(value) for value in column) for column in zip(*replies, strict=True)]
+
+
+def merge_hashes(replies: list[Sequence[bytes]]) -> list[bytes]:
+    """HSUM or HGETALL replies [field, value, ...] of several shards, each field's values added.
+
+    Integer values (histogram bin counts) stay integers, so the merged bins are exact and read
+    like one shard's; a field holding a fraction anywhere (a histogram's "sum") adds as floats.
+    """
+    counts: dict[bytes, int] = {}
+    fractions: dict[bytes, float] = {}
+    for flat in replies:
+        for i in range(0, len(flat), 2):
+            field, value = flat[i], flat[i + 1]
+            try:
+                counts[field] = counts.get(field, 0) + int(value)
+            except ValueError:
+                fractions[field] = fractions.get(field, 0.0) + float(value)
+    out: list[bytes] = []
+    for field in {**counts, **fractions}:
+        if field in fractions:
+            total = fractions[field] + counts.get(field, 0)
+            out += (field, repr(total).encode())
+        else:
+            out += (field, str(counts[field]).encode())
+    return out
 
 
 def merge_newest(replies: list[Sequence[bytes]], count: int) -> list[bytes]:

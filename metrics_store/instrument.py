@@ -3,10 +3,12 @@
 from metrics_store.instrument import track_query, track_routing_decision
 
 with track_query("Q3") as query:          # or: async with track_query("Q3") as query:
-    text, tokens, gen_ms = backend.generate(prompt)
+    for chunk in backend.stream(prompt):
+        query.first_token()                # the first call marks the time to first token
+        ...
     query.tokens_generated = tokens
     query.generation_time_ms = gen_ms
-# recorded with the measured latency; had the block raised, with is_error=True
+# recorded with the measured latency (and TTFT, if marked); had the block raised, is_error=True
 
 with track_routing_decision() as decision:
     decision.complexity, decision.score = classify(prompt)
@@ -16,7 +18,7 @@ with track_routing_decision() as decision:
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Generic, TypeVar
 
@@ -27,12 +29,26 @@ Target = TypeVar("Target")
 
 @dataclass
 class TrackedQuery:
-    """What the block reports about its query; latency is measured for it."""
+    """What the block reports about its query; latency (and TTFT, if marked) is measured."""
 
     tier: str
     tokens_generated: int = 0
     generation_time_ms: float = 0.0
     is_error: bool = False
+    queue_time_ms: float | None = None
+    started_at: float = field(default=0.0, repr=False)
+    first_token_at: float | None = field(default=None, repr=False)
+
+    def first_token(self) -> None:
+        """Mark the first token's arrival; later calls are ignored (streaming loops may repeat)."""
+        if self.first_token_at is None:
+            self.first_token_at = time.perf_counter()
+
+    def ttft_ms(self) -> float | None:
+        """Milliseconds from the block's start to the first token, if it was marked."""
+        if self.first_token_at is None:
+            return None
+        return max(0.0, (self.first_token_at - self.started_at) * 1000.0)
 
 
 @dataclass
@@ -87,6 +103,11 @@ class track_query(_Tracker[TrackedQuery]):  # noqa: N801 (used like contextlib's
     def __init__(self, tier: str, collector: MetricsCollector | None = None) -> None:
         super().__init__(TrackedQuery(tier), collector)
 
+    def __enter__(self) -> TrackedQuery:
+        query = super().__enter__()
+        query.started_at = self._started
+        return query
+
     def _record(self, collector: MetricsCollector, elapsed_ms: float, failed: bool) -> None:
         query = self.target
         collector.record_query(
@@ -95,6 +116,8 @@ class track_query(_Tracker[TrackedQuery]):  # noqa: N801 (used like contextlib's
             tokens_generated=query.tokens_generated,
             generation_time_ms=query.generation_time_ms,
             is_error=query.is_error or failed,
+            ttft_ms=query.ttft_ms(),
+            queue_time_ms=query.queue_time_ms,
         )
 
 

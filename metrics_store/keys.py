@@ -12,10 +12,14 @@ key                                type         holds
 {p}:routing                        stream       raw routing decisions, MAXLEN ~ stream_maxlen
 {p}:q:<size>s:<start>              sorted set   query counters of one time bucket
 {p}:r:<size>s:<start>              sorted set   routing counters of one time bucket
+{p}:h:<fig>:<tier>:<size>s:<start> hash         latency histogram of one time bucket: bin -> count,
+                                               "sum" -> total ms (fig: latency, ttft, queue, tpot)
 {p}:q:recent:<tier>                list         the tier's newest queries, newest first
 {p}:availability                   hash         "<node>:<tier>" -> "<available>/<total>"
 {p}:buckets                        sorted set   every bucket key -> the epoch second it retires
 {p}:refused                        hash         node -> events refused for a clock off Redis's
+{p}:totals                         sorted set   all-time counters (no expiry): "<counter>:<labels>"
+{p}:totals:h:<fig>:<tier>          hash         all-time histogram (no expiry), latency and ttft
 =================================  ===========  ==============================================
 
 Live keys (they change by themselves: heartbeats, locks, expiring snapshots):
@@ -79,6 +83,10 @@ class Keys:
     def routing_bucket(self, size_s: int, start: int) -> str:
         return f"{self.root}:r:{size_s}s:{start}"
 
+    def histogram_bucket(self, figure: str, tier: str, size_s: int, start: int) -> str:
+        """One figure's histogram (metrics_store/histogram.py) for one tier and time bucket."""
+        return f"{self.root}:h:{figure}:{tier}:{size_s}s:{start}"
+
     def recent_queries(self, tier: str) -> str:
         return f"{self.root}:q:recent:{tier}"
 
@@ -89,6 +97,14 @@ class Keys:
     @property
     def refused(self) -> str:
         return f"{self.control_root}:refused"
+
+    @property
+    def totals(self) -> str:
+        return f"{self.root}:totals"
+
+    def histogram_totals(self, figure: str, tier: str) -> str:
+        """One figure's all-time histogram for one tier: the `/metrics` histograms."""
+        return f"{self.root}:totals:h:{figure}:{tier}"
 
     @property
     def bucket_index(self) -> str:
@@ -150,10 +166,25 @@ class Keys:
 QUERY_COUNT = "count"
 QUERY_ERRORS = "errors"
 QUERY_LATENCY_MS = "latency_ms"
+# The figures with a histogram, and the field of a histogram hash holding its values' sum
+# (the other fields are bin indexes).
+FIGURE_LATENCY = "latency"
+FIGURE_TTFT = "ttft"
+FIGURE_QUEUE = "queue"
+FIGURE_TPOT = "tpot"
+FIGURES = (FIGURE_LATENCY, FIGURE_TTFT, FIGURE_QUEUE, FIGURE_TPOT)
+# The figures kept for all time as well (Prometheus histograms, api/prometheus.py).
+ALL_TIME_FIGURES = (FIGURE_LATENCY, FIGURE_TTFT)
+HISTOGRAM_SUM = "sum"
 ROUTING_COUNT = "count"
 ROUTING_SCORE = "score"
 ROUTING_DECISION_MS = "decision_ms"
 ROUTING_FALLBACKS = "fallbacks"
+# Members of {p}:totals, the all-time counters behind /metrics (labels after the counter).
+TOTAL_QUERIES = "queries"  # :<tier>:<error 0|1>
+TOTAL_TOKENS = "tokens"  # :<tier>
+TOTAL_LATENCY_MS = "latency_ms"  # :<tier>, the sum
+TOTAL_ROUTING = "routing"  # :<complexity>:<tier>:<fallback 0|1>
 
 
 def member(counter: str, *labels: str) -> str:

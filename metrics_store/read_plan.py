@@ -61,6 +61,10 @@ class ReadPlan:
     def zcount(self, key: Key, low: float | str, high: float | str) -> None:
         self._add("ZCOUNT", (key,), (repr(low) if isinstance(low, float) else low, high))
 
+    def hsum(self, keys: Sequence[Key]) -> None:
+        """Every field's value summed over the hashes `keys`: flat [field, total, ...]."""
+        self._add("HSUM", keys, ())
+
     def hgetall(self, key: Key) -> None:
         """Flat [field, value, ...]."""
         self._add("HGETALL", (key,), ())

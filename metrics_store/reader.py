@@ -17,20 +17,24 @@ import redis
 import redis.asyncio as aioredis
 
 from metrics_store import aggregates
-from metrics_store.buckets import bucket_start, chart_starts, plan_window
+from metrics_store.buckets import bucket_start, chart_starts, plan_window, tile_window
 from metrics_store.clock import Clock, SystemClock
 from metrics_store.errors import StoreUnavailable, UnknownNode
 from metrics_store.fan_out import FanOutPlan
+from metrics_store.fleet import AllTimeHistogram, Fleet, Totals
 from metrics_store.health import health_status
-from metrics_store.keys import QUERY_COUNT, Keys, member
+from metrics_store.keys import ALL_TIME_FIGURES, QUERY_COUNT, Keys, member
+from metrics_store.latency import LatencyPlanner
 from metrics_store.live_store import read_connections, read_replica_count
-from metrics_store.read_plan import ReadPlan, Staged, pairs, parse_staged
+from metrics_store.read_plan import Key, ReadPlan, Staged, pairs, parse_staged
 from metrics_store.redis_client import discover_cluster, drop_idle_connections
 from metrics_store.resources import resource_metrics
 from metrics_store.scripts import READ, lua_script
 from metrics_store.settings import Settings
 from metrics_store.shapes import (
+    Distribution,
     HealthStatus,
+    LatencyMetrics,
     MetricsUpdate,
     QueryMetrics,
     ResourceMetrics,
@@ -60,6 +64,10 @@ def _sums(flat: Sequence[bytes]) -> dict[str, float]:
     return {flat[i].decode(): float(flat[i + 1]) for i in range(0, len(flat), 2)}
 
 
+def _round_up(value: int, step: int) -> int:
+    return -(-value // step) * step
+
+
 class MetricsReader:
     """Computes the API's aggregates from Redis.
 
@@ -77,16 +85,24 @@ class MetricsReader:
         self._shards = store_shards(settings)
         self._key_cache: dict[tuple[str, int], list[BucketKeys]] = {}
         self._count_members = [member(QUERY_COUNT, tier).encode() for tier in settings.tiers]
+        self._latency = LatencyPlanner(settings, self._keys, self._shards)
 
     # --- public: one aggregate, or all at once ---------------------------------------------
-    async def queries(self) -> QueryMetrics:
-        return await self._run_one(self._stage_queries)
+    # `window_s` None is the default window (settings.window_s) and today's 18 fine buckets of
+    # queryRate; a window (windows.parse_window) tiles its buckets with the history rollups.
+    async def queries(self, window_s: int | None = None) -> QueryMetrics:
+        return await self._run_one(lambda plan, now: self._stage_queries(plan, now, window_s))
 
-    async def tiers(self) -> TiersResponse:
-        return TiersResponse(tiers=await self._run_one(self._stage_tiers))
+    async def tiers(self, window_s: int | None = None) -> TiersResponse:
+        tiers = await self._run_one(lambda plan, now: self._stage_tiers(plan, now, window_s))
+        return TiersResponse(tiers=tiers)
 
-    async def routing(self) -> RoutingMetrics:
-        return await self._run_one(self._stage_routing)
+    async def routing(self, window_s: int | None = None) -> RoutingMetrics:
+        return await self._run_one(lambda plan, now: self._stage_routing(plan, now, window_s))
+
+    async def latency(self, window_s: int | None = None) -> LatencyMetrics:
+        """Latency, TTFT, queue time and time per output token per tier, over the window."""
+        return await self._run_one(lambda plan, now: self._stage_latency(plan, now, window_s))
 
     async def resources(self, node: str | None = None) -> ResourceMetrics:
         """The cluster's resources, or (with `node`) that live node's alone."""
@@ -103,6 +119,10 @@ class MetricsReader:
         """Who is alive, and what each live collector has written, dropped and holds."""
         return await self._run_one(self._stage_health)
 
+    async def fleet(self) -> Fleet:
+        """Everything `/metrics` exposes, in one bounded read."""
+        return await self._run_one(self._stage_fleet)
+
     async def update(self, now_s: float | None = None) -> MetricsUpdate:
         """Everything the live stream sends, read in a single round trip, as of `now_s`."""
         if now_s is None:
@@ -112,14 +132,16 @@ class MetricsReader:
             self._stage_tiers,
             self._stage_resources,
             self._stage_routing,
+            self._stage_latency,
         )
-        queries, tiers, resources, routing = await self._run(stages, now_s)
+        queries, tiers, resources, routing, latency = await self._run(stages, now_s)
         return MetricsUpdate(
             timestamp=iso_utc(now_s),
             queries=queries,
             tiers=tiers,
             resources=resources,
             routing=routing,
+            latency=latency,
         )
 
     # --- staging ---------------------------------------------------------------------------------
@@ -148,41 +170,111 @@ class MetricsReader:
         ]
         return BucketKeys([k.encode() for k in window], [k.encode() for k in chart])
 
-    def _sum_window(self, plan: FanOutPlan, kind: str, now_s: float) -> None:
+    def _sum_window(
+        self, plan: FanOutPlan, kind: str, now_s: float, window_s: int | None = None
+    ) -> None:
         """Every counter summed over the window's buckets, by Redis itself (ZUNION sums)."""
-        keys = self._bucket_keys(kind, bucket_start(now_s, self._settings.bucket_s))
-        plan.sum_shards([shard.window for shard in keys])
+        if window_s is None:
+            keys = self._bucket_keys(kind, bucket_start(now_s, self._settings.bucket_s))
+            plan.sum_shards([shard.window for shard in keys])
+            return
+        tiling = self._latency.tiling(now_s, window_s)
+        per_shard = []
+        for shard in self._shards:
+            name = shard.query_bucket if kind == "q" else shard.routing_bucket
+            per_shard.append([name(size, start) for size, start in tiling.buckets])
+        plan.sum_shards(per_shard)
 
-    def _stage_queries(self, plan: FanOutPlan, now_s: float) -> Staged[QueryMetrics]:
+    def _stage_queries(
+        self, plan: FanOutPlan, now_s: float, window_s: int | None = None
+    ) -> Staged[QueryMetrics]:
         s = self._settings
-        starts = chart_starts(now_s, s.bucket_s, s.chart_points)
-        self._sum_window(plan, "q", now_s)
-        chart = [shard.chart for shard in self._bucket_keys("q", starts[-1])]
-        plan.totals_shards(chart, self._count_members)
+        if window_s is None:
+            starts = chart_starts(now_s, s.bucket_s, s.chart_points)
+            point_s = s.bucket_s
+            sizes = [1] * len(starts)  # one fine bucket per point
+            chart_keys: list[Sequence[Key]] = [
+                shard.chart for shard in self._bucket_keys("q", starts[-1])
+            ]
+        else:
+            starts, point_s, tilings = self._chart_points(now_s, window_s)
+            sizes = [len(tiling) for tiling in tilings]
+            chart_keys = [
+                [shard.query_bucket(size, at) for tiling in tilings for size, at in tiling]
+                for shard in self._shards
+            ]
+        self._sum_window(plan, "q", now_s, window_s)
+        plan.totals_shards(chart_keys, self._count_members)
 
         def parse(replies: Sequence[Any]) -> QueryMetrics:
-            chart = [float(total) for total in replies[1]]
+            totals = iter(float(total) for total in replies[1])
+            chart = [sum(next(totals) for _ in range(size)) for size in sizes]
             window = _sums(replies[0])
-            return aggregates.query_metrics(s.tiers, starts, chart, window, now_s, s.bucket_s)
+            return aggregates.query_metrics(s.tiers, starts, chart, window, now_s, point_s)
 
         return Staged(2, parse)
 
-    def _stage_tiers(self, plan: FanOutPlan, now_s: float) -> Staged[list[TierMetrics]]:
+    def _chart_points(
+        self, now_s: float, window_s: int
+    ) -> tuple[list[int], int, list[tuple[tuple[int, int], ...]]]:
+        """queryRate of a window: chart_points points, each window / points long, the last
+        holding now; each point's buckets (size, start) tile it.
+
+        A point is rounded up to whole fine buckets, and to whole 10-minute rollups where the
+        window reaches past the fine buckets' retention; points start at multiples of their
+        length since the epoch, like buckets, so that every point tiles with kept buckets.
+        """
         s = self._settings
-        self._sum_window(plan, "q", now_s)
+        point_s = _round_up(-(-window_s // s.chart_points), s.bucket_s)
+        if window_s + 2 * point_s > s.retention_s:  # the oldest point may outlive fine buckets
+            point_s = _round_up(point_s, self._latency.levels[2].size_s)
+        end = bucket_start(now_s, s.bucket_s) + s.bucket_s
+        current = bucket_start(now_s, point_s)
+        starts = [current - point_s * (s.chart_points - 1 - i) for i in range(s.chart_points)]
+        tilings = []
+        for start in starts:
+            point_end = min(start + point_s, end)
+            tiling = tile_window(point_end, point_end - start, now_s, self._latency.levels)
+            tilings.append(tiling.buckets)
+        return starts, point_s, tilings
+
+    def _stage_tiers(
+        self, plan: FanOutPlan, now_s: float, window_s: int | None = None
+    ) -> Staged[list[TierMetrics]]:
+        s = self._settings
+        self._sum_window(plan, "q", now_s, window_s)
         for tier in s.tiers:
             recent = [shard.recent_queries(tier) for shard in self._shards]
             plan.newest_shards(recent, s.sparkline_points)
+        percentiles = self._latency.stage_percentiles(plan, now_s, window_s or s.window_s)
 
         def parse(replies: Sequence[Any]) -> list[TierMetrics]:
-            recent = dict(zip(s.tiers, replies[1:], strict=True))
-            return aggregates.tier_metrics(s.tiers, _sums(replies[0]), recent)
+            recent = dict(zip(s.tiers, replies[1 : 1 + len(s.tiers)], strict=True))
+            latency: dict[str, Distribution] = percentiles.parse(replies[1 + len(s.tiers) :])
+            entries = aggregates.tier_metrics(s.tiers, _sums(replies[0]), recent)
+            return [
+                entry.model_copy(
+                    update={
+                        "p50LatencyMs": latency[entry.name].p50,
+                        "p95LatencyMs": latency[entry.name].p95,
+                        "p99LatencyMs": latency[entry.name].p99,
+                    }
+                )
+                for entry in entries
+            ]
 
-        return Staged(1 + len(s.tiers), parse)
+        return Staged(1 + len(s.tiers) + percentiles.commands, parse)
 
-    def _stage_routing(self, plan: FanOutPlan, now_s: float) -> Staged[RoutingMetrics]:
+    def _stage_latency(
+        self, plan: FanOutPlan, now_s: float, window_s: int | None = None
+    ) -> Staged[LatencyMetrics]:
+        return self._latency.stage(plan, now_s, window_s or self._settings.window_s)
+
+    def _stage_routing(
+        self, plan: FanOutPlan, now_s: float, window_s: int | None = None
+    ) -> Staged[RoutingMetrics]:
         s = self._settings
-        self._sum_window(plan, "r", now_s)
+        self._sum_window(plan, "r", now_s, window_s)
         plan.zrangebyscore(self._keys.live_nodes, now_s - s.node_ttl_s, "+inf")
         plan.hgetall(self._keys.availability)
 
@@ -219,6 +311,36 @@ class MetricsReader:
             return health_status([replies[0], count, *replies[2:]], alive_since)
 
         return Staged(5, parse)
+
+    def _stage_fleet(self, plan: FanOutPlan, now_s: float) -> Staged[Fleet]:
+        alive_since = now_s - self._settings.node_ttl_s
+        # The totals are data keys: each shard's (one on a single Redis), summed over shards.
+        plan.sum_shards([[shard.totals] for shard in self._shards])
+        plan.hgetall(self._keys.availability)
+        histograms = [(f, t) for t in self._settings.tiers for f in ALL_TIME_FIGURES]
+        for figure, tier in histograms:
+            plan.hgetall_shards([shard.histogram_totals(figure, tier) for shard in self._shards])
+        snapshots = read_live_snapshots(plan, self._keys, alive_since)
+        connections = read_connections(plan, self._keys, alive_since)
+        health = self._stage_health(plan, now_s)
+        fixed = 2 + len(histograms)
+
+        def parse(replies: Sequence[Any]) -> Fleet:
+            staged = (snapshots, connections, health)
+            nodes, clients, status = parse_staged(replies[fixed:], staged)
+            live = set(status.liveNodes)
+            availability = aggregates.parse_availability(
+                pairs(replies[1]), live, self._settings.tiers
+            )
+            bins = {
+                name: AllTimeHistogram.parse(reply)
+                for name, reply in zip(histograms, replies[2:fixed], strict=True)
+            }
+            totals = Totals.parse(replies[0])
+            return Fleet(totals, bins, nodes, availability, status, clients)
+
+        commands = fixed + snapshots.commands + connections.commands + health.commands
+        return Staged(commands, parse)
 
     # --- execution ----------------------------------------------------------------------------
     async def _run_one(self, stage: Stage[T]) -> T:

@@ -91,6 +91,12 @@ class Settings(BaseSettings):
     chart_points: int = Field(default=18, ge=1, le=1000, description="Points of queryRate.")
     sparkline_points: int = Field(default=20, ge=1, le=1000, description="Points per sparkline.")
     retention_s: int = Field(default=7200, ge=1, description="Lifetime of a bucket after writes.")
+    history_s: int = Field(
+        default=7 * 86_400,
+        ge=1,
+        description="Longest window a read may ask for (?window=); coarse rollups (10 and 60 "
+        "rollup buckets) are kept this long.",
+    )
     stream_maxlen: int = Field(default=100_000, ge=1, description="Approximate cap of a stream.")
 
     # --- collector -------------------------------------------------------------------------
@@ -113,7 +119,9 @@ class Settings(BaseSettings):
     batch_max_events: int = Field(default=1000, ge=1, description="Events per write script.")
     flush_interval_s: float = Field(default=0.05, gt=0, description="Idle wait of the flusher.")
     batch_id_ttl_s: int = Field(default=3600, ge=1, description="Memory of written batch ids.")
-    retry_max_backoff_s: float = Field(default=5.0, gt=0, description="Cap of retry backoff.")
+    # 1 s: a failover or restart costs at most about a second more than Redis takes to come
+    # back (docs/performance.md, "High availability"); full jitter keeps the retries spread.
+    retry_max_backoff_s: float = Field(default=1.0, gt=0, description="Cap of retry backoff.")
 
     # --- liveness ----------------------------------------------------------------------------
     heartbeat_interval_s: float = Field(default=1.0, gt=0, description="Beat of live processes.")
@@ -315,6 +323,8 @@ class Settings(BaseSettings):
             raise ValueError("window_s must be a multiple of bucket_s")
         if self.retention_s < self.window_s + self.rollup_s:
             raise ValueError("retention_s must cover window_s plus one rollup bucket")
+        if self.history_s < self.window_s:
+            raise ValueError("history_s must cover window_s")
         if self.chart_points * self.bucket_s > self.retention_s:
             raise ValueError("chart_points * bucket_s must fit in retention_s")
         return self

@@ -39,6 +39,11 @@ class TierMetrics(Shape):
     latencyMs: list[float] = Field(description="latency_ms of the tier's last queries.")
     requestCount: int = Field(description="Queries of this tier in the window.")
     errorRate: float = Field(description="Errored / all queries of this tier in the window.")
+    p50LatencyMs: float = Field(
+        default=0.0, description="Median latency_ms over the window (0 with no query)."
+    )
+    p95LatencyMs: float = Field(default=0.0, description="95th percentile latency_ms.")
+    p99LatencyMs: float = Field(default=0.0, description="99th percentile latency_ms.")
 
 
 class TiersResponse(Shape):
@@ -134,6 +139,47 @@ class RoutingMetrics(Shape):
     modelAvailability: list[ModelAvailability] = Field(description="Every configured tier.")
 
 
+# --- /api/metrics/latency -------------------------------------------------------------------
+class Distribution(Shape):
+    count: int = Field(description="Values in the window.")
+    mean: float = Field(description="Their exact mean, ms (0 with no value).")
+    p50: float = Field(description="Median, ms, within relativeError of the exact value.")
+    p90: float = Field(description="90th percentile, ms.")
+    p95: float = Field(description="95th percentile, ms.")
+    p99: float = Field(description="99th percentile, ms.")
+    p999: float = Field(description="99.9th percentile, ms.")
+
+
+class TierLatency(Shape):
+    name: str = Field(description="Tier name.")
+    latencyMs: Distribution = Field(description="latency_ms of the window's queries.")
+    ttftMs: Distribution | None = Field(
+        description="Time to first token; null where no query of the window carried it."
+    )
+    queueTimeMs: Distribution | None = Field(
+        description="Waiting before inference began; null where no query carried it."
+    )
+    tpotMs: Distribution | None = Field(
+        description="Time per output token after the first: (latency_ms - ttft_ms) / "
+        "(tokens_generated - 1), for queries with ttft_ms and 2 tokens or more; else null."
+    )
+
+
+class LatencyWindow(Shape):
+    seconds: int = Field(description="Length of the window answered, in seconds.")
+    start: str = Field(description="Its start (ISO-8601 UTC).")
+    end: str = Field(description="Its end, the end of the current 10-second bucket.")
+
+
+class LatencyMetrics(Shape):
+    window: LatencyWindow
+    relativeError: float = Field(
+        description="Every quantile lies within this relative distance of the exact order "
+        "statistics of ranks floor(p (n-1)) and ceil(p (n-1)) (docs/latency.md)."
+    )
+    tiers: list[TierLatency] = Field(description="One entry per configured tier, in order.")
+
+
 # --- the live stream -----------------------------------------------------------------------
 class MetricsUpdate(Shape):
     type: str = Field(default="metrics_update")
@@ -142,6 +188,9 @@ class MetricsUpdate(Shape):
     tiers: list[TierMetrics]
     resources: ResourceMetrics
     routing: RoutingMetrics
+    latency: LatencyMetrics | None = Field(
+        default=None, description="The /latency answer for the default window."
+    )
 
 
 # --- /api/metrics/health --------------------------------------------------------------------

@@ -14,8 +14,8 @@ from types import TracebackType
 
 import redis
 
-from tests.topology import wait_until
 from workers.redis_process import RedisServerProcess, free_port
+from workers.sentinel_topology import wait_until
 
 NODE_TIMEOUT_MS = 1500
 NODES = 6  # three primaries, one replica each

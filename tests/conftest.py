@@ -17,8 +17,8 @@ from metrics_store.redis_client import sync_client
 from metrics_store.settings import Settings
 from tests.cluster_topology import ClusterTopology
 from tests.harness import StoreHarness, make_harness
-from tests.topology import SentinelTopology
 from workers.redis_process import RedisServerProcess
+from workers.sentinel_topology import SentinelTopology
 
 # Property tests (hypothesis): "fast" for every run, HYPOTHESIS_PROFILE=deep for a long hunt.
 # Their tests share one store harness across examples (each example diffs the store itself),

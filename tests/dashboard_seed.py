@@ -33,7 +33,39 @@ def _record_traffic(collector: MetricsCollector, clock: ManualClock, start: floa
             tier = ("Q2", "Q2", "Q2", "Q3", "Q4")[(bucket + i) % 5]
             latency_ms = {"Q2": 400.0, "Q3": 1300.0, "Q4": 3900.0}[tier] + 15.0 * ((i * 13) % 20)
             tokens = {"Q2": 96, "Q3": 160, "Q4": 240}[tier] + (i * 7) % 40
-            collector.record_query(tier, latency_ms, tokens, latency_ms * 0.8, is_error=i == 7)
+            collector.record_query(
+                tier,
+                latency_ms,
+                tokens,
+                latency_ms * 0.8,
+                is_error=i == 7,
+                ttft_ms=latency_ms * 0.2,
+                queue_time_ms=5.0 + i,
+            )
+
+
+# Older traffic, inside 6 hours and outside 30 minutes: a slow hour of Q2 and Q3, so that a
+# longer window shows more queries and higher percentiles than the live 30-minute view.
+OLD_TRAFFIC_AGO_S = 3 * 3600
+OLD_QUERIES = 60
+
+
+def _record_old_traffic(settings: Settings, now: float) -> None:
+    # A tolerance of 0 trusts this collector's clock: the store takes a backfill hours old.
+    backfill = settings.model_copy(update={"clock_skew_tolerance_s": 0.0})
+    clock = ManualClock(now - OLD_TRAFFIC_AGO_S)
+    collector = MetricsCollector(backfill, clock=clock)
+    try:
+        for i in range(OLD_QUERIES):
+            clock.set(now - OLD_TRAFFIC_AGO_S + i * 30)
+            tier = ("Q2", "Q3")[i % 2]
+            latency_ms = {"Q2": 2500.0, "Q3": 6000.0}[tier] + 40.0 * (i % 17)
+            collector.record_query(
+                tier, latency_ms, 120, latency_ms * 0.7, ttft_ms=latency_ms * 0.3
+            )
+        collector.flush(timeout_s=10)
+    finally:
+        collector.close()
 
 
 def _record_routing(collector: MetricsCollector) -> None:
@@ -50,8 +82,9 @@ def _record_routing(collector: MetricsCollector) -> None:
 
 
 def record_events(settings: Settings) -> None:
-    """Queries over the last three minutes, routing decisions and model availability."""
+    """Queries over the last three minutes (and 3 h ago), routing decisions, availability."""
     now = time.time()
+    _record_old_traffic(settings, now)
     # Every event strictly in the past: one stamped ahead of the clock would join the totals
     # only once its bucket begins, and the numbers would change under the tests' eyes.
     start = now - 18 * 10 - 5

@@ -19,7 +19,7 @@ ACL_USER = "metrics-app"
 # here (and to the docs) fails that test.
 STORE_COMMANDS = (
     "+ping +hello +select +info "
-    "+evalsha +script|load +multi +exec +time "
+    "+evalsha +script|load +multi +exec +time +exists "
     "+get +set +del +expire +hset +hincrby +hgetall +hdel +lpush +ltrim +lrange +llen +xadd "
     "+zadd +zincrby +zmscore +zrangebyscore +zremrangebyscore +zrem +zcount +zunion "
     "+publish +subscribe +unsubscribe"

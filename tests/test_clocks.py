@@ -135,11 +135,11 @@ def test_events_buffered_through_an_outage_longer_than_the_tolerance_are_kept(
     encoder = BatchEncoder(real_time, Keys(real_time.key_prefix))
     now = time.time()
     # Stamped ten minutes ago while Redis was away, sent now by a writer whose clock is right.
-    waited = [("q", now - 600, "Q2", 5.0, 1, 1.0, False)] * 5
+    waited = [("q", now - 600, "Q2", 5.0, 1, 1.0, False, None, None)] * 5
     batch = encoder.encode(waited, "after-outage", now)  # type: ignore[arg-type]
     assert lua_script(INGEST).run(client, batch.keys, batch.args) == 5
     # Older than retention, they could not be kept: refused, with Redis's clock in the reply.
-    ancient = [("q", now - real_time.retention_s - 60, "Q2", 5.0, 1, 1.0, False)]
+    ancient = [("q", now - real_time.retention_s - 60, "Q2", 5.0, 1, 1.0, False, None, None)]
     batch = encoder.encode(ancient, "too-old", now)  # type: ignore[arg-type]
     with pytest.raises(redis.ResponseError, match="CLOCKSKEW"):
         lua_script(INGEST).run(client, batch.keys, batch.args)
@@ -153,7 +153,7 @@ def test_a_retry_of_a_batch_that_landed_is_a_no_op_whatever_the_clock(
 
     encoder = BatchEncoder(real_time, Keys(real_time.key_prefix))
     now = time.time()
-    events = [("q", now, "Q2", 5.0, 1, 1.0, False)] * 3
+    events = [("q", now, "Q2", 5.0, 1, 1.0, False, None, None)] * 3
     ingest = lua_script(INGEST)
     first = encoder.encode(events, "batch-1", now)  # type: ignore[arg-type]
     assert ingest.run(client, first.keys, first.args) == 3

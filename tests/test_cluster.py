@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -93,7 +94,12 @@ def record_the_same(store: StoreHarness) -> None:
     for i in range(300):
         store.clock.set(T0 - 600 + i * 2.0 + 0.001 * (i % 7))  # distinct stamps, 10 minutes
         tier = ("Q2", "Q3", "Q4")[i % 3]
-        c.record_query(tier, 50.0 + i * 1.5, 10 + i, 200.0 + i, is_error=(i % 11 == 0))
+        # Halves and whole ms: every sum is exact in binary, so shards' sums add up exactly.
+        ttft = 5.0 + (i % 9) * 0.5 if i % 2 == 0 else None
+        queue = 1.0 + i % 3 if i % 3 else None
+        c.record_query(
+            tier, 50.0 + i * 1.5, 10 + i, 200.0 + i, i % 11 == 0, ttft_ms=ttft, queue_time_ms=queue
+        )
         complexity = ("SIMPLE", "MODERATE", "COMPLEX")[i % 3]
         c.record_routing_decision(complexity, tier, 0.25 * (i % 5), 1.0 + i % 4, i % 13 == 0)
         if i % 25 == 0:
@@ -116,3 +122,30 @@ def test_single_redis_and_the_cluster_give_identical_answers(
         assert clustered.read(read).model_dump() == single.read(read).model_dump()
     shard_roots = {key.split("}")[0] for key in clustered.data_keys()}
     assert len(shard_roots) > 3  # the batches went to many shards
+
+
+def test_histograms_and_totals_are_per_shard_and_add_up_to_a_single_redis(
+    single_and_cluster: tuple[StoreHarness, StoreHarness],
+) -> None:
+    single, clustered = single_and_cluster
+    for store in (single, clustered):
+        record_the_same(store)
+    # Write-heavy keys are data keys: each shard holds its own totals and histograms.
+    cluster_keys = clustered.data_keys()
+    totals = [k for k in cluster_keys if k.endswith("}:totals")]
+    hourly = [k for k in cluster_keys if ":h:latency:Q2:3600s:" in k]
+    assert len(totals) > 3 and len(hourly) > 3
+    assert Keys(single.settings.key_prefix).totals in single.data_keys()
+    for window_s in (None, 1800, 6 * 3600):
+        for read in (MetricsReader.latency, MetricsReader.tiers, MetricsReader.queries):
+
+            async def call(
+                reader: MetricsReader, read: Any = read, w: int | None = window_s
+            ) -> Any:
+                return await read(reader, w)
+
+            assert clustered.read(call).model_dump() == single.read(call).model_dump(), read
+    one, many = single.read(MetricsReader.fleet), clustered.read(MetricsReader.fleet)
+    assert many.totals == one.totals
+    assert many.histograms == one.histograms  # bins and sums, exactly
+    assert sum(h.bins[b] for h in one.histograms.values() for b in h.bins) == 300 + 150

@@ -26,7 +26,12 @@ import pytest
 from hypothesis import event, given
 from hypothesis import strategies as st
 
+from metrics_store.buckets import bucket_levels
+from metrics_store.histogram import bin_index
 from metrics_store.keys import (
+    ALL_TIME_FIGURES,
+    FIGURE_LATENCY,
+    HISTOGRAM_SUM,
     QUERY_COUNT,
     QUERY_ERRORS,
     QUERY_LATENCY_MS,
@@ -34,6 +39,10 @@ from metrics_store.keys import (
     ROUTING_DECISION_MS,
     ROUTING_FALLBACKS,
     ROUTING_SCORE,
+    TOTAL_LATENCY_MS,
+    TOTAL_QUERIES,
+    TOTAL_ROUTING,
+    TOTAL_TOKENS,
     member,
 )
 from metrics_store.settings import Settings
@@ -196,6 +205,13 @@ def add(after: Snapshot, key: str, counter: str, amount: float) -> None:
     bucket[counter] = bucket.get(counter, 0.0) + amount  # ZINCRBY's double arithmetic
 
 
+def add_totals(after: Snapshot, key: str, amounts: dict[str, float]) -> None:
+    """The all-time totals an event adds (a zero amount is not written at all)."""
+    for counter, amount in amounts.items():
+        if amount:
+            add(after, key, counter, amount)
+
+
 def expect_stream_entry(before: Snapshot, after: Snapshot, stream: str) -> dict[str, str]:
     """The one entry added to `stream`; everything before it must be untouched."""
     old, new = before.get(stream, []), after.get(stream, [])
@@ -211,20 +227,44 @@ def expect_buckets(
     """The fine and rollup bucket keys holding `ts`, indexed with the epoch second they retire."""
     s = h.settings
     bucket_keys = []
-    for size in (s.bucket_s, s.rollup_s):
+    for level in bucket_levels(s.bucket_s, s.rollup_s, s.retention_s, s.history_s):
+        size = level.size_s
         start = int(ts // size) * size
         key = name(size, start)
         index = expected.setdefault(h.keys.bucket_index, {})
-        index[key] = max(index.get(key, 0.0), float(start + size + s.retention_s))
+        index[key] = max(index.get(key, 0.0), float(start + size + level.retention_s))
         bucket_keys.append(key)
     return bucket_keys
+
+
+def expect_histogram(
+    h: StoreHarness, expected: Snapshot, ts: float, figure: str, tier: str, value_ms: float
+) -> None:
+    """The value counted in its bin, and added to the sum, in the histogram of every level."""
+
+    def name(size: int, start: int) -> str:
+        return h.keys.histogram_bucket(figure, tier, size, start)
+
+    keys = expect_buckets(h, expected, ts, name)
+    if figure in ALL_TIME_FIGURES:  # and for all time, for /metrics
+        keys.append(h.keys.histogram_totals(figure, tier))
+    for key in keys:
+        histogram = expected.setdefault(key, {})
+        histogram[str(bin_index(value_ms))] = int(histogram.get(str(bin_index(value_ms)), 0)) + 1
+        histogram[HISTOGRAM_SUM] = float(histogram.get(HISTOGRAM_SUM, 0.0)) + value_ms
 
 
 def assert_stored_exactly(before: Snapshot, after: Snapshot, expected: Snapshot) -> None:
     """Nothing but the expected changes: `expected` is `before` plus the event."""
     assert set(after) == set(expected)
     for key, value in expected.items():
-        assert after[key] == value, key
+        if ":h:" in key:  # a histogram: exact bins, and a sum HINCRBYFLOAT formats its own way
+            stored = {field: float(amount) for field, amount in after[key].items()}
+            wanted = {field: float(amount) for field, amount in value.items()}
+            assert stored.pop(HISTOGRAM_SUM) == pytest.approx(wanted.pop(HISTOGRAM_SUM)), key
+            assert stored == wanted, key
+        else:
+            assert after[key] == value, key
 
 
 # --- fixtures -------------------------------------------------------------------------------
@@ -308,8 +348,14 @@ def test_record_query_refuses_whole_or_stores_exactly(
         add(expected, key, member(QUERY_LATENCY_MS, tier), latency)
         if is_error:
             add(expected, key, member(QUERY_ERRORS, tier), 1)
+    add_totals(expected, h.keys.totals, {
+        member(TOTAL_QUERIES, tier, str(int(is_error))): 1,
+        member(TOTAL_TOKENS, tier): count,
+        member(TOTAL_LATENCY_MS, tier): latency,
+    })  # fmt: skip
+    expect_histogram(h, expected, ts, FIGURE_LATENCY, tier, latency)
     recent = h.keys.recent_queries(tier)
-    newest = f"{count} {generation!r} {latency!r}"
+    newest = f"{count} {generation!r} {latency!r} {ts!r}"  # the stamp merges shards
     expected[recent] = [newest, *before.get(recent, [])][: h.settings.sparkline_points]
     assert_stored_exactly(before, after, expected)
 
@@ -367,6 +413,8 @@ def test_record_routing_decision_refuses_whole_or_stores_exactly(
         add(expected, key, ROUTING_DECISION_MS, ms)
         if is_fallback:
             add(expected, key, ROUTING_FALLBACKS, 1)
+    fallback = str(int(is_fallback))  # type: ignore[call-overload]
+    add_totals(expected, h.keys.totals, {member(TOTAL_ROUTING, complexity, tier, fallback): 1})
     assert_stored_exactly(before, after, expected)
 
 

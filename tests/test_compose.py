@@ -121,10 +121,45 @@ def test_docker_compose_validates_the_file() -> None:
     )
     sentinel = ["-f", str(ROOT / "docker-compose.sentinel.yml")]
     cluster = ["-f", str(ROOT / "docker-compose.cluster.yml")]
+    observability = ["--profile", "observability"]
     variants = ([], sentinel, cluster)
-    for extra in [*variants, *([*v, "--profile", "demo"] for v in variants)]:
+    demo = [[*v, "--profile", "demo"] for v in variants]
+    for extra in [*variants, *demo, observability, [*sentinel, *observability]]:
         subprocess.run(
             [docker_compose, "-f", str(ROOT / "docker-compose.yml"), *extra, "config", "-q"],
             check=True,
             timeout=60,
         )
+
+
+def test_prometheus_and_grafana_only_run_under_the_observability_profile() -> None:
+    services = compose()["services"]
+    for name, image in (("prometheus", "prom/prometheus:"), ("grafana", "grafana/grafana-oss:")):
+        service = services[name]
+        assert service["profiles"] == ["observability"]
+        assert service["image"].startswith(image)  # the official images
+        assert "healthcheck" in service
+        # No login on Prometheus: both publish on loopback unless the operator says otherwise.
+        assert all(with_defaults(port).startswith("127.0.0.1:") for port in service["ports"])
+        for volume in service["volumes"]:
+            source = volume.split(":")[0]
+            if source.startswith("./"):
+                assert (ROOT / source).exists(), volume
+    assert services["grafana"]["depends_on"]["prometheus"]["condition"] == "service_healthy"
+
+
+def test_prometheus_scrapes_the_api_service_and_grafana_reads_that_prometheus() -> None:
+    services = compose()["services"]
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    (job,) = config["scrape_configs"]
+    (target,) = [t for group in job["static_configs"] for t in group["targets"]]
+    host, port = target.split(":")
+    assert host == "proxy" and f"{port}:{port}" in with_defaults(services[host]["ports"][0])
+    mounted = {v.split(":")[1] for v in services["prometheus"]["volumes"]}
+    assert "/etc/prometheus" in mounted  # prometheus.yml and its rules.yml, side by side
+    provisioning = ROOT / "deploy" / "grafana" / "provisioning"
+    datasource = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())
+    assert datasource["datasources"][0]["url"] == "http://prometheus:9090"
+    provider = yaml.safe_load((provisioning / "dashboards" / "metrics-store.yml").read_text())
+    dashboards_at = provider["providers"][0]["options"]["path"]
+    assert dashboards_at in {v.split(":")[1] for v in services["grafana"]["volumes"]}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -260,6 +261,7 @@ def test_websocket_updates_make_the_page_live(browser: Browser, api: ApiProcess)
             "tiers": api.get("/api/metrics/tiers").json()["tiers"],
             "resources": api.get("/api/metrics/resources").json(),
             "routing": api.get("/api/metrics/routing").json(),
+            "latency": api.get("/api/metrics/latency").json(),
         }
         sockets[0].send(json.dumps(update))
         expect_texts(page, {"q-total": "4242"})
@@ -269,3 +271,109 @@ def test_websocket_updates_make_the_page_live(browser: Browser, api: ApiProcess)
         sockets[0].close()
         expect_state(page, "polling")
         expect_texts(page, {"q-total": js_num(queries["totalQueries"])})
+
+
+# --- latency percentiles and the window selector ------------------------------------------------
+NO_VALUE = "\u2013"  # the page's en dash where a figure is unknown
+
+
+def ms_text(value: float) -> str:
+    return f"{js_num(value)} ms"
+
+
+def percentile_texts(tiers: list[dict[str, Any]], latency: dict[str, Any]) -> dict[str, str]:
+    """Each tier card's p50/p95/p99 (from /tiers) and TTFT p95 (from /latency)."""
+    ttft = {t["name"]: t["ttftMs"] for t in latency["tiers"]}
+    texts = {}
+    for tier in tiers:
+        t = f"tier-{tier['name']}"
+        for p in ("p50", "p95", "p99"):
+            texts[f"{t}-{p}"] = ms_text(tier[f"{p}LatencyMs"])
+        known = ttft[tier["name"]]
+        texts[f"{t}-ttft"] = ms_text(known["p95"]) if known else NO_VALUE
+    return texts
+
+
+def latency_panel_texts(latency: dict[str, Any], tier: str) -> dict[str, str]:
+    entry = next(t for t in latency["tiers"] if t["name"] == tier)
+    texts = {f"lat-{p}": ms_text(entry["latencyMs"][p]) for p in ("p50", "p95", "p99", "p999")}
+    return texts | {
+        "lat-count": js_num(entry["latencyMs"]["count"]),
+        "lat-ttft-p95": ms_text(entry["ttftMs"]["p95"]),
+    }
+
+
+def window_texts(api: ApiProcess, window: str, tier: str) -> dict[str, str]:
+    """What every windowed panel must show for ?window=`window` (`tier` in the latency panel)."""
+    suffix = f"?window={window}"
+    tiers = api.get(f"/api/metrics/tiers{suffix}").json()["tiers"]
+    latency = api.get(f"/api/metrics/latency{suffix}").json()
+    return (
+        query_texts(api.get(f"/api/metrics/queries{suffix}").json())
+        | {f"tier-{t['name']}-requests": js_num(t["requestCount"]) for t in tiers}
+        | percentile_texts(tiers, latency)
+        | latency_panel_texts(latency, tier)
+        | routing_texts(api.get(f"/api/metrics/routing{suffix}").json())
+    )
+
+
+def test_tier_cards_and_latency_panel_show_the_seeded_percentiles(
+    page: Page, api: ApiProcess
+) -> None:
+    wait_current(page)
+    tiers = api.get("/api/metrics/tiers").json()["tiers"]
+    latency = api.get("/api/metrics/latency").json()
+    assert all(t["ttftMs"] for t in latency["tiers"] if t["latencyMs"]["count"])  # seeded
+    assert all(t["p99LatencyMs"] > t["p50LatencyMs"] > 0 for t in tiers)  # seeded
+
+    expect_texts(page, percentile_texts(tiers, latency))
+    first = latency["tiers"][0]["name"]
+    expect(page.get_by_test_id("latency-tier")).to_have_value(first)
+    expect_texts(page, latency_panel_texts(latency, first))
+    chart = page.get_by_test_id("latency-chart")
+    expect(chart.locator("path[data-percentile]")).to_have_count(3)
+    # The socket's next update adds the second point of the page's own history.
+    expect(chart).to_have_attribute("data-points", "2", timeout=WAIT_MS)
+    expect(page.get_by_test_id("latency-from")).not_to_be_empty()
+    expect(page.get_by_test_id("latency-y-max")).to_have_text(re.compile(r"^[\d.]+ ms$"))
+
+    page.get_by_test_id("latency-tier").select_option("Q4")
+    expect_texts(page, latency_panel_texts(latency, "Q4"))
+
+
+def test_window_selector_rereads_every_windowed_panel(browser: Browser, api: ApiProcess) -> None:
+    frames: list[object] = []  # what the page's WebSocket receives, counted from the start
+
+    def prepare(page: Page) -> None:
+        page.on("websocket", lambda ws: ws.on("framereceived", lambda f: frames.append(f)))
+
+    with open_page(browser, api, prepare=prepare) as page:
+        check_window_switch(page, api, frames)
+
+
+def check_window_switch(page: Page, api: ApiProcess, frames: list[object]) -> None:
+    wait_current(page)
+    requested: list[str] = []
+    page.on("request", lambda r: requested.append(r.url))
+    live = window_texts(api, "30m", "Q2") | query_texts(api.get("/api/metrics/queries").json())
+    six_hours = window_texts(api, "6h", "Q2")
+    assert six_hours["q-total"] != live["q-total"]  # the seed's older traffic
+
+    page.get_by_test_id("window-select").select_option("6h")
+    expect_texts(page, six_hours | {"q-total-label": "Queries (6 h)"})
+    for panel in ("queries", "tiers", "routing", "latency"):
+        assert any(f"/api/metrics/{panel}?window=6h" in url for url in requested), panel
+    expect(page.get_by_test_id("query-axis-title")).to_contain_text("one point per 20 min")
+    expect(page.get_by_test_id("query-from")).not_to_be_empty()
+    expect_panels(page, "fresh")
+    # The live stream goes on (the resources panel); its 30-minute figures must not come back.
+    seen = len(frames)
+    deadline = time.monotonic() + 10
+    while len(frames) < seen + 2:
+        assert time.monotonic() < deadline, "no socket update arrived"
+        page.wait_for_timeout(100)
+    expect_texts(page, {"q-total": six_hours["q-total"], "lat-count": six_hours["lat-count"]})
+
+    page.get_by_test_id("window-select").select_option("30m")
+    expect_texts(page, {"q-total": live["q-total"], "q-total-label": "Queries (30 min)"})
+    wait_current(page)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 from metrics_store.keys import Keys
@@ -27,6 +28,8 @@ def test_every_setting_is_in_the_readme_configuration_table() -> None:
 PLACEHOLDERS = {
     "query_bucket": (10, "<start>"),
     "routing_bucket": (10, "<start>"),
+    "histogram_bucket": ("<figure>", "<tier>", 10, "<start>"),
+    "histogram_totals": ("<figure>", "<tier>"),
     "recent_queries": ("<tier>",),
     "tick_lock": ("<second>",),
     "written_batch": ("<id>",),
@@ -47,3 +50,19 @@ def test_every_key_is_in_the_schema_doc() -> None:
     assert methods == set(PLACEHOLDERS), "a new key method needs its placeholder here"
     missing = [name for name in names if f"`{name}`" not in schema]
     assert not missing, f"docs/redis-schema.md lacks {missing}"
+
+
+def test_no_tracked_file_holds_a_merge_conflict() -> None:
+    listed = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True, timeout=30
+    ).stdout.decode()
+    markers = ("<<<<<<< ", ">>>>>>> ")
+    conflicted = []
+    for name in filter(None, listed.split("\0")):
+        path = ROOT / name
+        if not path.is_file() or path.suffix in {".png"}:
+            continue
+        text = path.read_text(errors="replace")
+        if any(line.startswith(markers) for line in text.splitlines()):
+            conflicted.append(name)
+    assert conflicted == []

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -27,8 +28,9 @@ from metrics_store.collector import MetricsCollector
 from metrics_store.keys import Keys
 from metrics_store.redis_client import sync_client
 from metrics_store.settings import Settings
-from tests.processes import ApiProcess, child_env
-from tests.topology import SentinelTopology, role, wait_until
+from tests.processes import ApiProcess, CliProcess, child_env
+from workers.redis_process import free_port
+from workers.sentinel_topology import SentinelTopology, role, wait_until
 
 # Two recorders, each a query and a routing decision per step, at a steady rate.
 RECORDER = textwrap.dedent(
@@ -316,3 +318,54 @@ def test_a_demoted_primary_that_stays_up_gets_no_more_writes(
     assert collector.dropped_events == 0
     found = totals(settings)
     assert [found[where] for where in ("query stream", "/queries", "/tiers")] == [20, 20, 20]
+
+
+def record_and_flush(settings: Settings, queries: int) -> None:
+    collector = MetricsCollector(settings)
+    try:
+        for _ in range(queries):
+            collector.record_query("Q2", 10.0, 1, 1.0)
+        collector.flush(timeout_s=30)  # returned: these queries are acknowledged
+    finally:
+        collector.close()
+
+
+def api_body(url: str) -> dict[str, Any]:
+    """The JSON of a 200, or {} (a 503 in the gap, or `up` still starting)."""
+    try:
+        response = httpx.get(url, timeout=5.0)
+    except httpx.TransportError:
+        return {}
+    body: dict[str, Any] = response.json() if response.status_code == 200 else {}
+    return body
+
+
+@pytest.mark.timeout(180)
+def test_up_pointed_at_sentinels_survives_a_failover(
+    topology: SentinelTopology, prefix: str, tmp_path: Path
+) -> None:
+    port, node, node_ttl_s = free_port(), "up-node", 1.5
+    env = sentinel_env(topology, prefix, METRICS_NODE=node, METRICS_SAMPLE_INTERVAL_S="0.2",
+                       METRICS_NODE_TTL_S=str(node_ttl_s))  # fmt: skip
+    args = ["up", "--no-demo", "--port", str(port), "--data-dir", str(tmp_path / "data")]
+    api = f"http://127.0.0.1:{port}/api/metrics"
+    settings = sentinel_settings(topology, prefix)
+
+    def sampled() -> bool:
+        return node in [n["node"] for n in api_body(f"{api}/resources").get("nodes", [])]
+
+    def counted() -> bool:
+        return bool(api_body(f"{api}/queries").get("totalQueries") == 50)
+
+    with CliProcess(args, env) as up:
+        wait_until(sampled, 60, "up's sampler node")
+        # ACK=1 before the kill: flush() returns once the replica holds the queries too.
+        record_and_flush(settings.model_copy(update={"redis_min_replicas_ack": 1}), 20)
+        kill_primary(topology)
+        promoted_at = time.monotonic()
+        record_and_flush(settings, 30)  # no replica is left to acknowledge: ACK=0 from here
+        wait_until(counted, 30, "up's API to count every acknowledged query")
+        # Fresh only if written after the kill: the sampler writes to the new primary.
+        wait_until(lambda: time.monotonic() - promoted_at > node_ttl_s and sampled(), 30,
+                   "up's sampler node live again")  # fmt: skip
+        assert up.process is not None and up.process.poll() is None, up.stderr_text()[-2000:]

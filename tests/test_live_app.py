@@ -38,7 +38,9 @@ def test_first_update_comes_within_a_second_in_the_rest_shapes(client: TestClien
         assert time.monotonic() - started < 1.5
         ws.send_text("hello")  # read and ignored
         later = orjson.loads(ws.receive_text())
-    assert set(update) == {"type", "timestamp", "queries", "tiers", "resources", "routing"}
+    assert set(update) == {
+        "type", "timestamp", "queries", "tiers", "resources", "routing", "latency"}  # fmt: skip
+    assert set(update["latency"]) == set(client.get("/api/metrics/latency").json())
     assert update["type"] == "metrics_update"
     assert set(update["queries"]) == set(client.get("/api/metrics/queries").json())
     assert len(update["tiers"]) == 3

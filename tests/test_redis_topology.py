@@ -19,9 +19,9 @@ from metrics_store.redis_client import async_client, describe_redis, sync_client
 from metrics_store.settings import Settings
 from tests.conftest import delete_prefix
 from tests.processes import CliProcess, child_env
-from tests.topology import SentinelTopology
 from workers.jobs import enqueue_query, rq_connection
 from workers.redis_process import free_port
+from workers.sentinel_topology import SentinelTopology
 
 SECRET = "hunter2-secret"
 
@@ -124,6 +124,7 @@ def test_up_starts_no_redis_of_its_own_when_sentinels_or_a_cluster_are_set(
     get_settings.cache_clear()
     try:
         assert start_redis(tmp_path) == ("redis://localhost:6379/0", None)
+        assert not any(tmp_path.iterdir())  # no data directory made either
     finally:
         get_settings.cache_clear()
 

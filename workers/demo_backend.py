@@ -83,6 +83,8 @@ class Outcome:
     generation_ms: float
     latency_ms: float
     failed: bool
+    ttft_ms: float = 0.0
+    queue_time_ms: float = 0.0
 
 
 class DemoBackend:
@@ -144,6 +146,10 @@ class DemoBackend:
         tokens = max(1, int(self.rng.gauss(profile.mean_tokens, profile.mean_tokens / 4)))
         speed = max(1.0, self.rng.gauss(profile.tokens_per_s, profile.tokens_per_s / 10))
         generation_ms = round(tokens / speed * 1000.0, 2)
+        # A heavy-tailed wait in the queue (most prompts wait a few ms, some seconds), then the
+        # overhead, then the tokens: the first token arrives one token's time after the overhead.
+        queue_ms = round(min(30_000.0, self.rng.lognormvariate(1.5, 1.3)), 2)
+        ttft_ms = round(queue_ms + profile.overhead_ms + generation_ms / tokens, 2)
         return Outcome(
             complexity=complexity,
             tier=tier,
@@ -152,8 +158,10 @@ class DemoBackend:
             fallback=fallback,
             tokens=tokens,
             generation_ms=generation_ms,
-            latency_ms=round(profile.overhead_ms + generation_ms, 2),
+            latency_ms=round(queue_ms + profile.overhead_ms + generation_ms, 2),
             failed=self.rng.random() < profile.error_rate,
+            ttft_ms=ttft_ms,
+            queue_time_ms=queue_ms,
         )
 
     def record(self, outcome: Outcome) -> None:
@@ -162,5 +170,11 @@ class DemoBackend:
             outcome.complexity, outcome.tier, outcome.score, outcome.decision_ms, outcome.fallback
         )
         c.record_query(
-            outcome.tier, outcome.latency_ms, outcome.tokens, outcome.generation_ms, outcome.failed
+            outcome.tier,
+            outcome.latency_ms,
+            outcome.tokens,
+            outcome.generation_ms,
+            outcome.failed,
+            ttft_ms=outcome.ttft_ms,
+            queue_time_ms=outcome.queue_time_ms,
         )

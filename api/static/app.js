@@ -2,23 +2,37 @@
 // The MetricsPage: WebSocket first; REST polling at the guide's intervals while the socket is
 // down; every panel marked stale when its data stops being current. Plain JS, no build step.
 
-const POLL_MS = { queries: 10000, tiers: 5000, resources: 2000, routing: 5000 };
+const POLL_MS = { queries: 10000, tiers: 5000, resources: 2000, routing: 5000, latency: 5000 };
 const LIVE_MS = 1000; // the WebSocket sends one update a second
 const STALE_AFTER = 3; // intervals without a successful update before a panel is stale
 const REQUEST_TIMEOUT_MS = 5000;
 const BACKOFF = { baseMs: 500, capMs: 10000 };
 const PANELS = Object.keys(POLL_MS);
+// The window selector drives these panels. The live stream carries the default (30-minute)
+// view; a longer window is read by REST, with ?window=, at the panels' polling intervals.
+const WINDOWED = ["queries", "tiers", "routing", "latency"];
+const DEFAULT_WINDOW = "30m";
+const WINDOW_LABELS = { "30m": "30 min", "6h": "6 h", "24h": "24 h", "7d": "7 d" };
+// The latency chart is a client-side history of the window's percentiles as this page read
+// them: one point per LATENCY_SAMPLE_MS (a newer reading replaces the last point within it),
+// at most LATENCY_POINTS, started over when the window changes. docs/dashboard.md
+const LATENCY_SAMPLE_MS = 5000;
+const LATENCY_POINTS = 360; // 30 minutes of points
+const PERCENTILES = ["p50", "p95", "p99"];
 
 const page = {
   socket: null,
   socketOpen: false,
   attempts: 0, // reconnect attempts since the last update received on the socket
   reconnectTimer: null,
-  pollTimers: [],
+  pollTimers: {}, // panel -> interval id, for the panels REST feeds now
   apiReachable: null, // null until the first answer or failure
   modeSince: Date.now(), // when the page last switched between socket and polling
   lastUpdateAt: 0,
   node: "", // "" = all nodes
+  window: DEFAULT_WINDOW,
+  latencyTier: "", // the tier the latency chart shows; "" until the first answer
+  latencyHistory: [], // [{at: ms, tiers: {name: {p50, p95, p99}}}], oldest first
   nodeNames: [],
   data: {},
   panels: Object.fromEntries(PANELS.map((name) => [name, { okAt: 0, failed: false, note: "" }])),
@@ -52,6 +66,7 @@ function socketUrl() {
 function pollUrl(panel) {
   const url = apiUrl(`api/metrics/${panel}`);
   if (panel === "resources" && page.node) url.searchParams.set("node", page.node);
+  if (WINDOWED.includes(panel) && !isLiveView()) url.searchParams.set("window", page.window);
   return url;
 }
 
@@ -60,6 +75,21 @@ const num = (value) => String(value); // the API already rounds to 2 decimals
 const percentOf = (ratio) => `${(ratio * 100).toFixed(2)}%`;
 const lastOf = (values) => (values.length ? num(values[values.length - 1]) : "–");
 const clockTime = (ms) => new Date(ms).toLocaleTimeString("en-GB", { hour12: false });
+const isLiveView = () => page.window === DEFAULT_WINDOW;
+
+// A time axis label: the clock time, with the day where the window spans more than one.
+function axisTime(ms) {
+  if (page.window !== "24h" && page.window !== "7d") return clockTime(ms).slice(0, 5);
+  const day = new Date(ms).toLocaleDateString("en-GB", { weekday: "short", day: "numeric" });
+  return `${day} ${clockTime(ms).slice(0, 5)}`;
+}
+
+// The length of a span as "10 s", "20 min" or "2.5 h", for axis titles.
+function spanText(seconds) {
+  if (seconds < 120) return `${Math.round(seconds)} s`;
+  if (seconds < 7200) return `${+(seconds / 60).toFixed(1)} min`;
+  return `${+(seconds / 3600).toFixed(1)} h`;
+}
 
 function bytes(count) {
   const units = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -134,12 +164,21 @@ function drawQueryChart(rates) {
 }
 
 // --- panels ----------------------------------------------------------------------------------------
+function renderQueryAxes(q) {
+  const starts = q.timestamps.map(Date.parse);
+  const stepS = starts.length > 1 ? (starts[1] - starts[0]) / 1000 : 10;
+  setText("query-from", starts.length ? axisTime(starts[0]) : "");
+  setText("query-mid", starts.length ? axisTime(starts[Math.floor(starts.length / 2)]) : "");
+  setText("query-to", "now");
+  setText("query-y-max", `${num(+(Math.max(...q.queryRate, 0.1) * 1.1).toFixed(2))} q/s`);
+  setText("query-axis-title", `queries per second, one point per ${spanText(stepS)} (bucket start)`);
+}
+
 function renderQueries(q) {
   drawQueryChart(q.queryRate);
-  const first = q.timestamps[0];
-  document.getElementById("query-from").textContent = first ? clockTime(Date.parse(first)) : "";
-  document.getElementById("query-to").textContent = "now";
-  setText("query-peak", `peak ${num(Math.max(0, ...q.queryRate))} q/s`);
+  renderQueryAxes(q);
+  setText("query-peak", `${num(Math.max(0, ...q.queryRate))} q/s`);
+  setText("q-total-label", `Queries (${WINDOW_LABELS[page.window]})`);
   setText("q-total", num(q.totalQueries));
   setText("q-latency", `${num(q.avgLatencyMs)} ms`);
   const list = document.getElementById("tier-distribution");
@@ -160,9 +199,22 @@ function tierCard(tier) {
     el("h3", {}, tier.name),
     row("tokens/s", tier.tokensPerSec, `${id}-tps`, ""),
     row("latency", tier.latencyMs, `${id}-latency`, " ms"),
+    el("dl", { class: "stats percentiles" },
+      el("div", {}, el("dt", {}, "p50"), el("dd", { "data-testid": `${id}-p50` }, ms(tier.p50LatencyMs))),
+      el("div", {}, el("dt", {}, "p95"), el("dd", { "data-testid": `${id}-p95` }, ms(tier.p95LatencyMs))),
+      el("div", {}, el("dt", {}, "p99"), el("dd", { "data-testid": `${id}-p99` }, ms(tier.p99LatencyMs))),
+      el("div", {}, el("dt", {}, "TTFT p95"), el("dd", { "data-testid": `${id}-ttft` }, ttftP95(tier.name)))),
     el("dl", { class: "stats" },
       el("div", {}, el("dt", {}, "requests"), el("dd", { "data-testid": `${id}-requests` }, num(tier.requestCount))),
       el("div", {}, el("dt", {}, "error rate"), el("dd", { "data-testid": `${id}-errors` }, percentOf(tier.errorRate)))));
+}
+
+const ms = (value) => `${num(value)} ms`;
+
+// TTFT comes from the latency answer of the same window (the /tiers entries do not carry it).
+function ttftP95(tierName) {
+  const entry = page.data.latency && page.data.latency.tiers.find((t) => t.name === tierName);
+  return entry && entry.ttftMs ? ms(entry.ttftMs.p95) : "–";
 }
 
 function renderTiers(tiers) {
@@ -236,6 +288,67 @@ function renderRouting(r) {
   );
 }
 
+// --- the latency panel: the window's percentiles, sampled over time by this page ----------------
+function recordLatency(answer) {
+  const tiers = Object.fromEntries(answer.tiers.map((t) => [t.name, t.latencyMs]));
+  const point = { at: Date.now(), tiers };
+  const history = page.latencyHistory;
+  // Points stay LATENCY_SAMPLE_MS apart; the newest reading always shows, as the last point.
+  const kept = history[history.length - 2];
+  if (kept && point.at - kept.at < LATENCY_SAMPLE_MS) history[history.length - 1] = point;
+  else history.push(point);
+  if (history.length > LATENCY_POINTS) history.shift();
+}
+
+function updateLatencyTiers(names) {
+  const select = document.getElementById("latency-tier");
+  if ([...select.options].map((o) => o.value).join("\n") !== names.join("\n")) {
+    select.replaceChildren(...names.map((n) => el("option", { value: n }, n)));
+  }
+  if (!names.includes(page.latencyTier)) page.latencyTier = names[0] || "";
+  select.value = page.latencyTier;
+}
+
+function drawLatencyChart(history, tier) {
+  const svg = document.getElementById("latency-chart");
+  const [width, height] = [600, 190];
+  const rows = history.filter((point) => point.tiers[tier]);
+  const max = Math.max(...rows.map((point) => point.tiers[tier].p99), 1) * 1.1;
+  const first = rows.length ? rows[0].at : 0;
+  const spanMs = rows.length > 1 ? rows[rows.length - 1].at - first : 0;
+  // One reading so far: a flat line at its values, across the chart.
+  const x = (at) => (spanMs ? ((at - first) / spanMs) * width : 0);
+  const line = (p) => {
+    const points = rows.map((point) => [x(point.at), height - (point.tiers[tier][p] / max) * height]);
+    if (points.length === 1) points.push([width, points[0][1]]);
+    return `<path class="line ${p}" data-percentile="${p}" d="${pathOf(points)}"/>`;
+  };
+  const grid = [0.25, 0.5, 0.75].map((f) => `<line x1="0" x2="${width}" y1="${f * height}" y2="${f * height}"/>`);
+  svg.setAttribute("data-points", String(rows.length));
+  svg.innerHTML = `${grid.join("")}${PERCENTILES.map(line).join("")}`;
+  setText("latency-y-max", `${num(+max.toFixed(1))} ms`);
+  setText("latency-from", rows.length ? axisTime(first) : "");
+  setText("latency-to", "now");
+}
+
+function renderLatency(answer) {
+  updateLatencyTiers(answer.tiers.map((t) => t.name));
+  drawLatencyChart(page.latencyHistory, page.latencyTier);
+  setText("latency-axis-title",
+    `latency of the last ${WINDOW_LABELS[page.window]} per reading, ms; one point per ${LATENCY_SAMPLE_MS / 1000} s since the page opened or the window changed`);
+  const entry = answer.tiers.find((t) => t.name === page.latencyTier);
+  const d = entry ? entry.latencyMs : null;
+  for (const p of [...PERCENTILES, "p999"]) setText(`lat-${p}`, d ? ms(d[p]) : "–");
+  setText("lat-ttft-p95", entry && entry.ttftMs ? ms(entry.ttftMs.p95) : "–");
+  setText("lat-count", d ? num(d.count) : "–");
+  if (page.data.tiers) renderTiers(page.data.tiers); // the cards' TTFT comes from this answer
+}
+
+function onLatencyTierChange(event) {
+  page.latencyTier = event.target.value;
+  if (page.data.latency) renderLatency(page.data.latency);
+}
+
 // --- accepting data, from the socket or from a poll ----------------------------------------------
 function markOk(panel) {
   page.panels[panel] = { okAt: Date.now(), failed: false, note: "" };
@@ -258,6 +371,10 @@ function accept(panel, data, { allNodes = true } = {}) {
   if (panel === "queries") renderQueries(data);
   if (panel === "tiers") renderTiers(data);
   if (panel === "routing") renderRouting(data);
+  if (panel === "latency") {
+    recordLatency(data);
+    renderLatency(data);
+  }
   if (panel === "resources") {
     if (allNodes) updateNodeOptions(data.nodes.map((n) => n.node));
     showResources();
@@ -270,10 +387,12 @@ function onSocketMessage(event) {
   const update = JSON.parse(event.data);
   if (update.type !== "metrics_update") return;
   page.attempts = 0; // reset here, not on open: a server that accepts then drops must back off
+  accept("resources", update.resources);
+  if (!isLiveView()) return; // the stream is the 30-minute view; REST feeds a longer window
   accept("queries", update.queries);
   accept("tiers", update.tiers);
-  accept("resources", update.resources);
   accept("routing", update.routing);
+  if (update.latency) accept("latency", update.latency);
 }
 
 // --- REST polling, while the socket is down -------------------------------------------------------
@@ -287,6 +406,7 @@ async function errorNote(response) {
 
 async function poll(panel) {
   const node = page.node;
+  const window = page.window;
   let response;
   try {
     response = await fetch(pollUrl(panel), { cache: "no-store", headers: AUTH_HEADERS, signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
@@ -298,25 +418,47 @@ async function poll(panel) {
     markFailed(panel, await errorNote(response)); // e.g. 503 while Redis is away
   } else {
     const body = await response.json();
-    if (panel !== "resources" || node === page.node) accept(panel, panel === "tiers" ? body.tiers : body, { allNodes: !node });
+    // An answer for a node or window no longer selected is dropped.
+    const current = panel === "resources" ? node === page.node : window === page.window;
+    if (current) accept(panel, panel === "tiers" ? body.tiers : body, { allNodes: !node });
   }
   refreshFreshness();
 }
 
+// The panels REST must feed now: all of them while the socket is down; with the socket open,
+// those of a window longer than the stream's.
+function restPanels() {
+  if (!page.socketOpen) return PANELS;
+  return isLiveView() ? [] : WINDOWED;
+}
+
+function isPolled(panel) {
+  return panel in page.pollTimers;
+}
+
 function pollAll() {
-  PANELS.forEach(poll);
+  Object.keys(page.pollTimers).forEach(poll);
+}
+
+// Start the timers of the panels REST must feed now, each polled at once, and stop the others.
+function syncPolling() {
+  const wanted = restPanels();
+  for (const panel of Object.keys(page.pollTimers)) {
+    if (wanted.includes(panel)) continue;
+    clearInterval(page.pollTimers[panel]);
+    delete page.pollTimers[panel];
+  }
+  for (const panel of wanted) {
+    if (isPolled(panel)) continue;
+    poll(panel);
+    page.pollTimers[panel] = setInterval(() => poll(panel), POLL_MS[panel]);
+  }
 }
 
 function startPolling() {
-  if (page.pollTimers.length || page.socketOpen) return;
-  page.modeSince = Date.now();
-  pollAll();
-  page.pollTimers = PANELS.map((panel) => setInterval(() => poll(panel), POLL_MS[panel]));
-}
-
-function stopPolling() {
-  page.pollTimers.forEach(clearInterval);
-  page.pollTimers = [];
+  if (page.socketOpen) return;
+  if (!PANELS.every(isPolled)) page.modeSince = Date.now();
+  syncPolling();
 }
 
 function setReachable(reachable) {
@@ -344,7 +486,7 @@ function connectSocket() {
   socket.onopen = () => {
     page.socketOpen = true;
     page.modeSince = Date.now();
-    stopPolling();
+    syncPolling(); // stops every timer, or keeps those of a longer window
     setReachable(true);
   };
   socket.onmessage = onSocketMessage;
@@ -390,7 +532,7 @@ function showState() {
 function isStale(panel) {
   const { okAt, failed } = page.panels[panel];
   if (!okAt || failed) return true;
-  const interval = page.socketOpen ? LIVE_MS : POLL_MS[panel];
+  const interval = isPolled(panel) ? POLL_MS[panel] : LIVE_MS;
   return Date.now() - Math.max(okAt, page.modeSince) > STALE_AFTER * interval;
 }
 
@@ -421,8 +563,26 @@ function onNodeChange(event) {
   refreshFreshness();
 }
 
+// A new window: the charts start over, and its panels are read by REST at once (the socket
+// feeds them again when the 30-minute view comes back).
+function onWindowChange(event) {
+  page.window = event.target.value;
+  page.latencyHistory = [];
+  page.modeSince = Date.now();
+  for (const panel of WINDOWED) {
+    clearInterval(page.pollTimers[panel]);
+    delete page.pollTimers[panel];
+    Object.assign(page.panels[panel], { okAt: 0, failed: false, note: "" }); // loading again
+  }
+  if (page.socketOpen && isLiveView()) WINDOWED.forEach(poll); // no wait for the next message
+  syncPolling();
+  refreshFreshness();
+}
+
 function start() {
   document.getElementById("node-select").addEventListener("change", onNodeChange);
+  document.getElementById("window-select").addEventListener("change", onWindowChange);
+  document.getElementById("latency-tier").addEventListener("change", onLatencyTierChange);
   showState();
   connectSocket();
   // Socket first; if it has not opened within a second (or has failed), poll meanwhile.

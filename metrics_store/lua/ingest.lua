@@ -6,8 +6,9 @@
 -- KEYS[1] = query stream              KEYS[2] = routing stream
 -- KEYS[3] = live nodes (sorted set)   KEYS[4] = availability (hash)
 -- KEYS[5] = bucket index (sorted set)  KEYS[6] = refused events per node (hash)
--- KEYS[7] = this batch's id marker
--- KEYS[8..7+ARGV[7]] = the recent-query list of each configured tier; then the bucket keys
+-- KEYS[7] = all-time totals (sorted set, never expires)
+-- KEYS[8] = this batch's id marker
+-- KEYS[9..8+ARGV[7]] = the recent-query list of each configured tier; then the bucket keys
 -- ARGV[1] = batch id ttl (s)          ARGV[2] = stream MAXLEN (approximate)
 -- ARGV[3] = retention (s)             ARGV[4] = recent-list length
 -- ARGV[5] = node name                 ARGV[6] = now (epoch s), the node's heartbeat
@@ -19,20 +20,24 @@
 -- ARGV[17] = events of this batch already refused for their clock (counted here)
 -- ARGV[18] = 1: record the node's heartbeat in KEYS[3]; 0: a separate call to the control keys'
 --            slot does (Redis Cluster: this call's keys are one data shard's, metrics_store/shards.py)
--- ARGV[19..] = those sections in that order:
+-- ARGV[19] = how many histogram groups
+-- ARGV[20..] = those sections in that order, the histogram groups last:
 --   query entry:   "ts tier latency_ms tokens generation_ms error"      (1 value)
 --   routing entry: "ts complexity tier score decision_ms fallback"      (1 value)
 --   increment:     KEYS index of the bucket, member, amount            (3 values)
 --   push:          KEYS index of the recent list, entry                (2 values)
 --   availability:  field "<node>:<tier>", value "<available>/<total>"  (2 values)
---   retirement:    KEYS index of a bucket, epoch second it retires     (2 values)
+--   retirement:    KEYS index of a bucket, epoch second it retires, its TTL (s)  (3 values)
+--   histogram group: n, the KEYS indexes of its n buckets (one per level), m, then m pairs
+--                  field, amount: first "sum" and the total ms (HINCRBYFLOAT), then each
+--                  occupied bin and its count (HINCRBY), added to every one of the n buckets
 -- Returns the number of stream entries written, or -1 if this batch id was written before;
 -- an error "CLOCKSKEW <redis now>" if the writer's clock is further than the tolerance from
 -- Redis's, or an event is older than retention or stamped in the future (nothing written: the
 -- collector sets those events aside and sends the rest).
 
 -- A batch written before (its reply lost) is done, whatever the clock says now.
-if redis.call('EXISTS', KEYS[7]) == 1 then
+if redis.call('EXISTS', KEYS[8]) == 1 then
   return -1
 end
 
@@ -58,7 +63,7 @@ end
 
 -- The marker makes a retried batch idempotent: a retry after a timeout whose first attempt
 -- did reach Redis finds the marker and writes nothing.
-if not redis.call('SET', KEYS[7], '1', 'NX', 'EX', ARGV[1]) then
+if not redis.call('SET', KEYS[8], '1', 'NX', 'EX', ARGV[1]) then
   return -1
 end
 
@@ -66,7 +71,7 @@ local maxlen, node = ARGV[2], ARGV[5]
 local queries, decisions = tonumber(ARGV[8]), tonumber(ARGV[9])
 local increments, pushes = tonumber(ARGV[10]), tonumber(ARGV[11])
 local availabilities, retirements = tonumber(ARGV[12]), tonumber(ARGV[13])
-local i = 19
+local i = 20
 if tonumber(ARGV[17]) > 0 then
   redis.call('HINCRBY', KEYS[6], node, ARGV[17])
 end
@@ -102,20 +107,38 @@ for _ = 1, availabilities do
 end
 -- The index lets collectors delete buckets by the store's own clock (metrics_store/retention.py);
 -- EXPIRE below is the backstop for a store nobody writes to any more.
+-- Each bucket lives for its level's retention after its last write (coarse history buckets
+-- for days, fine ones for hours): EXPIRE here, once per key, not per event.
 for _ = 1, retirements do
-  redis.call('ZADD', KEYS[5], 'GT', ARGV[i + 1], KEYS[tonumber(ARGV[i])])
-  i = i + 2
+  local key = KEYS[tonumber(ARGV[i])]
+  redis.call('ZADD', KEYS[5], 'GT', ARGV[i + 1], key)
+  redis.call('EXPIRE', key, ARGV[i + 2])
+  i = i + 3
+end
+-- The histograms were summed per fine bucket by the collector; each group's bins go into the
+-- bucket of every level at once, so the roll-ups are exact sums written in the same call.
+for _ = 1, tonumber(ARGV[19]) do
+  local n = tonumber(ARGV[i])
+  local first = i + 1
+  local m = tonumber(ARGV[first + n])
+  local f = first + n + 1
+  for j = first, first + n - 1 do
+    local key = KEYS[tonumber(ARGV[j])]
+    redis.call('HINCRBYFLOAT', key, ARGV[f], ARGV[f + 1])
+    for b = f + 2, f + 2 * m - 1, 2 do
+      redis.call('HINCRBY', key, ARGV[b], ARGV[b + 1])
+    end
+  end
+  i = f + 2 * m
 end
 
--- Once per key, not per event: every bucket and list lives for the retention period after
--- its last write, and each recent list keeps only its newest entries.
+-- Once per list, not per event: each recent list lives for the retention period after its
+-- last write and keeps only its newest entries.
 local retention = ARGV[3]
-local last_recent = 7 + tonumber(ARGV[7])
+local last_recent = 8 + tonumber(ARGV[7])
 local keep = tonumber(ARGV[4]) - 1
-for k = 8, #KEYS do
-  if k <= last_recent then
-    redis.call('LTRIM', KEYS[k], 0, keep)
-  end
+for k = 9, last_recent do
+  redis.call('LTRIM', KEYS[k], 0, keep)
   redis.call('EXPIRE', KEYS[k], retention)
 end
 -- The availability hash never expires: a node reports only when its models change, and its

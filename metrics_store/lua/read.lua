@@ -9,6 +9,8 @@
 --   ZRANGEBYSCORE 1    2 min max
 --   ZCOUNT   1         2 min max
 --   HGETALL  1         0
+--   HSUM     <n keys>  0                 every field's value summed over the hashes (flat
+--                                        [field, total, ...]; histograms: bin -> count)
 -- Returns one reply per read, in order. Only these reads exist: the script writes nothing.
 
 local replies = {}
@@ -39,6 +41,28 @@ while i <= #ARGV do
     end
   elseif op == 'LRANGE' or op == 'ZRANGEBYSCORE' or op == 'ZCOUNT' then
     reply = redis.call(op, KEYS[first], ARGV[a], ARGV[a + 1])
+  elseif op == 'HSUM' then
+    -- Hash fields have no ZUNION: sum them here, so a window's histogram comes back as one
+    -- reply of occupied bins, however many buckets the window spans.
+    local totals, order = {}, {}
+    for j = first, first + nkeys - 1 do
+      local flat = redis.call('HGETALL', KEYS[j])
+      for x = 1, #flat, 2 do
+        local field, amount = flat[x], tonumber(flat[x + 1])
+        local total = totals[field]
+        if total == nil then
+          order[#order + 1] = field
+          totals[field] = amount
+        else
+          totals[field] = total + amount
+        end
+      end
+    end
+    reply = {}
+    for _, field in ipairs(order) do
+      reply[#reply + 1] = field
+      reply[#reply + 1] = string.format('%.17g', totals[field])
+    end
   elseif op == 'HGETALL' then
     reply = redis.call('HGETALL', KEYS[first])
   else

@@ -2,7 +2,9 @@
 
 Every process is `redis-server` on a free loopback port in its own directory; the sentinels
 are `redis-server <conf> --sentinel` (no redis-sentinel package needed). Detection and
-failover are tuned short so a failover takes seconds, not the default half minute.
+failover are tuned short so a failover takes seconds, not the default half minute. The
+tests (tests/conftest.py, tests/test_failover.py) and the failover benchmark (bench/ha.py)
+start it from here.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import redis
 
@@ -34,6 +37,11 @@ def wait_until(check: Callable[[], bool], timeout_s: float, what: str) -> float:
         if time.monotonic() - started > timeout_s:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         time.sleep(0.05)
+
+
+def sentinel_command(client: redis.Redis, *args: str) -> Any:
+    """One SENTINEL subcommand; redis-py types no reply of `execute_command`."""
+    return client.execute_command("SENTINEL", *args)  # type: ignore[no-untyped-call]
 
 
 class SentinelProcess(RedisServerProcess):
@@ -103,8 +111,8 @@ class SentinelTopology:
         for host, port in self.sentinels:
             client = redis.Redis(host=host, port=port, socket_timeout=1.0, decode_responses=True)
             try:
-                replicas = client.execute_command("SENTINEL", "REPLICAS", SERVICE)
-                peers = client.execute_command("SENTINEL", "SENTINELS", SERVICE)
+                replicas = sentinel_command(client, "REPLICAS", SERVICE)
+                peers = sentinel_command(client, "SENTINELS", SERVICE)
                 synced = [r for r in replicas if _fields(r).get("master-link-status") == "ok"]
                 if not synced or len(peers) < 2:
                     return False
@@ -117,7 +125,7 @@ class SentinelTopology:
         host, port = self.sentinels[0]
         client = redis.Redis(host=host, port=port, socket_timeout=1.0)
         try:
-            _, master_port = client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE)
+            _, master_port = sentinel_command(client, "GET-MASTER-ADDR-BY-NAME", SERVICE)
             return int(master_port)
         finally:
             client.close()
@@ -130,7 +138,7 @@ class SentinelTopology:
             for host, port in self.sentinels:
                 client = redis.Redis(host=host, port=port, socket_timeout=1.0)
                 try:
-                    reply = client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE)
+                    reply = sentinel_command(client, "GET-MASTER-ADDR-BY-NAME", SERVICE)
                     ports.append(int(reply[1]))
                 finally:
                     client.close()

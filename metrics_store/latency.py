@@ -1,0 +1,136 @@
+"""Read the latency histograms of a window: one HSUM per (tier, figure) on the answer's plan.
+
+The collectors write each figure's bins per tier into buckets of every level (batch.py); a
+window is tiled with as few kept buckets as possible (buckets.tile_window), and Redis sums
+their bins in the read script, so the answer costs one round trip whatever the window.
+On Redis Cluster each shard holds its own histograms (they are data keys): the same HSUM runs
+on every shard and the bins are added (metrics_store/fan_out.py), exactly, as counts are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from metrics_store.buckets import Level, Tiling, bucket_levels, bucket_start, tile_window
+from metrics_store.fan_out import FanOutPlan
+from metrics_store.histogram import RELATIVE_ERROR, summarize
+from metrics_store.keys import (
+    FIGURE_LATENCY,
+    FIGURE_QUEUE,
+    FIGURE_TPOT,
+    FIGURE_TTFT,
+    FIGURES,
+    HISTOGRAM_SUM,
+    Keys,
+)
+from metrics_store.read_plan import Staged
+from metrics_store.settings import Settings
+from metrics_store.shapes import Distribution, LatencyMetrics, LatencyWindow, TierLatency
+from metrics_store.timefmt import iso_utc
+
+HISTOGRAM_SUM_BYTES = HISTOGRAM_SUM.encode()
+
+
+def parse_histogram(flat: Sequence[bytes]) -> tuple[dict[int, int], float]:
+    """An HSUM reply [field, total, ...] as (bin -> count, sum of the values in ms)."""
+    bins: dict[int, int] = {}
+    total_ms = 0.0
+    for i in range(0, len(flat), 2):
+        if flat[i] == HISTOGRAM_SUM_BYTES:
+            total_ms = float(flat[i + 1])
+        else:
+            bins[int(flat[i])] = int(float(flat[i + 1]))
+    return bins, total_ms
+
+
+def distribution(flat: Sequence[bytes]) -> Distribution:
+    """The contract's D for one figure of one tier, from its HSUM reply."""
+    bins, total_ms = parse_histogram(flat)
+    summary = summarize(bins, total_ms)
+    return Distribution(**summary.__dict__)
+
+
+class LatencyPlanner:
+    """Stages latency reads on a ReadPlan; one per reader (it caches the window's keys)."""
+
+    def __init__(
+        self, settings: Settings, keys: Keys, shards: Sequence[Keys] | None = None
+    ) -> None:
+        self._settings = settings
+        self._keys = keys
+        self._shards = list(shards) if shards is not None else [keys]
+        self.levels: list[Level] = bucket_levels(
+            settings.bucket_s, settings.rollup_s, settings.retention_s, settings.history_s
+        )
+        self._cache: dict[tuple[int, int], Tiling] = {}
+
+    def tiling(self, now_s: float, window_s: int) -> Tiling:
+        """The kept buckets tiling the window that ends with the current fine bucket."""
+        end = bucket_start(now_s, self._settings.bucket_s) + self._settings.bucket_s
+        found = self._cache.get((end, window_s))
+        if found is None:
+            if len(self._cache) > 16:  # only the current bucket's windows are ever wanted
+                self._cache.clear()
+            found = self._cache[end, window_s] = tile_window(end, window_s, now_s, self.levels)
+        return found
+
+    def histogram_keys(
+        self, figure: str, tier: str, tiling: Tiling, shard: Keys | None = None
+    ) -> list[str]:
+        name = (shard or self._keys).histogram_bucket
+        return [name(figure, tier, size, start) for size, start in tiling.buckets]
+
+    def _stage_hsum(self, plan: FanOutPlan, figure: str, tier: str, tiling: Tiling) -> None:
+        """One HSUM per shard of the figure's buckets tiling the window, summed over shards."""
+        plan.hsum_shards([self.histogram_keys(figure, tier, tiling, s) for s in self._shards])
+
+    def stage_percentiles(
+        self, plan: FanOutPlan, now_s: float, window_s: int
+    ) -> Staged[dict[str, Distribution]]:
+        """Each tier's latency distribution over the window (for /tiers)."""
+        tiling = self.tiling(now_s, window_s)
+        tiers = self._settings.tiers
+        for tier in tiers:
+            self._stage_hsum(plan, FIGURE_LATENCY, tier, tiling)
+
+        def parse(replies: Sequence[Any]) -> dict[str, Distribution]:
+            return {tier: distribution(reply) for tier, reply in zip(tiers, replies, strict=True)}
+
+        return Staged(len(tiers), parse)
+
+    def stage(self, plan: FanOutPlan, now_s: float, window_s: int) -> Staged[LatencyMetrics]:
+        """The /latency answer: every figure of every tier over the window."""
+        tiling = self.tiling(now_s, window_s)
+        tiers = self._settings.tiers
+        for tier in tiers:
+            for figure in FIGURES:
+                self._stage_hsum(plan, figure, tier, tiling)
+
+        def parse(replies: Sequence[Any]) -> LatencyMetrics:
+            entries = []
+            for t, tier in enumerate(tiers):
+                found = dict(zip(FIGURES, replies[t * len(FIGURES) :], strict=False))
+                entries.append(_tier_latency(tier, found))
+            window = LatencyWindow(
+                seconds=tiling.end_s - tiling.start_s,
+                start=iso_utc(tiling.start_s),
+                end=iso_utc(tiling.end_s),
+            )
+            return LatencyMetrics(window=window, relativeError=RELATIVE_ERROR, tiers=entries)
+
+        return Staged(len(tiers) * len(FIGURES), parse)
+
+
+def _tier_latency(tier: str, replies: dict[str, Sequence[bytes]]) -> TierLatency:
+    def optional(figure: str) -> Distribution | None:
+        found = distribution(replies[figure])
+        return found if found.count else None
+
+    return TierLatency(
+        name=tier,
+        latencyMs=distribution(replies[FIGURE_LATENCY]),
+        ttftMs=optional(FIGURE_TTFT),
+        queueTimeMs=optional(FIGURE_QUEUE),
+        tpotMs=optional(FIGURE_TPOT),
+    )

@@ -1,0 +1,190 @@
+"""`/metrics`: the fleet's figures for Prometheus, judged by prometheus_client's parsers,
+Debian's promtool, and a real Prometheus scraping two replicas."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as parse_openmetrics,
+)
+from prometheus_client.parser import text_string_to_metric_families as parse_text
+from pydantic import SecretStr
+
+from api.main import create_app
+from metrics_store.clock import SystemClock
+from metrics_store.collector import MetricsCollector
+from metrics_store.settings import Settings
+from tests.processes import ApiProcess, child_env
+from tests.prometheus_server import PROMETHEUS_HINT, PrometheusServer
+from tests.tools import require_tool
+
+OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+
+
+@pytest.fixture
+def live_settings(settings: Settings) -> Settings:
+    """The wall clock: Prometheus scrapes now, and liveness is judged by now."""
+    return settings.model_copy(update={"clock_skew_tolerance_s": 300.0})
+
+
+def record_known_events(settings: Settings) -> None:
+    collector = MetricsCollector(settings)
+    try:
+        for i in range(7):
+            collector.record_query("Q2", 100.0 + i, 10, 50.0, ttft_ms=20.0)
+        collector.record_query("Q3", 900.0, 5, 20.0, is_error=True)
+        collector.record_routing_decision("SIMPLE", "Q2", 0.9, 3.0)
+        collector.record_routing_decision("COMPLEX", "Q4", 0.4, 5.0, is_fallback=True)
+        collector.update_model_availability("Q2", 2, 3)
+        collector.flush(timeout_s=20)
+    finally:
+        collector.close()
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    found = {}
+    for family in parse_text(text):
+        for sample in family.samples:
+            found[sample.name, tuple(sorted(sample.labels.items()))] = sample.value
+    return found
+
+
+def test_counters_hold_what_was_recorded(live_settings: Settings) -> None:
+    record_known_events(live_settings)
+    with TestClient(create_app(live_settings, SystemClock())) as client:
+        answer = client.get("/metrics")
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/plain; version=0.0.4")
+    found = samples(answer.text)
+    assert found["llm_queries_total", (("error", "false"), ("tier", "Q2"))] == 7
+    assert found["llm_queries_total", (("error", "true"), ("tier", "Q3"))] == 1
+    assert found["llm_queries_total", (("error", "false"), ("tier", "Q4"))] == 0
+    assert found["llm_generated_tokens_total", (("tier", "Q2"),)] == 70
+    key = ("complexity", "COMPLEX"), ("fallback", "true"), ("tier", "Q4")
+    assert found["llm_routing_decisions_total", key] == 1
+    assert found["llm_model_replicas", (("tier", "Q2"),)] == 3
+    assert found["llm_model_replicas_available", (("tier", "Q2"),)] == 2
+    # Q2's seven latencies, 100-106 ms, all lie between the edges 0.0625 s and 0.125 s.
+    latency = "llm_query_latency_seconds"
+    assert found[f"{latency}_count", (("tier", "Q2"),)] == 7
+    assert found[f"{latency}_bucket", (("le", "0.0625"), ("tier", "Q2"))] == 0
+    assert found[f"{latency}_bucket", (("le", "0.125"), ("tier", "Q2"))] == 7
+    assert found[f"{latency}_bucket", (("le", "+Inf"), ("tier", "Q2"))] == 7
+    assert found[f"{latency}_sum", (("tier", "Q2"),)] == pytest.approx(0.721)
+    ttft = "llm_time_to_first_token_seconds"
+    assert found[f"{ttft}_count", (("tier", "Q2"),)] == 7
+    assert found[f"{ttft}_bucket", (("le", "0.03125"), ("tier", "Q2"))] == 7  # 20 ms each
+    assert found[f"{ttft}_count", (("tier", "Q3"),)] == 0  # recorded without TTFT
+
+
+def test_openmetrics_when_asked_and_its_parser_accepts_it(live_settings: Settings) -> None:
+    record_known_events(live_settings)
+    with TestClient(create_app(live_settings, SystemClock())) as client:
+        answer = client.get("/metrics", headers={"Accept": OPENMETRICS})
+    assert answer.headers["content-type"].startswith("application/openmetrics-text")
+    families = {family.name: family for family in parse_openmetrics(answer.text)}
+    assert families["llm_queries"].type == "counter"
+    assert answer.text.endswith("# EOF\n")
+
+
+def test_promtool_finds_nothing_to_complain_about(live_settings: Settings) -> None:
+    promtool = require_tool("promtool", install_hint=PROMETHEUS_HINT)
+    record_known_events(live_settings)
+    with TestClient(create_app(live_settings, SystemClock())) as client:
+        text = client.get("/metrics").text
+    checked = subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert checked.stdout.strip() == "" and checked.stderr.strip() == ""  # not even a warning
+
+
+def test_the_token_guards_metrics_too(live_settings: Settings) -> None:
+    guarded = live_settings.model_copy(
+        update={"api_token": SecretStr("s3cret-token-of-32-characters-xx")}
+    )
+    with TestClient(create_app(guarded, SystemClock())) as client:
+        refused = client.get("/metrics")
+        allowed = client.get(
+            "/metrics", headers={"Authorization": "Bearer s3cret-token-of-32-characters-xx"}
+        )
+    assert refused.status_code == 401 and refused.json()["error"]
+    assert allowed.status_code == 200
+
+
+# --- a real Prometheus scraping two replicas ------------------------------------------------
+@pytest.fixture
+def replicas(live_settings: Settings) -> Iterator[list[ApiProcess]]:
+    env = child_env(live_settings.redis_url, live_settings.key_prefix, METRICS_NODE="prom-node")
+    started = [ApiProcess(env), ApiProcess(env)]
+    for replica in started:
+        replica.start()
+    yield started
+    for replica in started:
+        replica.stop()
+
+
+@pytest.fixture
+def prometheus(tmp_path: Path, replicas: list[ApiProcess]) -> Iterator[PrometheusServer]:
+    binary = require_tool("prometheus", install_hint=PROMETHEUS_HINT)
+    targets = [replica.base_url.removeprefix("http://") for replica in replicas]
+    server = PrometheusServer(binary, tmp_path, targets)
+    server.start()
+    yield server
+    server.stop()
+
+
+def wait_for_value(prometheus: PrometheusServer, promql: str, expected: float) -> None:
+    deadline = time.monotonic() + 30
+    last: object = None
+    while time.monotonic() < deadline:
+        result = prometheus.query(promql)
+        last = result
+        if result and float(result[0]["value"][1]) == expected:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"{promql}: {last}, expected {expected}")
+
+
+def test_a_real_prometheus_sees_the_fleet_and_no_reset_across_a_replica_restart(
+    live_settings: Settings, replicas: list[ApiProcess], prometheus: PrometheusServer
+) -> None:
+    record_known_events(live_settings)
+    # Two replicas, one fleet: each target reports the same totals.
+    wait_for_value(prometheus, "sum(llm_queries_total) / count(up)", 8)
+    wait_for_value(prometheus, f'sum(llm_queries_total{{instance="{_target(replicas[0])}"}})', 8)
+    replicas[0].stop()
+    # The same address, a new process: counters live in Redis, so it resumes, not resets.
+    replicas[0] = ApiProcess(replicas[0].env, port=replicas[0].port)
+    replicas[0].start()
+    record_known_events(live_settings)
+    wait_for_value(prometheus, f'sum(llm_queries_total{{instance="{_target(replicas[0])}"}})', 16)
+    time.sleep(2)  # a couple more scrapes of the restarted replica
+    wait_for_value(prometheus, "sum(resets(llm_queries_total[5m]))", 0)
+    # The exact median of Q2's latencies (103 ms) lies in the bucket (0.0625 s, 0.125 s].
+    median = prometheus.query(
+        'histogram_quantile(0.5, sum by (le) (llm_query_latency_seconds_bucket{tier="Q2"}))'
+    )
+    assert 0.0625 < float(median[0]["value"][1]) <= 0.125
+
+
+def _target(replica: ApiProcess) -> str:
+    return replica.base_url.removeprefix("http://")
+
+
+def test_metrics_answers_503_with_the_error_body_while_redis_is_away(
+    live_settings: Settings,
+) -> None:
+    away = live_settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})
+    with TestClient(create_app(away, SystemClock())) as client:
+        answer = client.get("/metrics")
+    assert answer.status_code == 503
+    assert answer.json()["error"] == "StoreUnavailable"
+    assert answer.status_code == httpx.codes.SERVICE_UNAVAILABLE
