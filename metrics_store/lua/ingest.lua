@@ -9,6 +9,8 @@
 -- KEYS[7] = all-time totals (sorted set, never expires)
 -- KEYS[8] = this batch's id marker
 -- KEYS[9..8+ARGV[7]] = the recent-query list of each configured tier; then the bucket keys
+-- (Redis Cluster, batch.py: a shard's data call holds a data key in KEYS[3], [4] and [6], the
+-- control call a control key in KEYS[1], [2], [5] and [7]: each names its slot, unwritten.)
 -- ARGV[1] = batch id ttl (s)          ARGV[2] = stream MAXLEN (approximate)
 -- ARGV[3] = retention (s)             ARGV[4] = recent-list length
 -- ARGV[5] = node name                 ARGV[6] = now (epoch s), the node's heartbeat
