@@ -72,7 +72,7 @@ def parse_recent(entries: Sequence[bytes]) -> tuple[list[float], list[float]]:
     tokens_per_s: list[float] = []
     latency_ms: list[float] = []
     for entry in reversed(entries):
-        tokens, generation_ms, latency = entry.split()
+        tokens, generation_ms, latency, *_ = entry.split()  # then its stamp (older: none)
         generation = float(generation_ms)
         tokens_per_s.append(round(int(tokens) * 1000.0 / generation, 2) if generation else 0.0)
         latency_ms.append(round(float(latency), 2))

@@ -2,6 +2,10 @@
 
 The batch's counters are summed here, per bucket and member, so Redis does a handful of
 ZINCRBYs per bucket instead of several per event.
+
+On one Redis (or Sentinel) a batch is one call. On Redis Cluster a script may touch one slot
+only: the data go to one shard in one call, and the few control writes (availability, events
+refused, the node's heartbeat) follow in a second, small call on the control keys' slot.
 """
 
 from __future__ import annotations
@@ -74,6 +78,9 @@ class HistogramSums:
 class EncodedBatch:
     keys: list[str]
     args: list[Arg]
+    # Cluster: the control writes, to run once `keys`' shard took the data (the same batch id
+    # marks it on the control slot, so a retry adds nothing twice). None: this call has them.
+    control: EncodedBatch | None = None
 
 
 class _KeyTable:
@@ -103,22 +110,30 @@ class _KeyTable:
 
 
 class BatchEncoder:
-    """Turns events into one ingest-script call; built once per collector."""
+    """Turns events into one ingest-script call; built once per collector and shard.
 
-    def __init__(self, settings: Settings, keys: Keys) -> None:
+    `keys` name the data keys written; `control`, when given, is the store's control key set
+    on another slot (Redis Cluster), written by a second call.
+    """
+
+    def __init__(self, settings: Settings, keys: Keys, control: Keys | None = None) -> None:
         self._settings = settings
         self._keys = keys
+        self._control = control
+        # Split: the data call never touches the control keys, so their places hold a key of
+        # the shard's own slot (a script's keys must share one slot), never written.
+        owner = keys if control is None else None
         self._levels: list[Level] = bucket_levels(
             settings.bucket_s, settings.rollup_s, settings.retention_s, settings.history_s
         )
         self._fixed = [
             keys.query_stream,
             keys.routing_stream,
-            keys.live_nodes,
-            keys.availability,
+            owner.live_nodes if owner else keys.query_stream,
+            owner.availability if owner else keys.query_stream,
             keys.bucket_index,
-            keys.refused,
-            keys.totals,
+            owner.refused if owner else keys.query_stream,
+            keys.totals,  # a data key: each shard keeps its own, readers sum them
         ]
         self._recent = [keys.recent_queries(tier) for tier in settings.tiers]
         # KEYS index of each tier's recent list: after the 7 fixed keys and the batch marker.
@@ -180,10 +195,17 @@ class BatchEncoder:
             retirements += (index, retires_at, ttl_s)
         pushes: list[Arg] = []
         for tier, newest in recent.items():
-            for _, _, _, latency, tokens, generation, _, _, _ in newest:
-                pushes += (self._recent_index[tier], f"{tokens} {generation!r} {latency!r}")
-        head = self._head(now_s, len(query_entries), len(routing_entries))
+            for _, ts, _, latency, tokens, generation, _, _, _ in newest:
+                # The stamp orders the newest queries of several shards (reader.py merges).
+                entry = f"{tokens} {generation!r} {latency!r} {ts!r}"
+                pushes += (self._recent_index[tier], entry)
         stamps = [event[1] for event in events]
+        if self._control is not None:
+            control = self._encode_control(batch_id, now_s, availability, stamps, refused)
+            availability, refused = [], 0
+        else:
+            control = None
+        head = self._head(now_s, len(query_entries), len(routing_entries))
         counts = [
             len(increments) // 3,
             len(pushes) // 2,
@@ -193,6 +215,7 @@ class BatchEncoder:
             min(stamps, default=0.0),
             max(stamps, default=0.0),
             refused,
+            0 if self._control is not None else 1,  # the heartbeat: here, or in the control call
             groups,
         ]
         sections = [
@@ -205,9 +228,40 @@ class BatchEncoder:
             histogram_args,
         ]
         args = head + counts + [arg for section in sections for arg in section]
-        return EncodedBatch(table.keys, args)
+        return EncodedBatch(table.keys, args, control)
 
-    def _head(self, now_s: float, queries: int, decisions: int) -> list[Arg]:
+    def _encode_control(
+        self,
+        batch_id: str,
+        now_s: float,
+        availability: list[Arg],
+        stamps: list[float],
+        refused: int,
+    ) -> EncodedBatch | None:
+        """The control call of a split batch: availability, refused count and heartbeat."""
+        c = self._control
+        if c is None or (not availability and not refused):
+            return None  # the flusher's own heartbeat keeps the node live (collector_stats.py)
+        keys = [
+            # KEYS[1], [2], [5] and [7] name the control slot; nothing is written there
+            c.query_stream,
+            c.routing_stream,
+            c.live_nodes,
+            c.availability,
+            c.bucket_index,
+            c.refused,
+            c.query_stream,  # KEYS[7], the totals' place: they are data, on the shard
+            c.written_batch(batch_id),
+        ]
+        head = self._head(now_s, 0, 0, recent_lists=0)
+        # Tolerance 0: the data call already checked the clocks against Redis's.
+        oldest, newest = min(stamps, default=0.0), max(stamps, default=0.0)
+        counts = [0, 0, len(availability) // 2, 0, 0, oldest, newest, refused, 1, 0]
+        return EncodedBatch(keys, head + counts + availability)
+
+    def _head(
+        self, now_s: float, queries: int, decisions: int, recent_lists: int | None = None
+    ) -> list[Arg]:
         s = self._settings
         return [
             s.batch_id_ttl_s,
@@ -216,7 +270,7 @@ class BatchEncoder:
             s.sparkline_points,
             s.node,
             now_s,
-            len(self._recent),
+            len(self._recent) if recent_lists is None else recent_lists,
             queries,
             decisions,
         ]

@@ -11,7 +11,9 @@ counted and logged, the batches in hand are kept for a retry, and the thread car
 
 from __future__ import annotations
 
+import itertools
 import logging
+import random
 import threading
 import uuid
 from collections import deque
@@ -27,11 +29,13 @@ from metrics_store.event_buffer import CLOSED, EventBuffer, FlushMarker
 from metrics_store.events import Event
 from metrics_store.keys import Keys
 from metrics_store.loops import LoopGuard, run_forever
+from metrics_store.redis_client import is_cluster
 from metrics_store.replica_ack import acks_wanted, write_batch
 from metrics_store.retention import prune_retired_buckets
 from metrics_store.script_sender import ScriptSender
 from metrics_store.scripts import INGEST, lua_script
 from metrics_store.settings import Settings
+from metrics_store.shards import store_shards
 
 log = logging.getLogger("metrics_store.collector")
 
@@ -58,6 +62,7 @@ class Batch:
     batch_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     attempts: int = 0
     refused: int = 0  # events taken out for their clock, counted in Redis with this batch
+    shard: int = 0  # where it is written: every retry goes to the same shard (and id marker)
 
 
 class ClockSkew(Exception):
@@ -88,9 +93,17 @@ class Flusher:
         self._wake = wake
         self._stopping = stopping
         self._keys = Keys(settings.key_prefix)
-        self._encoder = BatchEncoder(settings, self._keys)
+        self._shards = store_shards(settings)
+        # Cluster: each shard's data call is followed by a control call (batch.py).
+        control = self._keys if settings.redis_cluster else None
+        self._encoders = [BatchEncoder(settings, shard, control) for shard in self._shards]
+        # Batches go round the shards, from a random start so collectors do not move in step.
+        self._next_shard = itertools.cycle(
+            random.sample(range(len(self._shards)), len(self._shards))
+        )
         self._ingest = lua_script(INGEST)
-        self._sender = ScriptSender(client, self._ingest)
+        # Send-then-receive needs one connection to one server: not on a cluster.
+        self._sender = None if is_cluster(client) else ScriptSender(client, self._ingest)
         self._guard = LoopGuard(
             "collector-flusher", base_s=0.05, cap_s=settings.retry_max_backoff_s
         )
@@ -134,7 +147,8 @@ class Flusher:
 
     def _keep_for_retry(self) -> None:
         """After a failed pass: keep the batches in hand, oldest first; give up on poison."""
-        self._sender.discard()  # the connection's protocol state is unknown
+        if self._sender is not None:
+            self._sender.discard()  # the connection's protocol state is unknown
         self._on_wire = False
         for batch in (self._sent, self._taken):
             if batch is not None and batch not in self._retry:
@@ -159,33 +173,42 @@ class Flusher:
             if batch is not None:
                 self._requeue(batch)  # newest first: each goes back to the front
         self._retry.clear()
-        self._sender.discard()
+        if self._sender is not None:
+            self._sender.discard()
         self._buffer.fail_markers()
 
     # --- one batch --------------------------------------------------------------------------
     def _take_batch(self) -> Batch:
         events, markers = self._buffer.take(self._settings.batch_max_events)
         self.counters.in_flight += len(events)
-        return Batch(events, markers)
+        return Batch(events, markers, shard=next(self._next_shard) if events else 0)
 
     def _encode(self, batch: Batch) -> EncodedBatch:
-        return self._encoder.encode(batch.events, batch.batch_id, self._clock.now(), batch.refused)
+        encoder = self._encoders[batch.shard]
+        return encoder.encode(batch.events, batch.batch_id, self._clock.now(), batch.refused)
+
+    def _write(self, encoded: EncodedBatch) -> None:
+        """Write a batch and wait for its reply: its shard's call, then its control call."""
+        for call in (encoded, encoded.control):
+            if call is not None:
+                write_batch(self._client, self._ingest, call.keys, call.args, self._settings)
 
     def _send(self, batch: Batch, encoded: EncodedBatch) -> bool:
         """Put the batch on the wire; if that fails, write it the slow way now.
 
         False only when the collector is closing with the batch unwritten.
         """
-        if acks_wanted(self._settings):
-            # Replicas must acknowledge it (replica_ack.py): written and confirmed right here.
+        if acks_wanted(self._settings) or self._sender is None:
+            # Replicas must acknowledge it (replica_ack.py), or the store is a cluster (no
+            # send-then-receive): written and confirmed right here.
             try:
-                write_batch(self._client, self._ingest, encoded.keys, encoded.args, self._settings)
+                self._write(encoded)
                 self._done(batch)
                 return True
             except redis.RedisError:
                 return self._write_until_done(batch)
         try:
-            self._sender.send(encoded.keys, encoded.args)
+            self._sender.send(encoded.keys, encoded.args)  # one call: its control part is in it
             self._sent, self._on_wire = batch, True
             return True
         except redis.RedisError:
@@ -194,6 +217,7 @@ class Flusher:
     def _confirm(self, batch: Batch) -> bool:
         self._on_wire = False
         try:
+            assert self._sender is not None  # only batches sent by it are confirmed here
             self._sender.receive()
             self._done(batch)
             return True
@@ -218,8 +242,7 @@ class Flusher:
         refusals = 0
         while True:
             try:
-                encoded = self._encode(batch)
-                write_batch(self._client, self._ingest, encoded.keys, encoded.args, self._settings)
+                self._write(self._encode(batch))
                 self._done(batch)
                 return True
             except redis.ResponseError as exc:
@@ -309,7 +332,8 @@ class Flusher:
         # buckets everyone else is still writing; only a store that trusts its writers'
         # clocks (tolerance 0: replays, simulated time) retires by theirs.
         trusted = self._settings.clock_skew_tolerance_s == 0
-        prune_retired_buckets(self._client, self._keys, self._clock.now() if trusted else None)
+        for shard in self._shards:  # each shard indexes its own buckets
+            prune_retired_buckets(self._client, shard, self._clock.now() if trusted else None)
 
     def _heartbeat(self, now_s: float) -> None:
         counters = counters_now(

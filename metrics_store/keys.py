@@ -45,12 +45,27 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Keys:
-    """The key names of one store, derived from its prefix."""
+    """The key names of one store, or of one of its shards, derived from its prefix.
+
+    Data keys are spelled on `root`, control keys on `control_root`. Without a shard both are
+    ``{prefix}`` (single Redis and Sentinel: one slot, as ever). A shard's `root` is
+    ``{prefix:<shard>}``, another hash tag, so every data key, including any added later on
+    `root`, lands on that shard's slot while the control keys stay in one place.
+    """
 
     prefix: str
+    shard: str | None = None
 
     @property
     def root(self) -> str:
+        """Hash tag of the data keys: the shard's own, or the store's."""
+        if self.shard is None:
+            return self.control_root
+        return "{" + self.prefix + ":" + self.shard + "}"
+
+    @property
+    def control_root(self) -> str:
+        """Hash tag of the control and live keys, shared by every shard of the store."""
         return "{" + self.prefix + "}"
 
     # --- data ----------------------------------------------------------------------------
@@ -77,11 +92,11 @@ class Keys:
 
     @property
     def availability(self) -> str:
-        return f"{self.root}:availability"
+        return f"{self.control_root}:availability"
 
     @property
     def refused(self) -> str:
-        return f"{self.root}:refused"
+        return f"{self.control_root}:refused"
 
     @property
     def totals(self) -> str:
@@ -95,50 +110,55 @@ class Keys:
     def bucket_index(self) -> str:
         return f"{self.root}:buckets"
 
-    # --- live ------------------------------------------------------------------------------
+    def written_batch(self, batch_id: str) -> str:
+        """A batch's idempotency marker: on the shard the batch is written to."""
+        return f"{self.root}:live:batch:{batch_id}"
+
+    # --- live (control) -------------------------------------------------------------------
     @property
     def live_nodes(self) -> str:
-        return f"{self.root}:live:nodes"
+        return f"{self.control_root}:live:nodes"
 
     @property
     def snapshots(self) -> str:
-        return f"{self.root}:live:snapshots"
+        return f"{self.control_root}:live:snapshots"
 
     @property
     def replicas(self) -> str:
-        return f"{self.root}:live:replicas"
+        return f"{self.control_root}:live:replicas"
 
     @property
     def connections(self) -> str:
-        return f"{self.root}:live:connections"
+        return f"{self.control_root}:live:connections"
 
     def tick_lock(self, tick: int) -> str:
         """The lock of one tick (epoch second): whoever sets it computes that update."""
-        return f"{self.root}:live:tick:{tick}"
+        return f"{self.control_root}:live:tick:{tick}"
 
     @property
     def latest_update(self) -> str:
-        return f"{self.root}:live:latest"
+        return f"{self.control_root}:live:latest"
 
     @property
     def updates_channel(self) -> str:
-        return f"{self.root}:live:updates"
+        return f"{self.control_root}:live:updates"
 
     @property
     def collectors(self) -> str:
-        return f"{self.root}:live:collectors"
+        return f"{self.control_root}:live:collectors"
 
     @property
     def processes(self) -> str:
-        return f"{self.root}:live:processes"
-
-    def written_batch(self, batch_id: str) -> str:
-        return f"{self.root}:live:batch:{batch_id}"
+        return f"{self.control_root}:live:processes"
 
     @property
     def scan_pattern(self) -> str:
-        """Matches every key of this store (for SCAN; braces are literal in MATCH)."""
-        return f"{self.root}:*"
+        """Matches every key of this store, its shards' included (for SCAN on each node).
+
+        Braces are literal in MATCH; ``[:}]`` takes both ``{prefix}:...`` and
+        ``{prefix:<shard>}:...`` (a prefix holds no colon, so no other store's keys match).
+        """
+        return "{" + self.prefix + "[:}]*"
 
 
 # Members of the bucket sorted sets. A member is "<counter>:<label>", so

@@ -3,6 +3,8 @@
 The collectors write each figure's bins per tier into buckets of every level (batch.py); a
 window is tiled with as few kept buckets as possible (buckets.tile_window), and Redis sums
 their bins in the read script, so the answer costs one round trip whatever the window.
+On Redis Cluster each shard holds its own histograms (they are data keys): the same HSUM runs
+on every shard and the bins are added (metrics_store/fan_out.py), exactly, as counts are.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from metrics_store.buckets import Level, Tiling, bucket_levels, bucket_start, tile_window
+from metrics_store.fan_out import FanOutPlan
 from metrics_store.histogram import RELATIVE_ERROR, summarize
 from metrics_store.keys import (
     FIGURE_LATENCY,
@@ -21,7 +24,7 @@ from metrics_store.keys import (
     HISTOGRAM_SUM,
     Keys,
 )
-from metrics_store.read_plan import ReadPlan, Staged
+from metrics_store.read_plan import Staged
 from metrics_store.settings import Settings
 from metrics_store.shapes import Distribution, LatencyMetrics, LatencyWindow, TierLatency
 from metrics_store.timefmt import iso_utc
@@ -51,9 +54,12 @@ def distribution(flat: Sequence[bytes]) -> Distribution:
 class LatencyPlanner:
     """Stages latency reads on a ReadPlan; one per reader (it caches the window's keys)."""
 
-    def __init__(self, settings: Settings, keys: Keys) -> None:
+    def __init__(
+        self, settings: Settings, keys: Keys, shards: Sequence[Keys] | None = None
+    ) -> None:
         self._settings = settings
         self._keys = keys
+        self._shards = list(shards) if shards is not None else [keys]
         self.levels: list[Level] = bucket_levels(
             settings.bucket_s, settings.rollup_s, settings.retention_s, settings.history_s
         )
@@ -69,31 +75,37 @@ class LatencyPlanner:
             found = self._cache[end, window_s] = tile_window(end, window_s, now_s, self.levels)
         return found
 
-    def histogram_keys(self, figure: str, tier: str, tiling: Tiling) -> list[str]:
-        name = self._keys.histogram_bucket
+    def histogram_keys(
+        self, figure: str, tier: str, tiling: Tiling, shard: Keys | None = None
+    ) -> list[str]:
+        name = (shard or self._keys).histogram_bucket
         return [name(figure, tier, size, start) for size, start in tiling.buckets]
 
+    def _stage_hsum(self, plan: FanOutPlan, figure: str, tier: str, tiling: Tiling) -> None:
+        """One HSUM per shard of the figure's buckets tiling the window, summed over shards."""
+        plan.hsum_shards([self.histogram_keys(figure, tier, tiling, s) for s in self._shards])
+
     def stage_percentiles(
-        self, plan: ReadPlan, now_s: float, window_s: int
+        self, plan: FanOutPlan, now_s: float, window_s: int
     ) -> Staged[dict[str, Distribution]]:
         """Each tier's latency distribution over the window (for /tiers)."""
         tiling = self.tiling(now_s, window_s)
         tiers = self._settings.tiers
         for tier in tiers:
-            plan.hsum(self.histogram_keys(FIGURE_LATENCY, tier, tiling))
+            self._stage_hsum(plan, FIGURE_LATENCY, tier, tiling)
 
         def parse(replies: Sequence[Any]) -> dict[str, Distribution]:
             return {tier: distribution(reply) for tier, reply in zip(tiers, replies, strict=True)}
 
         return Staged(len(tiers), parse)
 
-    def stage(self, plan: ReadPlan, now_s: float, window_s: int) -> Staged[LatencyMetrics]:
+    def stage(self, plan: FanOutPlan, now_s: float, window_s: int) -> Staged[LatencyMetrics]:
         """The /latency answer: every figure of every tier over the window."""
         tiling = self.tiling(now_s, window_s)
         tiers = self._settings.tiers
         for tier in tiers:
             for figure in FIGURES:
-                plan.hsum(self.histogram_keys(figure, tier, tiling))
+                self._stage_hsum(plan, figure, tier, tiling)
 
         def parse(replies: Sequence[Any]) -> LatencyMetrics:
             entries = []

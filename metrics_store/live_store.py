@@ -9,6 +9,8 @@
     await live.beat_replica(replica_id, connections=3, now_s=now_s)   # {p}:live:replicas,
     await live.forget_replicas(replica_id)                            # {p}:live:connections
 
+On Redis Cluster the updates channel is a sharded one (SPUBLISH/SSUBSCRIBE): it lives on the
+slot of the control keys, so publishing costs one node, not a broadcast over the cluster bus.
 The HTTP layer (api/live/) calls these and never spells a key. The reader stages the
 registry's reads (`read_connections`, `read_replica_count`) into its one-call read plans.
 """
@@ -17,12 +19,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterPubSub
 
 from metrics_store.keys import Keys
 from metrics_store.read_plan import ReadPlan, Staged, pairs
+from metrics_store.redis_client import discover_cluster, is_cluster, multi_async
 
 # The lock is one key per second, not one key for all: the seconds of two replicas whose
 # clocks disagree never collide, and a replica whose clock lags the winner's by less than
@@ -40,12 +44,18 @@ class UpdateSubscription:
     """A subscription to the updates channel; `async with` subscribes and always closes."""
 
     def __init__(self, client: aioredis.Redis, channel: str) -> None:
+        self._client = client
         self._pubsub = client.pubsub(ignore_subscribe_messages=True)
         self._channel = channel
+        self._sharded = is_cluster(client)
 
     async def __aenter__(self) -> UpdateSubscription:
         try:
-            await self._pubsub.subscribe(self._channel)
+            if self._sharded:  # on the node that serves the channel's slot
+                await discover_cluster(self._client)
+                await cast(ClusterPubSub, self._pubsub).ssubscribe(self._channel)
+            else:
+                await self._pubsub.subscribe(self._channel)
         except BaseException:
             await self.close()
             raise
@@ -61,8 +71,16 @@ class UpdateSubscription:
 
     async def next_update(self, timeout_s: float) -> bytes | None:
         """The next published update, or None if none came within `timeout_s`."""
-        message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=timeout_s)
-        if message is None or message["type"] != "message":
+        if self._sharded:
+            sharded = cast(ClusterPubSub, self._pubsub)
+            message = await sharded.get_sharded_message(
+                ignore_subscribe_messages=True, timeout=timeout_s
+            )
+        else:
+            message = await self._pubsub.get_message(
+                ignore_subscribe_messages=True, timeout=timeout_s
+            )
+        if message is None or message["type"] not in ("message", "smessage"):
             return None
         data: bytes = message["data"]
         return data
@@ -88,9 +106,12 @@ class LiveStore:
         """Store `payload` as the latest update and publish it to every replica's relay."""
         # MULTI: `latest` is always the update published last, never one behind or ahead
         # of the channel, so a client joining at any moment starts from what the relay sends.
-        pipe = self._client.pipeline(transaction=True)
+        pipe = multi_async(self._client)
         pipe.set(self._keys.latest_update, payload, px=LATEST_TTL_MS)
-        pipe.publish(self._keys.updates_channel, payload)
+        if is_cluster(self._client):
+            pipe.spublish(self._keys.updates_channel, payload)
+        else:
+            pipe.publish(self._keys.updates_channel, payload)
         await pipe.execute()
 
     async def latest_update(self) -> bytes | None:
@@ -105,7 +126,7 @@ class LiveStore:
     async def beat_replica(self, replica_id: str, connections: int, now_s: float) -> None:
         """Record that a replica is alive with `connections` clients; prune the long dead."""
         # MULTI: a reader never sees the new beat with the old count, or the reverse.
-        pipe = self._client.pipeline(transaction=True)
+        pipe = multi_async(self._client)
         pipe.zadd(self._keys.replicas, {replica_id: now_s})
         pipe.hset(self._keys.connections, replica_id, connections)
         pipe.zrangebyscore(self._keys.replicas, "-inf", now_s - REPLICA_PRUNE_AFTER_S)
@@ -117,7 +138,7 @@ class LiveStore:
         """Take replicas out of the registry (a clean shutdown, or pruning the long dead)."""
         # A pruned replica that was only paused re-adds itself on its next beat; the race
         # costs it at most one second of not being counted.
-        pipe = self._client.pipeline(transaction=True)
+        pipe = multi_async(self._client)
         pipe.zrem(self._keys.replicas, *replica_ids)
         pipe.hdel(self._keys.connections, *replica_ids)
         await pipe.execute()

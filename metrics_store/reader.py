@@ -2,7 +2,8 @@
 
 Each aggregate is staged as a few reads on a ReadPlan plus a parser of their replies; a plan
 runs as one call of lua/read.lua, so the REST endpoints and the live update (all four at once)
-share the same code and cost one command each.
+share the same code and cost one command each. On Redis Cluster the data reads run on every
+shard at once and are merged (metrics_store/fan_out.py): one call per shard.
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ from metrics_store import aggregates
 from metrics_store.buckets import bucket_start, chart_starts, plan_window, tile_window
 from metrics_store.clock import Clock, SystemClock
 from metrics_store.errors import StoreUnavailable, UnknownNode
+from metrics_store.fan_out import FanOutPlan
 from metrics_store.fleet import AllTimeHistogram, Fleet, Totals
 from metrics_store.health import health_status
 from metrics_store.keys import ALL_TIME_FIGURES, QUERY_COUNT, Keys, member
 from metrics_store.latency import LatencyPlanner
 from metrics_store.live_store import read_connections, read_replica_count
 from metrics_store.read_plan import Key, ReadPlan, Staged, pairs, parse_staged
-from metrics_store.redis_client import drop_idle_connections
+from metrics_store.redis_client import discover_cluster, drop_idle_connections
 from metrics_store.resources import resource_metrics
 from metrics_store.scripts import READ, lua_script
 from metrics_store.settings import Settings
@@ -40,11 +42,13 @@ from metrics_store.shapes import (
     TierMetrics,
     TiersResponse,
 )
+from metrics_store.shards import store_shards
 from metrics_store.snapshots import read_live_snapshots
 from metrics_store.timefmt import iso_utc
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+Stage = Callable[[FanOutPlan, float], Staged[T]]
 
 
 @dataclass(frozen=True)
@@ -78,9 +82,10 @@ class MetricsReader:
         self._settings = settings
         self._clock = clock or SystemClock()
         self._keys = Keys(settings.key_prefix)
-        self._key_cache: dict[tuple[str, int], BucketKeys] = {}
+        self._shards = store_shards(settings)
+        self._key_cache: dict[tuple[str, int], list[BucketKeys]] = {}
         self._count_members = [member(QUERY_COUNT, tier).encode() for tier in settings.tiers]
-        self._latency = LatencyPlanner(settings, self._keys)
+        self._latency = LatencyPlanner(settings, self._keys, self._shards)
 
     # --- public: one aggregate, or all at once ---------------------------------------------
     # `window_s` None is the default window (settings.window_s) and today's 18 fine buckets of
@@ -140,57 +145,70 @@ class MetricsReader:
         )
 
     # --- staging ---------------------------------------------------------------------------------
-    def _bucket_keys(self, kind: str, bucket: int) -> BucketKeys:
-        """The keys of the window (and chart) that end with the fine bucket starting at `bucket`.
+    def _bucket_keys(self, kind: str, bucket: int) -> list[BucketKeys]:
+        """Per shard, the keys of the window (and chart) ending with the fine bucket at `bucket`.
 
         Cached per bucket: the same few dozen names serve every request of those 10 seconds,
         already encoded, so the request path neither formats nor encodes them again.
         """
         cached = self._key_cache.get((kind, bucket))
         if cached is None:
-            s = self._settings
-            name = self._keys.query_bucket if kind == "q" else self._keys.routing_bucket
-            plan = plan_window(bucket, s.bucket_s, s.rollup_s, s.window_s)
-            window = [name(s.bucket_s, start) for start in plan.fine_starts]
-            window += [name(s.rollup_s, start) for start in plan.rollup_starts]
-            chart = [
-                name(s.bucket_s, start)
-                for start in chart_starts(bucket, s.bucket_s, s.chart_points)
-            ]
             if len(self._key_cache) > 8:  # only the current bucket's entries are ever wanted
                 self._key_cache.clear()
-            cached = BucketKeys([k.encode() for k in window], [k.encode() for k in chart])
+            cached = [self._shard_bucket_keys(shard, kind, bucket) for shard in self._shards]
             self._key_cache[kind, bucket] = cached
         return cached
 
+    def _shard_bucket_keys(self, shard: Keys, kind: str, bucket: int) -> BucketKeys:
+        s = self._settings
+        name = shard.query_bucket if kind == "q" else shard.routing_bucket
+        plan = plan_window(bucket, s.bucket_s, s.rollup_s, s.window_s)
+        window = [name(s.bucket_s, start) for start in plan.fine_starts]
+        window += [name(s.rollup_s, start) for start in plan.rollup_starts]
+        chart = [
+            name(s.bucket_s, start) for start in chart_starts(bucket, s.bucket_s, s.chart_points)
+        ]
+        return BucketKeys([k.encode() for k in window], [k.encode() for k in chart])
+
     def _sum_window(
-        self, plan: ReadPlan, kind: str, now_s: float, window_s: int | None = None
+        self, plan: FanOutPlan, kind: str, now_s: float, window_s: int | None = None
     ) -> None:
         """Every counter summed over the window's buckets, by Redis itself (ZUNION sums)."""
         if window_s is None:
             keys = self._bucket_keys(kind, bucket_start(now_s, self._settings.bucket_s))
-            plan.zunion(keys.window)
+            plan.sum_shards([shard.window for shard in keys])
             return
-        name = self._keys.query_bucket if kind == "q" else self._keys.routing_bucket
         tiling = self._latency.tiling(now_s, window_s)
-        plan.zunion([name(size, start) for size, start in tiling.buckets])
+        per_shard = []
+        for shard in self._shards:
+            name = shard.query_bucket if kind == "q" else shard.routing_bucket
+            per_shard.append([name(size, start) for size, start in tiling.buckets])
+        plan.sum_shards(per_shard)
 
     def _stage_queries(
-        self, plan: ReadPlan, now_s: float, window_s: int | None = None
+        self, plan: FanOutPlan, now_s: float, window_s: int | None = None
     ) -> Staged[QueryMetrics]:
         s = self._settings
         if window_s is None:
             starts = chart_starts(now_s, s.bucket_s, s.chart_points)
             point_s = s.bucket_s
-            groups: list[Sequence[Key]] = [[k] for k in self._bucket_keys("q", starts[-1]).chart]
+            sizes = [1] * len(starts)  # one fine bucket per point
+            chart_keys: list[Sequence[Key]] = [
+                shard.chart for shard in self._bucket_keys("q", starts[-1])
+            ]
         else:
-            starts, point_s, groups = self._chart_points(now_s, window_s)
+            starts, point_s, tilings = self._chart_points(now_s, window_s)
+            sizes = [len(tiling) for tiling in tilings]
+            chart_keys = [
+                [shard.query_bucket(size, at) for tiling in tilings for size, at in tiling]
+                for shard in self._shards
+            ]
         self._sum_window(plan, "q", now_s, window_s)
-        plan.totals([key for group in groups for key in group], self._count_members)
+        plan.totals_shards(chart_keys, self._count_members)
 
         def parse(replies: Sequence[Any]) -> QueryMetrics:
             totals = iter(float(total) for total in replies[1])
-            chart = [sum(next(totals) for _ in group) for group in groups]
+            chart = [sum(next(totals) for _ in range(size)) for size in sizes]
             window = _sums(replies[0])
             return aggregates.query_metrics(s.tiers, starts, chart, window, now_s, point_s)
 
@@ -198,9 +216,9 @@ class MetricsReader:
 
     def _chart_points(
         self, now_s: float, window_s: int
-    ) -> tuple[list[int], int, list[Sequence[Key]]]:
+    ) -> tuple[list[int], int, list[tuple[tuple[int, int], ...]]]:
         """queryRate of a window: chart_points points, each window / points long, the last
-        holding now; each point's keys tile it.
+        holding now; each point's buckets (size, start) tile it.
 
         A point is rounded up to whole fine buckets, and to whole 10-minute rollups where the
         window reaches past the fine buckets' retention; points start at multiples of their
@@ -213,20 +231,21 @@ class MetricsReader:
         end = bucket_start(now_s, s.bucket_s) + s.bucket_s
         current = bucket_start(now_s, point_s)
         starts = [current - point_s * (s.chart_points - 1 - i) for i in range(s.chart_points)]
-        groups: list[Sequence[Key]] = []
+        tilings = []
         for start in starts:
             point_end = min(start + point_s, end)
             tiling = tile_window(point_end, point_end - start, now_s, self._latency.levels)
-            groups.append([self._keys.query_bucket(size, at) for size, at in tiling.buckets])
-        return starts, point_s, groups
+            tilings.append(tiling.buckets)
+        return starts, point_s, tilings
 
     def _stage_tiers(
-        self, plan: ReadPlan, now_s: float, window_s: int | None = None
+        self, plan: FanOutPlan, now_s: float, window_s: int | None = None
     ) -> Staged[list[TierMetrics]]:
         s = self._settings
         self._sum_window(plan, "q", now_s, window_s)
         for tier in s.tiers:
-            plan.lrange(self._keys.recent_queries(tier), 0, s.sparkline_points - 1)
+            recent = [shard.recent_queries(tier) for shard in self._shards]
+            plan.newest_shards(recent, s.sparkline_points)
         percentiles = self._latency.stage_percentiles(plan, now_s, window_s or s.window_s)
 
         def parse(replies: Sequence[Any]) -> list[TierMetrics]:
@@ -247,12 +266,12 @@ class MetricsReader:
         return Staged(1 + len(s.tiers) + percentiles.commands, parse)
 
     def _stage_latency(
-        self, plan: ReadPlan, now_s: float, window_s: int | None = None
+        self, plan: FanOutPlan, now_s: float, window_s: int | None = None
     ) -> Staged[LatencyMetrics]:
         return self._latency.stage(plan, now_s, window_s or self._settings.window_s)
 
     def _stage_routing(
-        self, plan: ReadPlan, now_s: float, window_s: int | None = None
+        self, plan: FanOutPlan, now_s: float, window_s: int | None = None
     ) -> Staged[RoutingMetrics]:
         s = self._settings
         self._sum_window(plan, "r", now_s, window_s)
@@ -268,7 +287,7 @@ class MetricsReader:
 
         return Staged(3, parse)
 
-    def _stage_resources(self, plan: ReadPlan, now_s: float) -> Staged[ResourceMetrics]:
+    def _stage_resources(self, plan: FanOutPlan, now_s: float) -> Staged[ResourceMetrics]:
         alive_since = now_s - self._settings.node_ttl_s
         snapshots = read_live_snapshots(plan, self._keys, alive_since)
         connections = read_connections(plan, self._keys, alive_since)
@@ -279,7 +298,7 @@ class MetricsReader:
 
         return Staged(snapshots.commands + connections.commands, parse)
 
-    def _stage_health(self, plan: ReadPlan, now_s: float) -> Staged[HealthStatus]:
+    def _stage_health(self, plan: FanOutPlan, now_s: float) -> Staged[HealthStatus]:
         alive_since = now_s - self._settings.node_ttl_s
         plan.zrangebyscore(self._keys.live_nodes, alive_since, "+inf")
         replicas = read_replica_count(plan, self._keys, alive_since)
@@ -293,13 +312,14 @@ class MetricsReader:
 
         return Staged(5, parse)
 
-    def _stage_fleet(self, plan: ReadPlan, now_s: float) -> Staged[Fleet]:
+    def _stage_fleet(self, plan: FanOutPlan, now_s: float) -> Staged[Fleet]:
         alive_since = now_s - self._settings.node_ttl_s
-        plan.zunion([self._keys.totals])
+        # The totals are data keys: each shard's (one on a single Redis), summed over shards.
+        plan.sum_shards([[shard.totals] for shard in self._shards])
         plan.hgetall(self._keys.availability)
         histograms = [(f, t) for t in self._settings.tiers for f in ALL_TIME_FIGURES]
         for figure, tier in histograms:
-            plan.hgetall(self._keys.histogram_totals(figure, tier))
+            plan.hgetall_shards([shard.histogram_totals(figure, tier) for shard in self._shards])
         snapshots = read_live_snapshots(plan, self._keys, alive_since)
         connections = read_connections(plan, self._keys, alive_since)
         health = self._stage_health(plan, now_s)
@@ -323,27 +343,26 @@ class MetricsReader:
         return Staged(commands, parse)
 
     # --- execution ----------------------------------------------------------------------------
-    async def _run_one(self, stage: Callable[[ReadPlan, float], Staged[T]]) -> T:
+    async def _run_one(self, stage: Stage[T]) -> T:
         (result,) = await self._run((stage,), self._clock.now())
         return result  # type: ignore[no-any-return]
 
-    async def _run(
-        self, stages: Sequence[Callable[[ReadPlan, float], Staged[Any]]], now_s: float
-    ) -> list[Any]:
-        plan = ReadPlan()
+    async def _run(self, stages: Sequence[Stage[Any]], now_s: float) -> list[Any]:
+        plan = FanOutPlan(self._shards)
         staged = [stage(plan, now_s) for stage in stages]
         return parse_staged(await self._read(plan), staged)
 
-    async def _read(self, plan: ReadPlan) -> list[Any]:
+    async def _read(self, plan: FanOutPlan) -> list[Any]:
         """Run the plan as one read-script call; Redis errors become StoreUnavailable."""
         try:
             try:
-                return await self._evalsha(plan)
+                await discover_cluster(self._client)
+                return await plan.run(self._evalsha)
             except redis.ConnectionError:
                 # After a Redis restart every idle pooled connection is dead: drop them all
                 # and try once more on a fresh one, so the first request after recovery works.
                 await drop_idle_connections(self._client)
-                return await self._evalsha(plan)
+                return await plan.run(self._evalsha)
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             raise StoreUnavailable(f"Redis unavailable: {exc}") from exc
 

@@ -1,23 +1,32 @@
-"""The one place Redis clients are built: single or Sentinel, from settings, failing fast.
+"""The one place Redis clients are built: single, Sentinel or Cluster, from settings, failing fast.
 
 Every process (collector, sampler, API, job worker, `up`) gets its clients here, so the topology
-is decided once: `METRICS_REDIS_SENTINELS` set means ask those sentinels for the primary,
-otherwise `REDIS_URL` is the Redis. (Cluster is the third topology; it plugs in at
-`topology()` and the two factories.) In both modes REDIS_URL's scheme (rediss: TLS), user,
-password and database apply to the data connections.
+is decided once: `METRICS_REDIS_CLUSTER=true` means REDIS_URL names a node of a Redis Cluster
+(the client finds the others), `METRICS_REDIS_SENTINELS` set means ask those sentinels for the
+primary, otherwise `REDIS_URL` is the Redis. In every mode REDIS_URL's scheme (rediss: TLS),
+user and password apply to the data connections (and its database, outside Cluster).
+
+A cluster client is handed out typed as `redis.Redis` (`aioredis.Redis`): redis-py's
+RedisCluster offers every command the store sends under the same names and signatures, so
+callers stay one type; the few paths that differ (script pipelining, WAIT, sharded pub/sub)
+ask `is_cluster()`.
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Literal
+from typing import Any, Literal, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import redis
 import redis.asyncio as aioredis
 import redis.asyncio.sentinel as aiosentinel
 import redis.sentinel
+from redis.asyncio.client import Pipeline as AsyncPipeline
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.backoff import NoBackoff
+from redis.client import Pipeline
+from redis.cluster import RedisCluster
 from redis.connection import parse_url
 from redis.retry import Retry
 
@@ -27,12 +36,19 @@ from metrics_store.settings import Settings
 # answer 503 within the timeouts rather than wait through redis-py's retries.
 HEALTH_CHECK_INTERVAL_S = 30
 
-Topology = Literal["single", "sentinel"]
+Topology = Literal["single", "sentinel", "cluster"]
 
 
 def topology(settings: Settings) -> Topology:
-    """Which kind of Redis the settings describe (the seam where Cluster will join)."""
+    """Which kind of Redis the settings describe."""
+    if settings.redis_cluster:
+        return "cluster"
     return "sentinel" if settings.redis_sentinels else "single"
+
+
+def is_cluster(client: redis.Redis | aioredis.Redis) -> bool:
+    """Whether `client` is a Redis Cluster client (handed out as a plain client's type)."""
+    return isinstance(client, (RedisCluster, AsyncRedisCluster))
 
 
 def sync_client(
@@ -40,9 +56,12 @@ def sync_client(
 ) -> redis.Redis:
     """A blocking client for threads (the collector's flusher, the sampler, rq).
 
-    `url` names another Redis (a cache to measure): always a single server, never Sentinel.
+    `url` names another Redis (a cache to measure, the rq queues): always a single server.
     """
     options = _client_options(settings, command_timeout_s)
+    if url is None and topology(settings) == "cluster":
+        cluster = RedisCluster.from_url(settings.redis_url, **options)
+        return cast(redis.Redis, cluster)  # see the module docstring
     if url is None and topology(settings) == "sentinel":
         sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
             settings.redis_sentinels,
@@ -59,6 +78,9 @@ def sync_client(
 def async_client(settings: Settings) -> aioredis.Redis:
     """An asyncio client with its own connection pool (the API)."""
     options = _client_options(settings, None)
+    if topology(settings) == "cluster":
+        cluster = AsyncRedisCluster.from_url(settings.redis_url, **options)
+        return cast(aioredis.Redis, cluster)  # see the module docstring
     if topology(settings) == "sentinel":
         sentinel = aiosentinel.Sentinel(  # type: ignore[no-untyped-call]
             settings.redis_sentinels,
@@ -72,8 +94,57 @@ def async_client(settings: Settings) -> aioredis.Redis:
     return aioredis.Redis.from_url(settings.redis_url, **options)
 
 
+def multi(client: redis.Redis) -> Pipeline:
+    """A MULTI pipeline for keys of one slot; on a cluster, a plain one (see `multi_async`)."""
+    return client.pipeline(transaction=not is_cluster(client))
+
+
+def multi_async(client: aioredis.Redis) -> AsyncPipeline:
+    """A MULTI pipeline for keys of one slot; on a cluster, a plain one.
+
+    On a cluster the commands still go to one node, in order, on one connection, but other
+    clients' commands may run between them: redis-py has no cluster transactions before 6,
+    and its asyncio ones run each command on a thread of its own, blocking the event loop.
+    Callers keep to writes whose interleaving a reader can bear for a moment.
+    """
+    return client.pipeline(transaction=not is_cluster(client))
+
+
+def node_client(client: redis.Redis, key: str) -> redis.Redis:
+    """The client of the one server holding `key`: a cluster's primary for its slot, or `client`.
+
+    For commands that must share the connection of a write (WAIT counts the replicas that
+    hold what this connection wrote).
+    """
+    if not isinstance(client, RedisCluster):
+        return client
+    primary = client.get_redis_connection(client.get_node_from_key(key, replica=False))
+    return cast(redis.Redis, primary)
+
+
+def refresh_slots(client: redis.Redis) -> None:
+    """After a failure on a node reached by `node_client`: read the cluster's slot map anew."""
+    if isinstance(client, RedisCluster):
+        with contextlib.suppress(redis.RedisError, OSError):  # the next attempt tries again
+            client.nodes_manager.initialize()
+
+
+def jobs_client(settings: Settings, *, command_timeout_s: float | None = None) -> redis.Redis:
+    """The rq queues' Redis: METRICS_JOBS_REDIS_URL, a plain Redis (rq knows no Cluster).
+
+    Unset, the store's own Redis (through Sentinel where configured; a Cluster's REDIS_URL
+    node as a plain server, which serves rq only if that node holds its keys' slots).
+    """
+    if settings.jobs_redis_url is None and topology(settings) != "cluster":
+        return sync_client(settings, command_timeout_s=command_timeout_s)
+    url = settings.resolved_jobs_redis_url
+    return redis.Redis.from_url(url, **_client_options(settings, command_timeout_s))
+
+
 def describe_redis(settings: Settings) -> str:
     """Where the store's Redis is, for logs and banners: never a password."""
+    if topology(settings) == "cluster":
+        return f"cluster via {redacted_url(settings.redis_url)}"
     if topology(settings) == "sentinel":
         where = ",".join(_address(host, port) for host, port in settings.redis_sentinels)
         return f"sentinels {where} (service {settings.redis_sentinel_master})"
@@ -162,6 +233,17 @@ def redacted_url(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}{parts.path}{query_part}"
 
 
+async def discover_cluster(client: aioredis.Redis) -> None:
+    """Read a cluster's slot map if the client has not yet (a plain client needs nothing).
+
+    redis-py's asyncio RedisCluster reads it on its first command; several first commands
+    sent together fail ("Connection closed by server"), and a sharded subscription finds its
+    node from the map without sending a command first (SlotNotCoveredError).
+    """
+    if isinstance(client, AsyncRedisCluster):
+        await client.initialize()  # a no-op once initialised
+
+
 async def drop_idle_connections(client: aioredis.Redis) -> None:
     """Close the pool's idle connections, after a failure that may mean Redis restarted.
 
@@ -169,6 +251,8 @@ async def drop_idle_connections(client: aioredis.Redis) -> None:
     fail one command of its own before the pool replaced it: one lost tick or heartbeat per
     pooled connection. Connections in use are left alone; their requests fail by themselves.
     """
+    if is_cluster(client):
+        return  # the cluster client dropped the failed node's connections and re-read the slots
     # Closing a dead socket may complain; it is closed all the same.
     with contextlib.suppress(redis.RedisError, OSError):
         await client.connection_pool.disconnect(inuse_connections=False)

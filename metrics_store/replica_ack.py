@@ -5,6 +5,11 @@ Redis in one pipeline (one round trip): WAIT answers how many replicas have ever
 connection wrote, the batch included. Fewer than N means the batch may die with the primary,
 so it is not acknowledged: the flusher retries it under the same batch id, and the script's
 id marker makes the retry a no-op wherever the first attempt did land.
+
+On Redis Cluster the pipeline goes to the primary of the batch's shard, on one connection of
+its own: WAIT answers for that connection's writes only. A failover there (the node gone, or
+MOVED: its slots now served by the promoted replica) re-reads the slot map and counts as an
+outage, so the batch is retried, on the new primary.
 """
 
 from __future__ import annotations
@@ -12,7 +17,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import redis
+from redis.exceptions import AskError, ClusterDownError, MovedError, TryAgainError
 
+from metrics_store.redis_client import node_client, refresh_slots
 from metrics_store.scripts import LuaScript
 from metrics_store.settings import Settings
 
@@ -25,6 +32,14 @@ class ReplicasBehind(redis.ConnectionError):
     A ConnectionError to the flusher: the store is not durably reachable, so the batch is
     retried with backoff for as long as it takes, never dropped as a refused batch would be.
     """
+
+
+class ShardMoved(redis.ConnectionError):
+    """The batch's shard is served by another node now (a cluster failover): retry there."""
+
+
+# Replies of a cluster node whose slots moved or are moving: an outage, not a refusal.
+_SLOT_MOVES = (MovedError, AskError, ClusterDownError, TryAgainError)
 
 
 def acks_wanted(settings: Settings) -> int:
@@ -43,13 +58,37 @@ def write_batch(
 
     Raises ReplicasBehind when too few replicas acknowledged, any RedisError as the plain call.
     """
+    try:
+        acknowledged, wanted = _write(client, script, keys, args, settings)
+    except _SLOT_MOVES as exc:  # a cluster failover under way
+        refresh_slots(client)
+        raise ShardMoved(f"the batch's shard moved: {exc}") from exc
+    except (redis.ConnectionError, redis.TimeoutError):
+        refresh_slots(client)
+        raise
+    if acknowledged < wanted:
+        raise ReplicasBehind(
+            f"{acknowledged} of {wanted} replicas acknowledged the batch within "
+            f"{settings.redis_replicas_ack_timeout_ms} ms"
+        )
+
+
+def _write(
+    client: redis.Redis,
+    script: LuaScript,
+    keys: Sequence[str],
+    args: Sequence[Arg],
+    settings: Settings,
+) -> tuple[int, int]:
+    """(replicas that acknowledged, replicas wanted) after running the script."""
     wanted = acks_wanted(settings)
     if not wanted:
         script.run(client, keys, args)
-        return
+        return 0, 0
+    server = node_client(client, keys[0])
 
     def ingest_and_wait() -> int:
-        pipe = client.pipeline(transaction=False)
+        pipe = server.pipeline(transaction=False)
         script.queue(pipe, keys, args)
         pipe.wait(wanted, settings.redis_replicas_ack_timeout_ms)
         _, acknowledged = pipe.execute()
@@ -57,9 +96,4 @@ def write_batch(
 
     # A new primary after a failover may not know the script: NOSCRIPT wrote nothing, so the
     # registry loads it and the pipeline runs again.
-    acknowledged = script.reloading(client, ingest_and_wait, ingest_and_wait)
-    if acknowledged < wanted:
-        raise ReplicasBehind(
-            f"{acknowledged} of {wanted} replicas acknowledged the batch within "
-            f"{settings.redis_replicas_ack_timeout_ms} ms"
-        )
+    return script.reloading(server, ingest_and_wait, ingest_and_wait), wanted

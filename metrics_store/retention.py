@@ -12,6 +12,7 @@ from __future__ import annotations
 import redis
 
 from metrics_store.keys import Keys
+from metrics_store.redis_client import multi
 
 PRUNE_BATCH = 500
 
@@ -29,7 +30,7 @@ def prune_retired_buckets(client: redis.Redis, keys: Keys, now_s: float | None =
         retired = client.zrangebyscore(keys.bucket_index, "-inf", now_s, start=0, num=PRUNE_BATCH)
         if not retired:
             return removed
-        pipe = client.pipeline(transaction=True)
+        pipe = multi(client)
         pipe.delete(*retired)
         pipe.zrem(keys.bucket_index, *retired)
         pipe.execute()

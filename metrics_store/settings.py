@@ -150,7 +150,7 @@ class Settings(BaseSettings):
     )
     job_queues: Annotated[list[str], NoDecode] = Field(
         default=["default"],
-        description="rq queues (on REDIS_URL) the workers serve and threadPoolStatus counts.",
+        description="rq queues (on the jobs Redis) the workers serve and threadPoolStatus counts.",
     )
 
     # --- demo traffic ------------------------------------------------------------------------
@@ -173,6 +173,24 @@ class Settings(BaseSettings):
     )
     redis_sentinel_password: SecretStr | None = Field(
         default=None, description="Password the sentinels ask for; unset: none."
+    )
+    redis_cluster: bool = Field(
+        default=False,
+        description="REDIS_URL names any node of a Redis Cluster; the client finds the rest "
+        "and the data keys spread over `shards` hash tags (docs/scale-out.md).",
+    )
+    shards: int = Field(
+        default=16,
+        ge=1,
+        le=256,
+        description="Hash tags the data keys spread over in cluster mode (16: 3 to 16 "
+        "primaries all get writes); single Redis and Sentinel always use one.",
+    )
+    jobs_redis_url: str | None = Field(
+        default=None,
+        description="Plain Redis of the rq job queues (rq has no Cluster support); unset: "
+        "REDIS_URL.",
+        repr=False,
     )
     redis_min_replicas_ack: int = Field(
         default=0,
@@ -205,6 +223,11 @@ class Settings(BaseSettings):
         description="Browser origins (scheme://host[:port], comma-separated) allowed to call "
         "the API and open the WebSocket besides the API's own; empty: same origin only.",
     )
+
+    @property
+    def resolved_jobs_redis_url(self) -> str:
+        """The rq Redis: METRICS_JOBS_REDIS_URL, else the store's own."""
+        return self.jobs_redis_url or self.redis_url
 
     @property
     def resolved_cache_redis_url(self) -> str:
@@ -245,6 +268,10 @@ class Settings(BaseSettings):
     def _check_topology(self) -> Settings:
         if self.redis_sentinels and self.redis_url.startswith("unix:"):
             raise ValueError("redis_sentinels need a redis:// or rediss:// REDIS_URL, not unix://")
+        if self.redis_cluster and self.redis_sentinels:
+            raise ValueError("redis_cluster and redis_sentinels exclude each other: pick one")
+        if self.redis_cluster and self.redis_url.startswith("unix:"):
+            raise ValueError("redis_cluster needs a redis:// or rediss:// REDIS_URL, not unix://")
         # WAIT must give up before the socket does, or a slow replica looks like a dead primary.
         if self.redis_replicas_ack_timeout_ms / 1000 >= self.redis_command_timeout_s:
             raise ValueError("redis_replicas_ack_timeout_ms must be below redis_command_timeout_s")

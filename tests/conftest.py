@@ -15,6 +15,7 @@ from hypothesis import settings as hypothesis_settings
 from metrics_store.keys import Keys
 from metrics_store.redis_client import sync_client
 from metrics_store.settings import Settings
+from tests.cluster_topology import ClusterTopology
 from tests.harness import StoreHarness, make_harness
 from workers.redis_process import RedisServerProcess
 from workers.sentinel_topology import SentinelTopology
@@ -60,6 +61,18 @@ def sentinel_topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sent
     topology.stop()
 
 
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterTopology]:
+    """Three primaries and three replicas for the session's runs on Redis Cluster.
+
+    Tests that kill a node start a cluster of their own: this one must stay whole.
+    """
+    cluster = ClusterTopology(tmp_path_factory.mktemp("cluster"))
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
 def delete_prefix(client: redis.Redis, prefix: str) -> None:
     """Delete one test's keys by SCAN, never FLUSHDB."""
     try:
@@ -93,22 +106,34 @@ def through_sentinel(request: pytest.FixtureRequest, settings: Settings) -> Iter
     delete_prefix(sync_client(sentinel_settings), settings.key_prefix)
 
 
-@pytest.fixture(params=["single", "sentinel"])
+def on_cluster(request: pytest.FixtureRequest, settings: Settings) -> Iterator[Settings]:
+    """`settings` in cluster mode on the session's Redis Cluster; its keys deleted afterwards."""
+    cluster: ClusterTopology = request.getfixturevalue("redis_cluster")
+    cluster_settings = settings.model_copy(update={"redis_url": cluster.url, "redis_cluster": True})
+    yield cluster_settings
+    delete_prefix(sync_client(cluster_settings), settings.key_prefix)
+
+
+@pytest.fixture(params=["single", "sentinel", "cluster"])
 def topology_settings(request: pytest.FixtureRequest, settings: Settings) -> Iterator[Settings]:
-    """`settings` for the session's single redis-server, then again through Sentinel."""
+    """`settings` for the session's single redis-server, then through Sentinel, then on the
+    cluster."""
     if request.param == "single":
         yield settings
-    else:
+    elif request.param == "sentinel":
         yield from through_sentinel(request, settings)
+    else:
+        yield from on_cluster(request, settings)
 
 
-@pytest.fixture(params=["redis", "fakeredis", "sentinel"])
+@pytest.fixture(params=["redis", "fakeredis", "sentinel", "cluster"])
 def store(request: pytest.FixtureRequest, settings: Settings) -> Iterator[StoreHarness]:
-    """The store on the real redis-server, on fakeredis (the embedded fallback), and through
-    Sentinel (a primary found by asking the sentinels)."""
-    if request.param == "sentinel":
-        for sentinel_settings in through_sentinel(request, settings):
-            harness = make_harness("sentinel", sentinel_settings, T0)
+    """The store on the real redis-server, on fakeredis (the embedded fallback), through
+    Sentinel (a primary found by asking the sentinels) and on Redis Cluster (16 shards)."""
+    if request.param in ("sentinel", "cluster"):
+        through = through_sentinel if request.param == "sentinel" else on_cluster
+        for topology_settings in through(request, settings):
+            harness = make_harness(request.param, topology_settings, T0)
             yield harness
             harness.close()
         return

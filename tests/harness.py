@@ -56,9 +56,8 @@ class StoreHarness:
 
     def data_keys(self) -> list[str]:
         """Every key of the store except the live ones (heartbeats and the like)."""
-        live = f"{self.keys.root}:live:"
         found = self.client.scan_iter(match=self.keys.scan_pattern, count=1000)
-        return sorted(k.decode() for k in found if not k.decode().startswith(live))
+        return sorted(k.decode() for k in found if ":live:" not in k.decode())
 
     def close(self) -> None:
         for collector in self.collectors:
@@ -79,7 +78,7 @@ def make_harness(backend: str, settings: Settings, start: float) -> StoreHarness
             lambda: redis.Redis.from_url(settings.redis_url),
             lambda: aioredis.Redis.from_url(settings.redis_url),
         )
-    if backend == "sentinel":
+    if backend in ("sentinel", "cluster"):
         return StoreHarness(
             backend, settings, clock, lambda: sync_client(settings), lambda: async_client(settings)
         )

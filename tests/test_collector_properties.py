@@ -355,7 +355,7 @@ def test_record_query_refuses_whole_or_stores_exactly(
     })  # fmt: skip
     expect_histogram(h, expected, ts, FIGURE_LATENCY, tier, latency)
     recent = h.keys.recent_queries(tier)
-    newest = f"{count} {generation!r} {latency!r}"
+    newest = f"{count} {generation!r} {latency!r} {ts!r}"  # the stamp merges shards
     expected[recent] = [newest, *before.get(recent, [])][: h.settings.sparkline_points]
     assert_stored_exactly(before, after, expected)
 

@@ -96,14 +96,35 @@ def test_the_sentinel_variant_configures_every_service_through_the_sentinels() -
         assert set(services[name]["depends_on"]) >= sentinels
 
 
+def test_the_cluster_variant_runs_every_service_on_a_six_node_cluster() -> None:
+    loaded: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.cluster.yml").read_text())
+    services = loaded["services"]
+    nodes = {name for name in services if name.startswith("redis-node-")}
+    assert len(nodes) == 6
+    for name in nodes:
+        assert "--cluster-enabled" in services[name]["command"]
+    create = " ".join(services["cluster-create"]["command"])
+    assert "--cluster create" in create and "--cluster-replicas 1" in create
+    assert set(services["cluster-create"]["depends_on"]) == nodes
+    for name in metrics_services():
+        env = services[name]["environment"]
+        assert env["METRICS_REDIS_CLUSTER"] == "true", name
+        assert with_defaults(env["REDIS_URL"]).startswith("redis://redis-node-"), name
+        assert with_defaults(env["METRICS_JOBS_REDIS_URL"]) == "redis://redis:6379/0", name
+        done = services[name]["depends_on"]["cluster-create"]["condition"]
+        assert done == "service_completed_successfully", name
+
+
 def test_docker_compose_validates_the_file() -> None:
     docker_compose = require_tool(
         "docker-compose", install_hint="apt-get install docker-compose (make test does)"
     )
     sentinel = ["-f", str(ROOT / "docker-compose.sentinel.yml")]
+    cluster = ["-f", str(ROOT / "docker-compose.cluster.yml")]
     observability = ["--profile", "observability"]
-    for extra in ([], ["--profile", "demo"], sentinel, [*sentinel, "--profile", "demo"],
-                  observability, [*sentinel, *observability]):  # fmt: skip
+    variants = ([], sentinel, cluster)
+    demo = [[*v, "--profile", "demo"] for v in variants]
+    for extra in [*variants, *demo, observability, [*sentinel, *observability]]:
         subprocess.run(
             [docker_compose, "-f", str(ROOT / "docker-compose.yml"), *extra, "config", "-q"],
             check=True,

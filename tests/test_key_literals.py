@@ -35,7 +35,7 @@ def key_names() -> list[str]:
     keys = Keys(PLACEHOLDER)
     names = []
     for attr, value in vars(Keys).items():
-        if attr.startswith("_") or attr in ("root", "scan_pattern"):
+        if attr.startswith("_") or attr in ("root", "control_root", "scan_pattern"):
             continue
         if isinstance(value, property):
             names.append(getattr(keys, attr))

@@ -109,14 +109,18 @@ def test_no_secret_in_descriptions_or_errors() -> None:
         client.close()
 
 
-def test_up_starts_no_redis_of_its_own_when_sentinels_are_set(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("METRICS_REDIS_SENTINELS", "127.0.0.1:26379"), ("METRICS_REDIS_CLUSTER", "true")],
+)
+def test_up_starts_no_redis_of_its_own_when_sentinels_or_a_cluster_are_set(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, variable: str, value: str
 ) -> None:
     from metrics_store.settings import get_settings
     from workers.up import start_redis
 
     monkeypatch.delenv("REDIS_URL", raising=False)
-    monkeypatch.setenv("METRICS_REDIS_SENTINELS", "127.0.0.1:26379")
+    monkeypatch.setenv(variable, value)
     get_settings.cache_clear()
     try:
         assert start_redis(tmp_path) == ("redis://localhost:6379/0", None)

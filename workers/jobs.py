@@ -18,7 +18,7 @@ from rq import Queue, SimpleWorker
 
 from metrics_store.collector import get_metrics_collector
 from metrics_store.loops import LoopGuard, run_forever
-from metrics_store.redis_client import sync_client
+from metrics_store.redis_client import jobs_client
 from metrics_store.settings import Settings, get_settings
 from workers.demo_backend import DemoBackend, GenerationFailed
 
@@ -49,8 +49,8 @@ def process_query(prompt: str) -> str:
 
 
 def rq_connection(settings: Settings) -> redis.Redis:
-    """rq wants raw bytes and no client-side decoding; under Sentinel, the primary's client."""
-    return sync_client(settings, command_timeout_s=max(settings.redis_command_timeout_s, 5.0))
+    """rq's Redis (METRICS_JOBS_REDIS_URL, else the store's): raw bytes, no client decoding."""
+    return jobs_client(settings, command_timeout_s=max(settings.redis_command_timeout_s, 5.0))
 
 
 def enqueue_query(queue: Queue, prompt: str) -> None:

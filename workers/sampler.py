@@ -26,7 +26,7 @@ from metrics_store.clock import Clock, SystemClock
 from metrics_store.errors import StoreUnavailable
 from metrics_store.keys import Keys
 from metrics_store.loops import LoopGuard, run_forever
-from metrics_store.redis_client import describe_redis, sync_client
+from metrics_store.redis_client import describe_redis, jobs_client, sync_client
 from metrics_store.settings import Settings, get_settings
 from metrics_store.snapshots import NodeSnapshot, SnapshotWriter
 from workers.gpu import GpuSource, NvmlSource
@@ -62,12 +62,15 @@ def default_sources(settings: Settings, client: redis.Redis) -> Sources:
     """The real machine: psutil, pynvml, the configured index files, cache Redis and queues."""
     cache_url = settings.resolved_cache_redis_url
     cache_client = client if cache_url == settings.redis_url else sync_client(settings, cache_url)
+    # The queues live in the jobs Redis; the store's own client serves when that is the same.
+    same_jobs = settings.jobs_redis_url is None and not settings.redis_cluster
+    queue_client = client if same_jobs else jobs_client(settings)
     return Sources(
         hardware=PsutilSource(),
         gpus=NvmlSource(),
         faiss_index=FaissIndexSource(settings.faiss_index_path),
         cache_memory=RedisMemorySource(cache_client),
-        jobs=JobQueueSource(client, settings.job_queues),
+        jobs=JobQueueSource(queue_client, settings.job_queues),
     )
 
 

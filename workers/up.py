@@ -58,10 +58,11 @@ class Children:
 
 
 def start_redis(data_dir: Path) -> tuple[str, RedisServerProcess | FakeRedisServer | None]:
-    """REDIS_URL or the sentinels if set; else a private redis-server; else fakeredis over TCP."""
-    if get_settings().redis_sentinels:
-        # The sentinels name the primary; REDIS_URL (or its default) still carries the
-        # password, database and TLS, and the children read both from the environment.
+    """REDIS_URL, the sentinels or the cluster if set; else a private redis-server; else
+    fakeredis over TCP."""
+    if get_settings().redis_sentinels or get_settings().redis_cluster:
+        # The sentinels name the primary (a cluster node, the others); REDIS_URL (or its
+        # default) still carries the password and TLS; the children read the environment.
         return get_settings().redis_url, None
     if os.environ.get("REDIS_URL"):
         return os.environ["REDIS_URL"], None

@@ -9,6 +9,8 @@
 -- KEYS[7] = all-time totals (sorted set, never expires)
 -- KEYS[8] = this batch's id marker
 -- KEYS[9..8+ARGV[7]] = the recent-query list of each configured tier; then the bucket keys
+-- (Redis Cluster, batch.py: a shard's data call holds a data key in KEYS[3], [4] and [6], the
+-- control call a control key in KEYS[1], [2], [5] and [7]: each names its slot, unwritten.)
 -- ARGV[1] = batch id ttl (s)          ARGV[2] = stream MAXLEN (approximate)
 -- ARGV[3] = retention (s)             ARGV[4] = recent-list length
 -- ARGV[5] = node name                 ARGV[6] = now (epoch s), the node's heartbeat
@@ -18,8 +20,10 @@
 -- ARGV[14] = clock skew tolerance (s; 0 = trust the writer's clock)
 -- ARGV[15], ARGV[16] = the oldest and newest event stamps of the batch (epoch s)
 -- ARGV[17] = events of this batch already refused for their clock (counted here)
--- ARGV[18] = how many histogram groups
--- ARGV[19..] = those sections in that order, the histogram groups last:
+-- ARGV[18] = 1: record the node's heartbeat in KEYS[3]; 0: a separate call to the control keys'
+--            slot does (Redis Cluster: this call's keys are one data shard's, metrics_store/shards.py)
+-- ARGV[19] = how many histogram groups
+-- ARGV[20..] = those sections in that order, the histogram groups last:
 --   query entry:   "ts tier latency_ms tokens generation_ms error"      (1 value)
 --   routing entry: "ts complexity tier score decision_ms fallback"      (1 value)
 --   increment:     KEYS index of the bucket, member, amount            (3 values)
@@ -69,7 +73,7 @@ local maxlen, node = ARGV[2], ARGV[5]
 local queries, decisions = tonumber(ARGV[8]), tonumber(ARGV[9])
 local increments, pushes = tonumber(ARGV[10]), tonumber(ARGV[11])
 local availabilities, retirements = tonumber(ARGV[12]), tonumber(ARGV[13])
-local i = 19
+local i = 20
 if tonumber(ARGV[17]) > 0 then
   redis.call('HINCRBY', KEYS[6], node, ARGV[17])
 end
@@ -115,7 +119,7 @@ for _ = 1, retirements do
 end
 -- The histograms were summed per fine bucket by the collector; each group's bins go into the
 -- bucket of every level at once, so the roll-ups are exact sums written in the same call.
-for _ = 1, tonumber(ARGV[18]) do
+for _ = 1, tonumber(ARGV[19]) do
   local n = tonumber(ARGV[i])
   local first = i + 1
   local m = tonumber(ARGV[first + n])
@@ -141,5 +145,7 @@ for k = 9, last_recent do
 end
 -- The availability hash never expires: a node reports only when its models change, and its
 -- latest report stands while it is live (readers skip dead nodes; nodes x tiers bounds it).
-redis.call('ZADD', KEYS[3], beat, node)
+if ARGV[18] == '1' then
+  redis.call('ZADD', KEYS[3], beat, node)
+end
 return queries + decisions

@@ -1,0 +1,151 @@
+"""Redis Cluster mode: writes reach every primary, and the answers equal a single Redis's."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from metrics_store.keys import Keys
+from metrics_store.reader import MetricsReader
+from metrics_store.settings import Settings
+from metrics_store.shards import shard_labels, tag_slot
+from tests.cluster_topology import ClusterTopology
+from tests.conftest import T0, delete_prefix
+from tests.harness import StoreHarness, make_harness
+from tests.processes import child_env
+
+RECORD = textwrap.dedent(
+    """
+    from metrics_store import get_metrics_collector
+    c = get_metrics_collector()
+    for i in range(400):
+        c.record_query("Q2", 100.0 + i, 20, 400.0)
+        if i % 20 == 0:
+            c.flush(timeout_s=10)  # many small batches: each goes to the next shard
+    c.flush(timeout_s=10)
+    """
+)
+
+
+def test_shard_tags_spread_evenly_over_the_slots() -> None:
+    for primaries in range(3, 17):
+        per_primary = [0] * primaries
+        for label in shard_labels("metrics", 16):
+            per_primary[tag_slot("metrics", label) * primaries // 16384] += 1
+        assert min(per_primary) >= 1
+        assert max(per_primary) - min(per_primary) <= 1
+
+
+def test_two_collector_processes_write_to_every_primary(
+    redis_cluster: ClusterTopology, prefix: str
+) -> None:
+    env = child_env(redis_cluster.url, prefix, METRICS_REDIS_CLUSTER="true")
+    writers = [
+        subprocess.Popen([sys.executable, "-c", RECORD], env={**env, "METRICS_NODE": f"w{n}"})
+        for n in range(2)
+    ]
+    try:
+        assert [writer.wait(timeout=60) for writer in writers] == [0, 0]
+        primaries = redis_cluster.primaries()
+        assert len(primaries) == 3
+        for primary in primaries:
+            client = redis.Redis(host="127.0.0.1", port=primary.port)
+            try:
+                found = list(client.scan_iter(match=Keys(prefix).scan_pattern, count=1000))
+            finally:
+                client.close()
+            data = [k for k in found if k.startswith(Keys(prefix).root.encode()[:-1] + b":")]
+            assert data, f"primary {primary.port} holds no data keys"
+    finally:
+        for writer in writers:
+            writer.kill()
+            writer.wait()
+        cluster_settings = Settings(
+            redis_url=redis_cluster.url, redis_cluster=True, key_prefix=prefix
+        )
+        from metrics_store.redis_client import sync_client
+
+        delete_prefix(sync_client(cluster_settings), prefix)
+
+
+@pytest.fixture
+def single_and_cluster(
+    request: pytest.FixtureRequest, settings: Settings
+) -> Iterator[tuple[StoreHarness, StoreHarness]]:
+    cluster: ClusterTopology = request.getfixturevalue("redis_cluster")
+    single = make_harness("redis", settings, T0)
+    on_cluster = settings.model_copy(update={"redis_url": cluster.url, "redis_cluster": True})
+    clustered = make_harness("cluster", on_cluster, T0)
+    yield single, clustered
+    single.close()
+    clustered.close()
+    delete_prefix(clustered.sync_factory(), settings.key_prefix)
+
+
+def record_the_same(store: StoreHarness) -> None:
+    """A few hundred events over several buckets, in batches that land on many shards."""
+    c = store.collector
+    for i in range(300):
+        store.clock.set(T0 - 600 + i * 2.0 + 0.001 * (i % 7))  # distinct stamps, 10 minutes
+        tier = ("Q2", "Q3", "Q4")[i % 3]
+        # Halves and whole ms: every sum is exact in binary, so shards' sums add up exactly.
+        ttft = 5.0 + (i % 9) * 0.5 if i % 2 == 0 else None
+        queue = 1.0 + i % 3 if i % 3 else None
+        c.record_query(
+            tier, 50.0 + i * 1.5, 10 + i, 200.0 + i, i % 11 == 0, ttft_ms=ttft, queue_time_ms=queue
+        )
+        complexity = ("SIMPLE", "MODERATE", "COMPLEX")[i % 3]
+        c.record_routing_decision(complexity, tier, 0.25 * (i % 5), 1.0 + i % 4, i % 13 == 0)
+        if i % 25 == 0:
+            c.update_model_availability(tier, i % 4, 4)
+            c.flush(timeout_s=10)
+    # The node's last beat: single Redis beats with every batch, a cluster with its control
+    # writes and the flusher's heartbeat; a report now gives both the same one.
+    store.clock.set(T0)
+    c.update_model_availability("Q2", 3, 4)
+    c.flush(timeout_s=10)
+
+
+def test_single_redis_and_the_cluster_give_identical_answers(
+    single_and_cluster: tuple[StoreHarness, StoreHarness],
+) -> None:
+    single, clustered = single_and_cluster
+    for store in (single, clustered):
+        record_the_same(store)
+    for read in (MetricsReader.queries, MetricsReader.tiers, MetricsReader.routing):
+        assert clustered.read(read).model_dump() == single.read(read).model_dump()
+    shard_roots = {key.split("}")[0] for key in clustered.data_keys()}
+    assert len(shard_roots) > 3  # the batches went to many shards
+
+
+def test_histograms_and_totals_are_per_shard_and_add_up_to_a_single_redis(
+    single_and_cluster: tuple[StoreHarness, StoreHarness],
+) -> None:
+    single, clustered = single_and_cluster
+    for store in (single, clustered):
+        record_the_same(store)
+    # Write-heavy keys are data keys: each shard holds its own totals and histograms.
+    cluster_keys = clustered.data_keys()
+    totals = [k for k in cluster_keys if k.endswith("}:totals")]
+    hourly = [k for k in cluster_keys if ":h:latency:Q2:3600s:" in k]
+    assert len(totals) > 3 and len(hourly) > 3
+    assert Keys(single.settings.key_prefix).totals in single.data_keys()
+    for window_s in (None, 1800, 6 * 3600):
+        for read in (MetricsReader.latency, MetricsReader.tiers, MetricsReader.queries):
+
+            async def call(
+                reader: MetricsReader, read: Any = read, w: int | None = window_s
+            ) -> Any:
+                return await read(reader, w)
+
+            assert clustered.read(call).model_dump() == single.read(call).model_dump(), read
+    one, many = single.read(MetricsReader.fleet), clustered.read(MetricsReader.fleet)
+    assert many.totals == one.totals
+    assert many.histograms == one.histograms  # bins and sums, exactly
+    assert sum(h.bins[b] for h in one.histograms.values() for b in h.bins) == 300 + 150
