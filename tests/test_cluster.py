@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 import pytest
 import redis
+from websockets.asyncio.client import connect
 
 from metrics_store.keys import Keys
 from metrics_store.reader import MetricsReader
+from metrics_store.redis_client import sync_client
 from metrics_store.settings import Settings
 from metrics_store.shards import shard_labels, tag_slot
 from tests.cluster_topology import ClusterTopology
 from tests.conftest import T0, delete_prefix
 from tests.harness import StoreHarness, make_harness
-from tests.processes import child_env
+from tests.processes import ApiProcess, child_env, start_replicas
+from tests.test_failover import PER_PROCESS, finish, start_recorders
+from tests.test_live_processes import Received, assert_strictly_increasing, record
+from workers.sentinel_topology import wait_until
 
 RECORD = textwrap.dedent(
     """
@@ -69,8 +77,6 @@ def test_two_collector_processes_write_to_every_primary(
         cluster_settings = Settings(
             redis_url=redis_cluster.url, redis_cluster=True, key_prefix=prefix
         )
-        from metrics_store.redis_client import sync_client
-
         delete_prefix(sync_client(cluster_settings), prefix)
 
 
@@ -149,3 +155,76 @@ def test_histograms_and_totals_are_per_shard_and_add_up_to_a_single_redis(
     assert many.totals == one.totals
     assert many.histograms == one.histograms  # bins and sums, exactly
     assert sum(h.bins[b] for h in one.histograms.values() for b in h.bins) == 300 + 150
+
+
+def endpoint_totals(api: ApiProcess) -> dict[str, int]:
+    """Queries and decisions as each endpoint counts them (streams are per shard here)."""
+    tiers = api.get("/api/metrics/tiers").json()["tiers"]
+    return {
+        "/queries": api.get("/api/metrics/queries").json()["totalQueries"],
+        "/tiers": sum(t["requestCount"] for t in tiers),
+        "/routing": api.get("/api/metrics/routing").json()["accuracyMetrics"]["totalDecisions"],
+    }
+
+
+@pytest.mark.timeout(180)
+def test_a_killed_primary_loses_no_acknowledged_event_with_one_replica_ack(
+    redis_cluster: ClusterTopology, prefix: str
+) -> None:
+    ack = {"METRICS_REDIS_MIN_REPLICAS_ACK": "1", "METRICS_RETRY_MAX_BACKOFF_S": "0.5"}
+    env = child_env(redis_cluster.url, prefix, METRICS_REDIS_CLUSTER="true", **ack)
+    # Not the seed node of REDIS_URL: a client that starts in the gap needs it to answer.
+    victim = next(n for n in redis_cluster.primaries() if n is not redis_cluster.nodes[0])
+    api = ApiProcess(env)
+    api.start()
+    recorders = start_recorders(env)
+    try:
+        time.sleep(1.0)  # mid-stream
+        victim.kill()
+        wait_until(lambda: len(redis_cluster.primaries()) == 3, 30, "its replica's promotion")
+        redis_cluster.wait_healthy()
+        # The promoted replica has no replica to acknowledge: that shard's writes wait (the
+        # recorders buffer) until the killed node is back as its replica.
+        victim.start()
+        redis_cluster.wait_healthy(60)
+        finish(recorders)  # every event acknowledged by flush(), none dropped
+        assert set(endpoint_totals(api).values()) == {2 * PER_PROCESS}  # the API resumed
+    finally:
+        for recorder in recorders:
+            recorder.kill()
+            recorder.wait()
+        api.stop()
+        cluster_settings = Settings(
+            redis_url=redis_cluster.url, redis_cluster=True, key_prefix=prefix
+        )
+        delete_prefix(sync_client(cluster_settings), prefix)
+    assert victim not in redis_cluster.primaries()  # it rejoined as a replica
+
+
+def test_the_live_stream_runs_on_two_api_replicas_on_the_cluster(
+    redis_cluster: ClusterTopology, prefix: str
+) -> None:
+    a, b = start_replicas(child_env(redis_cluster.url, prefix, METRICS_REDIS_CLUSTER="true"), 2)
+
+    async def scenario() -> tuple[Received, Received]:
+        started = time.monotonic()
+        async with connect(a.ws_url) as ca, connect(b.ws_url) as cb:
+            return await asyncio.gather(record(ca, 4.0, started), record(cb, 4.0, started))
+
+    try:
+        on_a, on_b = asyncio.run(scenario())
+    finally:
+        a.stop()
+        b.stop()
+        cluster_settings = Settings(
+            redis_url=redis_cluster.url, redis_cluster=True, key_prefix=prefix
+        )
+        delete_prefix(sync_client(cluster_settings), prefix)
+    for received in (on_a, on_b):
+        types = {orjson.loads(text)["type"] for _, text in received.messages}
+        assert len(received.messages) >= 3 and types == {"metrics_update"}
+        assert_strictly_increasing(received.timestamps)
+    # Computed once a second by one replica, relayed to both by sharded pub/sub: same bytes.
+    common = on_a.by_timestamp().keys() & on_b.by_timestamp().keys()
+    assert len(common) >= 2
+    assert all(on_a.by_timestamp()[t] == on_b.by_timestamp()[t] for t in common)
