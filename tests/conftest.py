@@ -65,7 +65,8 @@ def sentinel_topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sent
 def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterTopology]:
     """Three primaries and three replicas for the session's runs on Redis Cluster.
 
-    Tests that kill a node start a cluster of their own: this one must stay whole.
+    A test that kills a node (test_cluster.py) restarts it and waits until every node reports
+    `cluster_state:ok` with a synced replica per primary, so the tests after it find it whole.
     """
     cluster = ClusterTopology(tmp_path_factory.mktemp("cluster"))
     cluster.start()
