@@ -6,7 +6,7 @@ import argparse
 import importlib
 import time
 
-SUITES = ("ingest", "query", "live", "memory", "histogram_memory", "ha", "prometheus")
+SUITES = ("ingest", "query", "live", "memory", "histogram_memory", "ha", "prometheus", "cluster")
 
 
 def main() -> None:
