@@ -103,7 +103,7 @@ def test_flusher_survives_a_bug_and_health_shows_it(settings: Settings) -> None:
     try:
         collector.flush()
         before = errors_of("collector-flusher")
-        encoder = collector._flusher._encoder
+        [encoder] = collector._flusher._encoders  # one shard: single Redis
         encoder.encode = FailsOnce(encoder.encode)  # type: ignore[method-assign]
         for i in range(5):
             collector.record_query("Q2", 10.0 + i, 5, 5.0)
