@@ -167,17 +167,25 @@ def routing_texts(routing: dict[str, Any]) -> dict[str, str]:
     return texts
 
 
+def resources_counting_the_page(api: ApiProcess, path: str = "/api/metrics/resources") -> Any:
+    """`path`'s answer once it counts the page's own WebSocket.
+
+    The replica reports its client count with its once-a-second heartbeat, so an answer read
+    right after the page connected may not count it yet, while the page's next update does.
+    """
+    deadline = time.monotonic() + 10
+    while (resources := api.get(path).json())["activeConnections"] < 1:
+        assert time.monotonic() < deadline, "the page's connection never counted"
+        time.sleep(0.1)
+    return resources
+
+
 # --- tests -------------------------------------------------------------------------------------
 def test_each_panel_shows_what_the_rest_api_returns(page: Page, api: ApiProcess) -> None:
     wait_current(page)
     queries = api.get("/api/metrics/queries").json()
     tiers = api.get("/api/metrics/tiers").json()["tiers"]
-    # The page's own WebSocket is a live connection; the replica reports its count with its
-    # once-a-second heartbeat, so wait for REST to count it before comparing.
-    deadline = time.monotonic() + 10
-    while (resources := api.get("/api/metrics/resources").json())["activeConnections"] < 1:
-        assert time.monotonic() < deadline, "the page's connection never counted"
-        time.sleep(0.1)
+    resources = resources_counting_the_page(api)
     routing = api.get("/api/metrics/routing").json()
     assert queries["totalQueries"] > 0 and len(resources["nodes"]) == len(NODES)  # seeded
 
@@ -198,10 +206,10 @@ def test_node_selector_shows_one_nodes_resources(page: Page, api: ApiProcess) ->
     select = page.get_by_test_id("node-select")
     expect(select.locator("option")).to_have_text(["All nodes", *NODES], timeout=WAIT_MS)
     select.select_option("gpu-b")
-    one = api.get("/api/metrics/resources?node=gpu-b").json()
+    one = resources_counting_the_page(api, "/api/metrics/resources?node=gpu-b")
     expect_texts(page, resource_texts(one))
     select.select_option("")
-    expect_texts(page, resource_texts(api.get("/api/metrics/resources").json()))
+    expect_texts(page, resource_texts(resources_counting_the_page(api)))
 
 
 def test_outage_marks_data_stale_and_recovery_needs_no_reload(
