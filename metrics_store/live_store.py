@@ -19,14 +19,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import ClusterPubSub
 
 from metrics_store.keys import Keys
 from metrics_store.read_plan import ReadPlan, Staged, pairs
 from metrics_store.redis_client import discover_cluster, is_cluster, multi_async
+
+if TYPE_CHECKING:  # only for the casts: older redis-py has no asyncio ClusterPubSub to import
+    from redis.asyncio.cluster import ClusterPubSub
 
 # The lock is one key per second, not one key for all: the seconds of two replicas whose
 # clocks disagree never collide, and a replica whose clock lags the winner's by less than
@@ -53,7 +55,7 @@ class UpdateSubscription:
         try:
             if self._sharded:  # on the node that serves the channel's slot
                 await discover_cluster(self._client)
-                await cast(ClusterPubSub, self._pubsub).ssubscribe(self._channel)
+                await cast("ClusterPubSub", self._pubsub).ssubscribe(self._channel)
             else:
                 await self._pubsub.subscribe(self._channel)
         except BaseException:
@@ -72,7 +74,7 @@ class UpdateSubscription:
     async def next_update(self, timeout_s: float) -> bytes | None:
         """The next published update, or None if none came within `timeout_s`."""
         if self._sharded:
-            sharded = cast(ClusterPubSub, self._pubsub)
+            sharded = cast("ClusterPubSub", self._pubsub)
             message = await sharded.get_sharded_message(
                 ignore_subscribe_messages=True, timeout=timeout_s
             )
