@@ -10,10 +10,10 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
-from types import TracebackType
 
 import redis
 
+from workers.process_tree import StartedInWith
 from workers.redis_process import RedisServerProcess, free_port
 from workers.sentinel_topology import wait_until
 
@@ -21,7 +21,7 @@ NODE_TIMEOUT_MS = 1500
 NODES = 6  # three primaries, one replica each
 
 
-class ClusterTopology:
+class ClusterTopology(StartedInWith):
     """Six nodes under `root`; `url` names one of them, as REDIS_URL does in cluster mode.
 
     >>> with ClusterTopology(tmp_path) as cluster:
@@ -94,18 +94,6 @@ class ClusterTopology:
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
-
-    def __enter__(self) -> ClusterTopology:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def _client(node: RedisServerProcess) -> redis.Redis:

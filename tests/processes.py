@@ -9,14 +9,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping
-from types import TracebackType
 from typing import IO
 
 import httpx
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from workers.process_tree import kill_process_tree, stop_process_tree
+from workers.process_tree import StartedInWith, kill_process_tree, stop_process_tree
 from workers.redis_process import free_port
 
 
@@ -30,7 +29,7 @@ def child_env(redis_url: str, prefix: str, **extra: str) -> dict[str, str]:
     }
 
 
-class CliProcess:
+class CliProcess(StartedInWith):
     """`metrics-store <args>` as a child process, stopped (SIGTERM, then SIGKILL) on exit."""
 
     def __init__(self, args: list[str], env: Mapping[str, str]) -> None:
@@ -79,18 +78,6 @@ class CliProcess:
     def _close_pipes(self) -> None:
         self._stdout.close()
         self._stderr.close()
-
-    def __enter__(self) -> CliProcess:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def _read_all(file: IO[bytes]) -> str:

@@ -12,6 +12,8 @@ import os
 import signal
 import subprocess
 from collections.abc import Callable
+from types import TracebackType
+from typing import Self
 
 log = logging.getLogger(__name__)
 
@@ -57,3 +59,25 @@ def kill_process_tree(process: subprocess.Popen[bytes]) -> None:
             os.killpg(process.pid, signal.SIGKILL)
         else:
             process.kill()
+
+
+class StartedInWith:
+    """`with thing:` starts it and stops it after: for anything with start() and stop()."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -13,12 +13,11 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from types import TracebackType
 
 import redis
 
 from metrics_store.redis_client import redacted_url
-from workers.process_tree import kill_process_tree, stop_process_tree
+from workers.process_tree import StartedInWith, kill_process_tree, stop_process_tree
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +49,7 @@ def wait_for_ping(url: str, timeout_s: float) -> None:
         client.close()
 
 
-class RedisServerProcess:
+class RedisServerProcess(StartedInWith):
     """A redis-server child process with its data in `data_dir`.
 
     >>> with RedisServerProcess(Path("/tmp/r")) as server:
@@ -142,18 +141,6 @@ class RedisServerProcess:
     @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
-
-    def __enter__(self) -> RedisServerProcess:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 class FakeRedisServer:

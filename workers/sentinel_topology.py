@@ -12,11 +12,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import redis
 
+from workers.process_tree import StartedInWith
 from workers.redis_process import RedisServerProcess, free_port
 
 SERVICE = "mymaster"
@@ -66,7 +66,7 @@ class SentinelProcess(RedisServerProcess):
         return [self.binary, str(conf), "--sentinel"]
 
 
-class SentinelTopology:
+class SentinelTopology(StartedInWith):
     """Primary, replica, three sentinels under `root`; `sentinels` is what settings take.
 
     >>> with SentinelTopology(tmp_path) as topo:
@@ -149,18 +149,6 @@ class SentinelTopology:
     def stop(self) -> None:
         for process in [*self.sentinel_processes, self.replica, self.primary]:
             process.stop()
-
-    def __enter__(self) -> SentinelTopology:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def _fields(reply: object) -> dict[str, str]:
