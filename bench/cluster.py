@@ -200,15 +200,18 @@ def api(settings: Settings, jobs_url: str) -> Iterator[str]:
         yield base
 
 
-def p50_ms(client: httpx.Client, url: str, requests: int) -> float:
-    for _ in range(5):  # warm connections and caches outside the timing
-        client.get(url).raise_for_status()
-    times = []
+def p50_ms(client: httpx.Client, urls: dict[str, str], requests: int) -> dict[str, float]:
+    """Each URL's median time, the URLs' requests interleaved so both see the same noise."""
+    for url in urls.values():
+        for _ in range(5):  # warm connections and caches outside the timing
+            client.get(url).raise_for_status()
+    times: dict[str, list[float]] = {mode: [] for mode in urls}
     for _ in range(requests):
-        started = time.perf_counter()
-        client.get(url).raise_for_status()
-        times.append((time.perf_counter() - started) * 1000)
-    return statistics.median(times)
+        for mode, url in urls.items():
+            started = time.perf_counter()
+            client.get(url).raise_for_status()
+            times[mode].append((time.perf_counter() - started) * 1000)
+    return {mode: statistics.median(values) for mode, values in times.items()}
 
 
 def run(full: bool) -> dict[str, Any]:
@@ -239,9 +242,11 @@ def run(full: bool) -> dict[str, Any]:
             httpx.Client(timeout=30) as http,
         ):
             for name in ENDPOINTS:
-                progress(f"/{name}: {requests} sequential requests per mode")
-                p50["single"][name] = p50_ms(http, f"{single_api}/api/metrics/{name}", requests)
-                p50["cluster"][name] = p50_ms(http, f"{cluster_api}/api/metrics/{name}", requests)
+                progress(f"/{name}: {requests} sequential requests per mode, interleaved")
+                bases = {"single": single_api, "cluster": cluster_api}
+                urls = {mode: f"{base}/api/metrics/{name}" for mode, base in bases.items()}
+                for mode, ms in p50_ms(http, urls, requests).items():
+                    p50[mode][name] = ms
         one.close()
         three.close()
     return report(single_runs, cluster_runs, p50, events)

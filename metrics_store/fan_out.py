@@ -1,126 +1,202 @@
 """Reads over the store's shards: control reads once, data reads on every shard, then merged.
 
-On one Redis the store has one shard whose keys share the control keys' slot: the whole plan
-is one call of lua/read.lua, as ever. On Redis Cluster each shard's reads are one call on its
-own slot, the control reads one more, all sent at once; the data replies are merged here:
-summed counters (exact: every shard holds disjoint events) and the newest entries by stamp.
-Cost: one call per shard with reads, each O(buckets); never O(events).
+The reads run as one call of lua/read.lua per node group (`metrics_store.node_reads`): on one
+Redis, one group holds the only shard and the control keys, so the whole plan is one call as
+ever. On Redis Cluster each primary gets one call that reads the shards it serves that hold
+data, and adds them up itself where a read allows it (a window's counters, a histogram's
+bins); the replies of the primaries are then merged here: summed counters (exact: every
+shard holds disjoint events) and the newest entries by stamp. Cost: one call per primary,
+each O(buckets x its shards with data); never O(events).
+
+A shard never written is not read: the call only asks whether it now holds data (its totals
+key, which never expires, exists). If one does, the caller reads again with it.
 
     plan = FanOutPlan(shards)
     plan.hgetall(keys.availability)                  # a control read, as on a ReadPlan
-    plan.sum_shards([window_keys(s) for s in shards])  # ZUNION on each shard, sums merged
+    plan.sum_shards([window_keys(s) for s in shards])  # one sum over every shard's keys
+    replies, newly_written = await plan.run(run_group, groups)
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from metrics_store.keys import Keys
 from metrics_store.read_plan import Arg, Key, ReadPlan
 
-# The replies of one data read, one per shard -> the reply as if one shard held everything.
+# Partial replies of one data read (one per node, or per shard) -> the reply of the whole store.
 Merge = Callable[[list[Any]], Any]
-RunPlan = Callable[[ReadPlan], Awaitable[list[Any]]]
+# Stages one data read on a node's plan, for the shards (indices) that node serves; returns
+# how many replies it will give.
+StageOnNode = Callable[[ReadPlan, Sequence[int]], int]
+
+
+@dataclass(frozen=True)
+class NodeGroup:
+    """The shards one Redis node serves, and whether it also holds the control keys.
+
+    `node` is whatever the caller's `run_group` sends to (None on a single Redis); `shards`
+    are read, `unwritten` (shards that held no data when last seen) only probed."""
+
+    node: Any
+    shards: tuple[int, ...]
+    control: bool
+    unwritten: tuple[int, ...] = ()
+
+
+RunGroup = Callable[[NodeGroup, ReadPlan], Awaitable[list[Any]]]
+
+
+@dataclass(frozen=True)
+class _DataRead:
+    stage: StageOnNode
+    merge: Merge
+    empty: Any  # the reply when no shard holds data
 
 
 class FanOutPlan(ReadPlan):
-    """A ReadPlan whose own reads hit the control keys, plus data reads run on every shard."""
+    """A ReadPlan whose own reads hit the control keys, plus data reads over every shard."""
 
     def __init__(self, shards: Sequence[Keys]) -> None:
         super().__init__()
         self.shards = list(shards)
-        self.shard_plans = [ReadPlan() for _ in self.shards]
-        self._order: list[tuple[int, Merge | None]] = []  # per read: its index, how to merge
-        self._control_reads = self._shard_reads = 0
+        self._data: list[_DataRead] = []
+        self._order: list[tuple[bool, int]] = []  # per read: is it a data read, its index
+        self._control_reads = 0
 
-    # --- data reads: the same read on each shard's keys (one list of keys per shard) ---------
+    # --- data reads: one read over each shard's keys (one list of keys per shard) -----------
     def sum_shards(self, keys: Sequence[Sequence[Key]]) -> None:
-        """ZUNION of each shard's keys; every member's score summed over the shards too."""
-        for plan, shard_keys in zip(self.shard_plans, keys, strict=True):
-            plan.zunion(shard_keys)
-        self._shard_read(merge_sums)
+        """Every member's score summed over all the shards' keys (ZUNION ... WITHSCORES)."""
+
+        def stage(plan: ReadPlan, shards: Sequence[int]) -> int:
+            if len(shards) == 1:
+                plan.zunion(keys[shards[0]])
+            else:  # keys in several slots: ZUNION cannot span them, the script adds them up
+                plan.zsum([key for shard in shards for key in keys[shard]])
+            return 1
+
+        self._data_read(keys, stage, merge_sums, empty=[])
 
     def totals_shards(self, keys: Sequence[Sequence[Key]], members: Sequence[Arg]) -> None:
         """TOTALS on each shard's keys (the same number on each), added key by key."""
-        for plan, shard_keys in zip(self.shard_plans, keys, strict=True):
-            plan.totals(shard_keys, members)
-        self._shard_read(merge_totals)
+
+        def stage(plan: ReadPlan, shards: Sequence[int]) -> int:
+            for shard in shards:
+                plan.totals(keys[shard], members)
+            return len(shards)
+
+        self._data_read(keys, stage, merge_totals, empty=[0.0] * len(keys[0]))
 
     def hsum_shards(self, keys: Sequence[Sequence[Key]]) -> None:
-        """HSUM of each shard's hashes (histograms); every field's value added over the shards."""
-        for plan, shard_keys in zip(self.shard_plans, keys, strict=True):
-            plan.hsum(shard_keys)
-        self._shard_read(merge_hashes)
+        """HSUM over all the shards' hashes (histograms): every field's value added."""
+
+        def stage(plan: ReadPlan, shards: Sequence[int]) -> int:
+            plan.hsum([key for shard in shards for key in keys[shard]])
+            return 1
+
+        self._data_read(keys, stage, merge_hashes, empty=[])
 
     def hgetall_shards(self, keys: Sequence[Key]) -> None:
         """HGETALL of one hash per shard (an all-time histogram), fields added over the shards."""
-        for plan, key in zip(self.shard_plans, keys, strict=True):
-            plan.hgetall(key)
-        self._shard_read(merge_hashes)
+
+        def stage(plan: ReadPlan, shards: Sequence[int]) -> int:
+            if len(shards) == 1:
+                plan.hgetall(keys[shards[0]])
+            else:
+                plan.hsum([keys[shard] for shard in shards])
+            return 1
+
+        self._data_read(keys, stage, merge_hashes, empty=[])
 
     def newest_shards(self, keys: Sequence[Key], count: int) -> None:
         """The newest `count` entries of each shard's list (newest first), merged by stamp."""
-        for plan, key in zip(self.shard_plans, keys, strict=True):
-            plan.lrange(key, 0, count - 1)
-        self._shard_read(lambda replies: merge_newest(replies, count))
 
-    def _shard_read(self, merge: Merge) -> None:
-        self._order.append((self._shard_reads, merge))
-        self._shard_reads += 1
+        def stage(plan: ReadPlan, shards: Sequence[int]) -> int:
+            for shard in shards:
+                plan.lrange(keys[shard], 0, count - 1)
+            return len(shards)
+
+        self._data_read(keys, stage, lambda replies: merge_newest(replies, count), empty=[])
+
+    def _data_read(
+        self, keys: Sequence[Any], stage: StageOnNode, merge: Merge, *, empty: Any
+    ) -> None:
+        if len(keys) != len(self.shards):
+            raise ValueError(f"{len(keys)} key lists for {len(self.shards)} shards")
+        self._order.append((True, len(self._data)))
+        self._data.append(_DataRead(stage, merge, empty))
 
     def _add(self, name: str, keys: Sequence[Key], args: Sequence[Arg]) -> None:
         super()._add(name, keys, args)
-        self._order.append((self._control_reads, None))
+        self._order.append((False, self._control_reads))
         self._control_reads += 1
 
     # --- running it ------------------------------------------------------------------------
-    async def run(self, run_plan: RunPlan) -> list[Any]:
-        """The replies of every read, in the order staged; `run_plan` runs one script call."""
-        if len(self.shards) == 1 and self.shards[0].root == self.shards[0].control_root:
-            return await self._run_as_one(run_plan)
-        plans = [plan for plan in (self, *self.shard_plans) if plan.keys]
-        replies = iter(await asyncio.gather(*(run_plan(self._own(plan)) for plan in plans)))
-        control = next(replies) if self.keys else []
-        shards = [next(replies) if plan.keys else [] for plan in self.shard_plans]
-        return self._merged(control, shards)
+    async def run(
+        self, run_group: RunGroup, groups: Sequence[NodeGroup]
+    ) -> tuple[list[Any], list[int]]:
+        """The replies of every read, in the order staged, and the `unwritten` shards found
+        to hold data now (read again with them, or those replies miss their events).
 
-    async def _run_as_one(self, run_plan: RunPlan) -> list[Any]:
-        """One slot holds everything: control and data reads in a single call."""
-        combined = ReadPlan()
-        combined.keys = [*self.keys, *self.shard_plans[0].keys]
-        combined.args = [*self.args, *self.shard_plans[0].args]
-        replies = await run_plan(combined)
-        control, data = replies[: self._control_reads], replies[self._control_reads :]
-        return self._merged(control, [data])
+        `run_group` runs one group's call; `groups` cover every shard once, and one of them
+        holds the control keys."""
+        plans, counts = zip(*(self._group_plan(group) for group in groups), strict=True)
+        called = [(group, plan) for group, plan in zip(groups, plans, strict=True) if plan.args]
+        replies = iter(await asyncio.gather(*(run_group(g, plan) for g, plan in called)))
+        control: Sequence[Any] = []
+        partial: list[list[Any]] = [[] for _ in self._data]  # per data read, every node's part
+        written: list[int] = []
+        for (group, plan), group_counts in zip(
+            zip(groups, plans, strict=True), counts, strict=True
+        ):
+            if not plan.args:
+                continue
+            group_replies = next(replies)
+            offset = self._control_reads if group.control else 0
+            if group.control:
+                control = group_replies[:offset]
+            for index, count in enumerate(group_counts):
+                partial[index] += group_replies[offset : offset + count]
+                offset += count
+            if group.unwritten:
+                found = group_replies[offset]
+                written += [shard for shard, hit in zip(group.unwritten, found, strict=True) if hit]
+        merged = [
+            (self._merged(self._data[index], partial[index]) if is_data else control[index])
+            for is_data, index in self._order
+        ]
+        return merged, written
 
-    def _own(self, plan: ReadPlan) -> ReadPlan:
-        """`plan` as a plain ReadPlan (this plan's own reads are its control reads)."""
-        if plan is not self:
-            return plan
-        control = ReadPlan()
-        control.keys, control.args = self.keys, self.args
-        return control
+    def _group_plan(self, group: NodeGroup) -> tuple[ReadPlan, list[int]]:
+        """One group's call: the control reads first where it holds them, then each data read
+        on its shards, then the probe of its unwritten shards; with how many replies each data
+        read gives."""
+        plan = ReadPlan()
+        if group.control:
+            plan.keys, plan.args = list(self.keys), list(self.args)
+        counts = [read.stage(plan, group.shards) if group.shards else 0 for read in self._data]
+        if group.unwritten:
+            plan.exists([self.shards[shard].totals for shard in group.unwritten])
+        return plan, counts
 
-    def _merged(self, control: Sequence[Any], shards: Sequence[Sequence[Any]]) -> list[Any]:
-        out = []
-        for index, merge in self._order:
-            if merge is None:
-                out.append(control[index])
-            elif len(shards) == 1:
-                out.append(shards[0][index])  # one shard: its reply as it is
-            else:
-                out.append(merge([replies[index] for replies in shards]))
-        return out
+    @staticmethod
+    def _merged(read: _DataRead, replies: list[Any]) -> Any:
+        if not replies:
+            return read.empty  # no shard holds data yet
+        return replies[0] if len(replies) == 1 else read.merge(replies)  # one part: as it is
 
 
 def merge_sums(replies: list[Sequence[bytes]]) -> list[bytes | float]:
     """ZUNION ... WITHSCORES replies [member, score, ...] of several shards, summed."""
     totals: dict[bytes, float] = {}
+    get = totals.get
     for flat in replies:
-        for i in range(0, len(flat), 2):
-            totals[flat[i]] = totals.get(flat[i], 0.0) + float(flat[i + 1])
+        pairs = iter(flat)
+        for name, score in zip(pairs, pairs, strict=True):
+            totals[name] = get(name, 0.0) + float(score)
     return [item for pair in totals.items() for item in pair]
 
 
@@ -132,25 +208,18 @@ def merge_totals(replies: list[Sequence[bytes]]) -> list[float]:
 def merge_hashes(replies: list[Sequence[bytes]]) -> list[bytes]:
     """HSUM or HGETALL replies [field, value, ...] of several shards, each field's values added.
 
-    Integer values (histogram bin counts) stay integers, so the merged bins are exact and read
-    like one shard's; a field holding a fraction anywhere (a histogram's "sum") adds as floats.
+    Added as floats, exact for bin counts (integers below 2**53); a whole total is written as
+    an integer, as read.lua's HSUM writes it, so the merged bins read like one shard's.
     """
-    counts: dict[bytes, int] = {}
-    fractions: dict[bytes, float] = {}
+    totals: dict[bytes, float] = {}
+    get = totals.get
     for flat in replies:
-        for i in range(0, len(flat), 2):
-            field, value = flat[i], flat[i + 1]
-            try:
-                counts[field] = counts.get(field, 0) + int(value)
-            except ValueError:
-                fractions[field] = fractions.get(field, 0.0) + float(value)
+        pairs = iter(flat)
+        for field, value in zip(pairs, pairs, strict=True):
+            totals[field] = get(field, 0.0) + float(value)
     out: list[bytes] = []
-    for field in {**counts, **fractions}:
-        if field in fractions:
-            total = fractions[field] + counts.get(field, 0)
-            out += (field, repr(total).encode())
-        else:
-            out += (field, str(counts[field]).encode())
+    for field, total in totals.items():
+        out += (field, b"%d" % total if total.is_integer() else repr(total).encode())
     return out
 
 

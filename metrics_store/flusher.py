@@ -11,9 +11,7 @@ counted and logged, the batches in hand are kept for a retry, and the thread car
 
 from __future__ import annotations
 
-import itertools
 import logging
-import random
 import threading
 import uuid
 from collections import deque
@@ -35,7 +33,7 @@ from metrics_store.retention import prune_retired_buckets
 from metrics_store.script_sender import ScriptSender
 from metrics_store.scripts import INGEST, lua_script
 from metrics_store.settings import Settings
-from metrics_store.shards import store_shards
+from metrics_store.shards import ShardPicker, store_shards
 
 log = logging.getLogger("metrics_store.collector")
 
@@ -97,10 +95,7 @@ class Flusher:
         # Cluster: each shard's data call is followed by a control call (batch.py).
         control = self._keys if settings.redis_cluster else None
         self._encoders = [BatchEncoder(settings, shard, control) for shard in self._shards]
-        # Batches go round the shards, from a random start so collectors do not move in step.
-        self._next_shard = itertools.cycle(
-            random.sample(range(len(self._shards)), len(self._shards))
-        )
+        self._shard_picker = ShardPicker(self._shards, client)
         self._ingest = lua_script(INGEST)
         # Send-then-receive needs one connection to one server: not on a cluster.
         self._sender = None if is_cluster(client) else ScriptSender(client, self._ingest)
@@ -181,7 +176,7 @@ class Flusher:
     def _take_batch(self) -> Batch:
         events, markers = self._buffer.take(self._settings.batch_max_events)
         self.counters.in_flight += len(events)
-        return Batch(events, markers, shard=next(self._next_shard) if events else 0)
+        return Batch(events, markers, shard=self._shard_picker.next() if events else 0)
 
     def _encode(self, batch: Batch) -> EncodedBatch:
         encoder = self._encoders[batch.shard]

@@ -48,6 +48,10 @@ class ReadPlan:
         """Every member's score summed over `keys`: flat [member, score, ...]."""
         self._add("ZUNION", keys, ())
 
+    def zsum(self, keys: Sequence[Key]) -> None:
+        """ZUNION's answer for keys in several slots of one cluster node (summed by the script)."""
+        self._add("ZSUM", keys, ())
+
     def totals(self, keys: Sequence[Key], members: Sequence[Arg]) -> None:
         """For each key, the sum of `members`' scores (as strings)."""
         self._add("TOTALS", keys, members)
@@ -64,6 +68,10 @@ class ReadPlan:
     def hsum(self, keys: Sequence[Key]) -> None:
         """Every field's value summed over the hashes `keys`: flat [field, total, ...]."""
         self._add("HSUM", keys, ())
+
+    def exists(self, keys: Sequence[Key]) -> None:
+        """For each key, 1 if it exists, else 0."""
+        self._add("EXISTS", keys, ())
 
     def hgetall(self, key: Key) -> None:
         """Flat [field, value, ...]."""

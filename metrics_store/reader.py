@@ -2,8 +2,9 @@
 
 Each aggregate is staged as a few reads on a ReadPlan plus a parser of their replies; a plan
 runs as one call of lua/read.lua, so the REST endpoints and the live update (all four at once)
-share the same code and cost one command each. On Redis Cluster the data reads run on every
-shard at once and are merged (metrics_store/fan_out.py): one call per shard.
+share the same code and cost one command each. On Redis Cluster the reads run on every
+primary at once, each over the shards it serves, and are merged (metrics_store/fan_out.py,
+metrics_store/node_reads.py): one call per primary.
 """
 
 from __future__ import annotations
@@ -20,16 +21,16 @@ from metrics_store import aggregates
 from metrics_store.buckets import bucket_start, chart_starts, plan_window, tile_window
 from metrics_store.clock import Clock, SystemClock
 from metrics_store.errors import StoreUnavailable, UnknownNode
-from metrics_store.fan_out import FanOutPlan
+from metrics_store.fan_out import FanOutPlan, NodeGroup
 from metrics_store.fleet import AllTimeHistogram, Fleet, Totals
 from metrics_store.health import health_status
 from metrics_store.keys import ALL_TIME_FIGURES, QUERY_COUNT, Keys, member
 from metrics_store.latency import LatencyPlanner
 from metrics_store.live_store import read_connections, read_replica_count
+from metrics_store.node_reads import node_groups, refresh_slot_map, run_group
 from metrics_store.read_plan import Key, ReadPlan, Staged, pairs, parse_staged
 from metrics_store.redis_client import discover_cluster, drop_idle_connections
 from metrics_store.resources import resource_metrics
-from metrics_store.scripts import READ, lua_script
 from metrics_store.settings import Settings
 from metrics_store.shapes import (
     Distribution,
@@ -86,6 +87,8 @@ class MetricsReader:
         self._key_cache: dict[tuple[str, int], list[BucketKeys]] = {}
         self._count_members = [member(QUERY_COUNT, tier).encode() for tier in settings.tiers]
         self._latency = LatencyPlanner(settings, self._keys, self._shards)
+        # Cluster: the shards seen holding data (read); the others are only probed (fan_out.py).
+        self._written_shards: set[int] = set()
 
     # --- public: one aggregate, or all at once ---------------------------------------------
     # `window_s` None is the default window (settings.window_s) and today's 18 fine buckets of
@@ -353,20 +356,29 @@ class MetricsReader:
         return parse_staged(await self._read(plan), staged)
 
     async def _read(self, plan: FanOutPlan) -> list[Any]:
-        """Run the plan as one read-script call; Redis errors become StoreUnavailable."""
+        """Run the plan, one read-script call per node; Redis errors become StoreUnavailable."""
         try:
             try:
-                await discover_cluster(self._client)
-                return await plan.run(self._evalsha)
+                return await self._run_plan(plan)
             except redis.ConnectionError:
                 # After a Redis restart every idle pooled connection is dead: drop them all
                 # and try once more on a fresh one, so the first request after recovery works.
+                # On a cluster: a node failed or the slots moved; read the slot map anew.
                 await drop_idle_connections(self._client)
-                return await plan.run(self._evalsha)
+                await refresh_slot_map(self._client)
+                return await self._run_plan(plan)
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             raise StoreUnavailable(f"Redis unavailable: {exc}") from exc
 
-    async def _evalsha(self, plan: ReadPlan) -> list[Any]:
-        """The plan as one call of the read script."""
-        replies = await lua_script(READ).run_async(self._client, plan.keys, plan.args)
-        return list(replies)
+    async def _run_plan(self, plan: FanOutPlan) -> list[Any]:
+        await discover_cluster(self._client)
+
+        async def run(group: NodeGroup, part: ReadPlan) -> list[Any]:
+            return await run_group(self._client, group, part)
+
+        while True:  # at most twice per newly written shard, once in the store's life
+            groups = node_groups(self._client, self._shards, self._written_shards)
+            replies, newly_written = await plan.run(run, groups)
+            if not newly_written:
+                return replies
+            self._written_shards.update(newly_written)

@@ -10,6 +10,7 @@ script before it is sent instead, as it cannot redo one call of many.
     ingest.run(client, keys, args)                  # blocking
     await read.run_async(async_client, keys, args)  # asyncio
     ingest.load(client); ingest.queue(pipe, keys, args)  # pipelined
+    await read_on_node.run_on_node(cluster, node, args)  # one node of a cluster, keys in args
 """
 
 from __future__ import annotations
@@ -23,12 +24,18 @@ from typing import Any, TypeVar
 
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.client import Pipeline
 from redis.exceptions import NoScriptError
 
 INGEST = "ingest"
 READ = "read"
+READ_ON_NODE = "read_on_node"  # read.lua for the shards of one cluster node
 WRITE_SNAPSHOT = "write_snapshot"
+
+# A script whose file is a prelude to another's text: the two run as one script.
+_PRELUDE_TO = {READ_ON_NODE: READ}
 
 Arg = str | bytes | int | float
 T = TypeVar("T")
@@ -43,7 +50,10 @@ def lua_source(name: str) -> str:
 @cache
 def lua_script(name: str) -> LuaScript:
     """The script metrics_store/lua/<name>.lua, read and hashed once per process."""
-    return LuaScript.from_source(name, lua_source(name))
+    source = lua_source(name)
+    if name in _PRELUDE_TO:
+        source += "\n" + lua_source(_PRELUDE_TO[name])
+    return LuaScript.from_source(name, source)
 
 
 @dataclass(frozen=True)
@@ -75,6 +85,17 @@ class LuaScript:
         except NoScriptError:  # a fresh or restarted Redis, or SCRIPT FLUSH
             await client.script_load(self.source)
             return await client.evalsha(self.sha, len(keys), *keys, *args)
+
+    async def run_on_node(
+        self, client: AsyncRedisCluster, node: ClusterNode, args: Sequence[Arg]
+    ) -> Any:
+        """Run it on one node of a cluster, declaring no keys (read_on_node.lua takes its keys
+        in `args`); the same recovery as `reloading`, on that node."""
+        try:
+            return await client.execute_command("EVALSHA", self.sha, 0, *args, target_nodes=node)
+        except NoScriptError:
+            await client.execute_command("SCRIPT LOAD", self.source, target_nodes=node)
+            return await client.execute_command("EVALSHA", self.sha, 0, *args, target_nodes=node)
 
     def reloading(self, client: redis.Redis, first: Callable[[], T], again: Callable[[], T]) -> T:
         """`first()`; if Redis does not know the script, load it through `client`, then `again()`.

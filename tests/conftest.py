@@ -11,6 +11,7 @@ import pytest
 import redis
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
+from redis.cluster import RedisCluster
 
 from metrics_store.keys import Keys
 from metrics_store.redis_client import sync_client
@@ -75,12 +76,23 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterT
 
 
 def delete_prefix(client: redis.Redis, prefix: str) -> None:
-    """Delete one test's keys by SCAN, never FLUSHDB."""
+    """Delete one test's keys by SCAN, never FLUSHDB (on a cluster, primary by primary)."""
     try:
-        for key in client.scan_iter(match=Keys(prefix).scan_pattern, count=1000):
-            client.delete(key)
+        if isinstance(client, RedisCluster):
+            # Through a plain client per primary, closed here: the cluster client's own scan
+            # can leave a connection to a node open after a failover (a ResourceWarning).
+            for node in client.get_primaries():
+                with redis.Redis(host=node.host, port=node.port) as direct:
+                    _delete_keys(direct, prefix)
+        else:
+            _delete_keys(client, prefix)
     finally:
         client.close()
+
+
+def _delete_keys(client: redis.Redis, prefix: str) -> None:
+    for key in client.scan_iter(match=Keys(prefix).scan_pattern, count=1000):
+        client.delete(key)
 
 
 @pytest.fixture

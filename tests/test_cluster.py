@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,7 +20,7 @@ from metrics_store.keys import Keys
 from metrics_store.reader import MetricsReader
 from metrics_store.redis_client import sync_client
 from metrics_store.settings import Settings
-from metrics_store.shards import shard_labels, tag_slot
+from metrics_store.shards import ShardPicker, shard_labels, store_shards, tag_slot
 from tests.cluster_topology import ClusterTopology
 from tests.conftest import T0, delete_prefix
 from tests.harness import StoreHarness, make_harness
@@ -27,6 +28,7 @@ from tests.processes import ApiProcess, child_env, start_replicas
 from tests.test_failover import PER_PROCESS, finish, start_recorders
 from tests.test_live_processes import Received, assert_strictly_increasing, record
 from workers.sentinel_topology import wait_until
+from workers.services import RedisMemorySource
 
 RECORD = textwrap.dedent(
     """
@@ -48,6 +50,46 @@ def test_shard_tags_spread_evenly_over_the_slots() -> None:
             per_primary[tag_slot("metrics", label) * primaries // 16384] += 1
         assert min(per_primary) >= 1
         assert max(per_primary) - min(per_primary) <= 1
+
+
+def test_batches_go_to_each_primary_in_turn_on_its_home_shard(
+    redis_cluster: ClusterTopology,
+) -> None:
+    settings = Settings(redis_url=redis_cluster.url, redis_cluster=True)
+    client = sync_client(settings)
+    try:
+        shards = store_shards(settings)
+        owner = [client.get_node_from_key(shard.root).name for shard in shards]
+        assert sorted(Counter(owner).values()) == [5, 5, 6]  # 16 shards cannot split evenly
+        picker = ShardPicker(shards, client)
+        picks = Counter(picker.next() for _ in range(3 * 100))
+    finally:
+        client.close()
+    # Every primary gets the same number of batches (not 6/5/5 of them), all on one shard:
+    # its lowest-numbered, the same for every collector.
+    assert sorted(picks.values()) == [100, 100, 100]
+    assert {owner[shard] for shard in picks} == set(owner)
+    for shard in picks:
+        assert shard == owner.index(owner[shard])
+
+
+def test_redis_cache_size_is_the_memory_of_every_primary(redis_cluster: ClusterTopology) -> None:
+    client = sync_client(Settings(redis_url=redis_cluster.url, redis_cluster=True))
+    try:
+        reported = RedisMemorySource(client).read()
+    finally:
+        client.close()
+    each = []
+    for primary in redis_cluster.primaries():
+        direct = redis.Redis(host="127.0.0.1", port=primary.port)
+        try:
+            each.append(int(direct.info("memory")["used_memory"]))
+        finally:
+            direct.close()
+    assert len(each) == 3
+    # Not one node's figure (the default node's, as a plain INFO gives): all three, added.
+    assert reported > max(each) + min(each) / 2
+    assert abs(reported - sum(each)) < 0.1 * sum(each)  # memory moves a little between reads
 
 
 def test_two_collector_processes_write_to_every_primary(
@@ -80,10 +122,14 @@ def test_two_collector_processes_write_to_every_primary(
         delete_prefix(sync_client(cluster_settings), prefix)
 
 
-@pytest.fixture
+@pytest.fixture(params=["home shards", "every shard"])
 def single_and_cluster(
-    request: pytest.FixtureRequest, settings: Settings
+    request: pytest.FixtureRequest, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[StoreHarness, StoreHarness]]:
+    """A single Redis and the cluster, empty. "every shard": batches go to all 16 shards, as
+    after the cluster's slots moved about (several shards with data on one primary)."""
+    if request.param == "every shard":
+        monkeypatch.setattr(ShardPicker, "homes", lambda picker: list(range(len(picker._roots))))
     cluster: ClusterTopology = request.getfixturevalue("redis_cluster")
     single = make_harness("redis", settings, T0)
     on_cluster = settings.model_copy(update={"redis_url": cluster.url, "redis_cluster": True})
@@ -92,6 +138,13 @@ def single_and_cluster(
     single.close()
     clustered.close()
     delete_prefix(clustered.sync_factory(), settings.key_prefix)
+
+
+def assert_shards_written(store: StoreHarness, written: int) -> None:
+    if len(ShardPicker(store_shards(store.settings), store.client).homes()) == 3:
+        assert written == 3  # each primary's home shard
+    else:
+        assert written > 3  # "every shard": several shards of one primary hold data
 
 
 def record_the_same(store: StoreHarness) -> None:
@@ -126,8 +179,39 @@ def test_single_redis_and_the_cluster_give_identical_answers(
         record_the_same(store)
     for read in (MetricsReader.queries, MetricsReader.tiers, MetricsReader.routing):
         assert clustered.read(read).model_dump() == single.read(read).model_dump()
-    shard_roots = {key.split("}")[0] for key in clustered.data_keys()}
-    assert len(shard_roots) > 3  # the batches went to many shards
+    shards_written = [key for key in clustered.data_keys() if key.endswith("}:totals")]
+    assert_shards_written(clustered, len(shards_written))
+
+
+def test_an_empty_cluster_answers_like_an_empty_single_redis(
+    single_and_cluster: tuple[StoreHarness, StoreHarness],
+) -> None:
+    single, clustered = single_and_cluster  # nothing recorded: no shard is read, all probed
+    reads = (MetricsReader.queries, MetricsReader.tiers, MetricsReader.routing)
+    for read in (*reads, MetricsReader.latency, MetricsReader.update):
+        assert clustered.read(read).model_dump() == single.read(read).model_dump(), read
+
+
+def test_one_reader_sees_shards_written_after_its_first_read(
+    single_and_cluster: tuple[StoreHarness, StoreHarness],
+) -> None:
+    _, clustered = single_and_cluster
+
+    async def before_and_after() -> tuple[int, int]:
+        client = clustered.async_factory()
+        reader = MetricsReader(client, clustered.settings, clustered.clock)
+        try:
+            before = (await reader.queries()).totalQueries  # every shard unwritten, probed
+            for i in range(30):
+                clustered.collector.record_query("Q2", 100.0, 10, 200.0)
+                if i % 3 == 0:
+                    clustered.collector.flush(timeout_s=10)  # batches on several shards
+            clustered.collector.flush(timeout_s=10)
+            return before, (await reader.queries()).totalQueries
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(before_and_after()) == (0, 30)  # not a second late: found, then read
 
 
 def test_histograms_and_totals_are_per_shard_and_add_up_to_a_single_redis(
@@ -140,7 +224,8 @@ def test_histograms_and_totals_are_per_shard_and_add_up_to_a_single_redis(
     cluster_keys = clustered.data_keys()
     totals = [k for k in cluster_keys if k.endswith("}:totals")]
     hourly = [k for k in cluster_keys if ":h:latency:Q2:3600s:" in k]
-    assert len(totals) > 3 and len(hourly) > 3
+    assert len(totals) == len(hourly)
+    assert_shards_written(clustered, len(totals))
     assert Keys(single.settings.key_prefix).totals in single.data_keys()
     for window_s in (None, 1800, 6 * 3600):
         for read in (MetricsReader.latency, MetricsReader.tiers, MetricsReader.queries):

@@ -13,6 +13,7 @@ import stat
 from collections.abc import Sequence
 
 import redis
+from redis.cluster import RedisCluster
 from rq import Queue
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,11 @@ class _OnceLog:
 
 
 class RedisMemorySource:
-    """redisCacheSize: `used_memory` from INFO memory of the cache Redis."""
+    """redisCacheSize: `used_memory` from INFO memory of the cache Redis.
+
+    On a Redis Cluster, the sum over its primaries: the memory the data takes cluster-wide
+    (each replica holds a copy of its primary's).
+    """
 
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
@@ -73,12 +78,20 @@ class RedisMemorySource:
 
     def read(self) -> int:
         try:
-            used = int(self._client.info("memory")["used_memory"])
+            used = self._used_memory()
         except (redis.RedisError, OSError, KeyError, ValueError) as exc:
             self._log.failed(exc)
             return 0
         self._log.succeeded()
         return used
+
+    def _used_memory(self) -> int:
+        if not isinstance(self._client, RedisCluster):
+            return int(self._client.info("memory")["used_memory"])
+        replies = self._client.info("memory", target_nodes=RedisCluster.PRIMARIES)
+        if "used_memory" in replies:  # one primary: its reply as it is, not by node
+            return int(replies["used_memory"])
+        return sum(int(info["used_memory"]) for info in replies.values())
 
 
 class JobQueueSource:

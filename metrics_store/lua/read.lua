@@ -11,7 +11,35 @@
 --   HGETALL  1         0
 --   HSUM     <n keys>  0                 every field's value summed over the hashes (flat
 --                                        [field, total, ...]; histograms: bin -> count)
+--   ZSUM     <n keys>  0                 ZUNION's answer for keys of several slots (a
+--                                        cluster node's shards; see read_on_node.lua)
+--   EXISTS   <n keys>  0                 for each key, 1 if it exists, else 0
 -- Returns one reply per read, in order. Only these reads exist: the script writes nothing.
+
+-- Every field's (or member's) value summed over the flat [field, value, ...] replies of
+-- `command` on KEYS[first .. first + nkeys - 1], in the order first seen.
+local function sum_pairs(command, first, nkeys, ...)
+  local totals, order = {}, {}
+  for j = first, first + nkeys - 1 do
+    local flat = redis.call(command, KEYS[j], ...)
+    for x = 1, #flat, 2 do
+      local field, amount = flat[x], tonumber(flat[x + 1])
+      local total = totals[field]
+      if total == nil then
+        order[#order + 1] = field
+        totals[field] = amount
+      else
+        totals[field] = total + amount
+      end
+    end
+  end
+  local reply = {}
+  for _, field in ipairs(order) do
+    reply[#reply + 1] = field
+    reply[#reply + 1] = string.format('%.17g', totals[field])
+  end
+  return reply
+end
 
 local replies = {}
 local k, i = 1, 1
@@ -44,24 +72,14 @@ while i <= #ARGV do
   elseif op == 'HSUM' then
     -- Hash fields have no ZUNION: sum them here, so a window's histogram comes back as one
     -- reply of occupied bins, however many buckets the window spans.
-    local totals, order = {}, {}
-    for j = first, first + nkeys - 1 do
-      local flat = redis.call('HGETALL', KEYS[j])
-      for x = 1, #flat, 2 do
-        local field, amount = flat[x], tonumber(flat[x + 1])
-        local total = totals[field]
-        if total == nil then
-          order[#order + 1] = field
-          totals[field] = amount
-        else
-          totals[field] = total + amount
-        end
-      end
-    end
+    reply = sum_pairs('HGETALL', first, nkeys)
+  elseif op == 'ZSUM' then
+    -- One command may not span slots even where a script may: read each key on its own.
+    reply = sum_pairs('ZRANGE', first, nkeys, 0, -1, 'WITHSCORES')
+  elseif op == 'EXISTS' then
     reply = {}
-    for _, field in ipairs(order) do
-      reply[#reply + 1] = field
-      reply[#reply + 1] = string.format('%.17g', totals[field])
+    for j = first, first + nkeys - 1 do  -- one key per command: they may be in several slots
+      reply[#reply + 1] = redis.call('EXISTS', KEYS[j])
     end
   elseif op == 'HGETALL' then
     reply = redis.call('HGETALL', KEYS[first])

@@ -1,0 +1,100 @@
+"""Where a read's calls go: the one Redis, or each primary of a Redis Cluster.
+
+On a single Redis (or through Sentinel) the store's keys share one slot: a read is one call of
+lua/read.lua. On a cluster, the shards are grouped by the primary that serves their slot, and
+each primary gets one call of lua/read_on_node.lua that reads all of its shards that hold
+data: P calls for P primaries, whatever `METRICS_SHARDS` is, and the primary adds its shards
+up itself. Collectors write one home shard per primary (`shards.ShardPicker`), so the other
+shards are only probed (fan_out.py): sending their keys would cost the client more than any
+other part of a read.
+
+A call can find the slot map stale (a failover, a slot moved): Redis refuses a key the node
+no longer serves. `StaleSlotMap` says so; the reader re-reads the map and tries once more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence, Set
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.exceptions import (
+    AskError,
+    ClusterError,
+    RedisClusterException,
+    ResponseError,
+    TryAgainError,
+)
+
+from metrics_store.fan_out import NodeGroup
+from metrics_store.keys import Keys
+from metrics_store.read_plan import ReadPlan
+from metrics_store.scripts import READ, READ_ON_NODE, lua_script
+
+
+class StaleSlotMap(redis.ConnectionError):
+    """A node no longer serves a slot the client thought it did: re-read the map, try again.
+
+    A ConnectionError, so that a map that stays stale reads as an outage (503), not a bug."""
+
+
+def node_groups(
+    client: aioredis.Redis, shards: Sequence[Keys], written: Set[int]
+) -> list[NodeGroup]:
+    """The shards (indices) by the node that serves them, split into those `written` (read)
+    and the others (probed); the control keys' node is marked.
+
+    The cluster client must have read its slot map (`redis_client.discover_cluster`)."""
+    if not isinstance(client, AsyncRedisCluster):
+        return [NodeGroup(None, tuple(range(len(shards))), control=True)]
+    by_node: dict[str, tuple[ClusterNode, list[int]]] = {}
+    for index, shard in enumerate(shards):
+        node = _primary(client, shard.root)
+        by_node.setdefault(node.name, (node, []))[1].append(index)
+    control = _primary(client, shards[0].control_root)
+    by_node.setdefault(control.name, (control, []))
+    return [
+        NodeGroup(
+            node,
+            tuple(i for i in indices if i in written),
+            control=name == control.name,
+            unwritten=tuple(i for i in indices if i not in written),
+        )
+        for name, (node, indices) in by_node.items()
+    ]
+
+
+def _primary(client: AsyncRedisCluster, key: str) -> ClusterNode:
+    try:
+        node = client.get_node_from_key(key)
+    except RedisClusterException as exc:  # SlotNotCoveredError: the cluster is reshaping
+        raise StaleSlotMap(str(exc)) from exc
+    if node is None:
+        raise StaleSlotMap(f"no node serves {key}")
+    return node
+
+
+async def run_group(client: aioredis.Redis, group: NodeGroup, plan: ReadPlan) -> list[Any]:
+    """One group's reads as one script call on its node."""
+    if group.node is None:
+        return list(await lua_script(READ).run_async(client, plan.keys, plan.args))
+    assert isinstance(client, AsyncRedisCluster)
+    args = [len(plan.keys), *plan.keys, *plan.args]
+    try:
+        replies = await lua_script(READ_ON_NODE).run_on_node(client, group.node, args)
+    except (ClusterError, AskError, TryAgainError, RedisClusterException) as exc:
+        raise StaleSlotMap(f"{group.node.name}: {exc}") from exc  # MOVED, CLUSTERDOWN...
+    except ResponseError as exc:
+        if "non local key" not in str(exc):
+            raise
+        raise StaleSlotMap(f"{group.node.name}: {exc}") from exc  # its slots moved away
+    return list(replies)
+
+
+async def refresh_slot_map(client: aioredis.Redis) -> None:
+    """Read the cluster's slot map anew (after `StaleSlotMap` or a failed node)."""
+    if isinstance(client, AsyncRedisCluster):
+        await client.nodes_manager.initialize()
