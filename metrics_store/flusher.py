@@ -330,7 +330,13 @@ class Flusher:
         for shard in self._shards:  # each shard indexes its own buckets
             prune_retired_buckets(self._client, shard, self._clock.now() if trusted else None)
 
-    def _heartbeat(self, now_s: float) -> None:
+    def _heartbeat(self, node_now_s: float) -> None:
+        # Stamped by Redis's clock, like the beats of the ingest script: a node whose clock is
+        # hours fast must not look alive for hours after it stops. A store that trusts its
+        # writers' clocks (tolerance 0: replays, simulated time) takes theirs.
+        now_s = (
+            node_now_s if self._settings.clock_skew_tolerance_s == 0 else redis_now(self._client)
+        )
         counters = counters_now(
             self._settings.node,
             self.counters.written,
@@ -350,6 +356,12 @@ class Flusher:
     def pending_events(self) -> int:
         """Events recorded but not yet written (buffered, or taken and not yet confirmed)."""
         return self._buffer.events + self.counters.in_flight
+
+
+def redis_now(client: redis.Redis) -> float:
+    """Redis's clock (TIME), the one clock every writer shares."""
+    seconds, micros = client.time()
+    return seconds + micros / 1_000_000
 
 
 def _worth_logging(before: int, added: int) -> bool:

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 import pytest
 import redis
 from fastapi.testclient import TestClient
@@ -85,6 +86,29 @@ def test_a_fast_node_loses_its_own_events_and_nobody_elses(
         normal.close()
         if skewed is not None:
             skewed.close()
+
+
+def test_a_fast_nodes_heartbeat_is_stamped_by_redis_clock(
+    real_time: Settings, client: redis.Redis
+) -> None:
+    keys = Keys(real_time.key_prefix)
+    fast = MetricsCollector(real_time.model_copy(update={"node": "node-fast"}),
+                            clock=OffsetClock(THREE_HOURS))  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while client.zscore(keys.live_nodes, "node-fast") is None:
+            assert time.monotonic() < deadline, "no heartbeat"
+            time.sleep(0.05)
+        seconds, micros = client.time()
+        redis_now = seconds + micros / 1e6
+        # Three hours fast, the node would look alive three hours after it stopped.
+        assert abs(client.zscore(keys.live_nodes, "node-fast") - redis_now) < 60
+        for raw in client.hgetall(keys.collectors).values():
+            assert abs(orjson.loads(raw)["at"] - redis_now) < 60
+        for raw in client.hgetall(keys.processes).values():
+            assert abs(orjson.loads(raw)["at"] - redis_now) < 60
+    finally:
+        fast.close()
 
 
 def _refused_by(health: dict[str, Any], node: str) -> int:
