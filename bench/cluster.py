@@ -42,7 +42,7 @@ from metrics_store.reader import MetricsReader
 from metrics_store.redis_client import async_client
 from metrics_store.settings import Settings
 from workers.redis_process import RedisServerProcess, free_port
-from workers.sentinel_topology import wait_until
+from workers.waiting import wait_until
 
 PRIMARIES = 3
 COLLECTORS = 2  # one per core of the 2-core host; more only queue on the same cores

@@ -25,7 +25,8 @@ from bench.ingest import recorded_and_stored
 from metrics_store.collector import MetricsCollector
 from metrics_store.settings import Settings
 from workers.redis_process import RedisServerProcess
-from workers.sentinel_topology import DOWN_AFTER_MS, SentinelTopology, wait_until
+from workers.sentinel_topology import DOWN_AFTER_MS, SentinelTopology
+from workers.waiting import wait_until
 
 BATCH_EVENTS = 1000
 STEADY_EVENTS_S = 2000  # the collector's pace through the failover: 2 batches a second

@@ -15,7 +15,7 @@ import redis
 
 from workers.process_tree import StartedInWith
 from workers.redis_process import RedisServerProcess, free_port
-from workers.sentinel_topology import wait_until
+from workers.waiting import wait_until
 
 NODE_TIMEOUT_MS = 1500
 NODES = 6  # three primaries, one replica each

@@ -30,7 +30,8 @@ from metrics_store.redis_client import sync_client
 from metrics_store.settings import Settings
 from tests.processes import ApiProcess, CliProcess, child_env
 from workers.redis_process import free_port
-from workers.sentinel_topology import SentinelTopology, role, wait_until
+from workers.sentinel_topology import SentinelTopology, role
+from workers.waiting import wait_until
 
 # Two recorders, each a query and a routing decision per step, at a steady rate.
 RECORDER = textwrap.dedent(

@@ -24,6 +24,7 @@ from tests.conftest import T0
 from tests.harness import make_harness
 from tests.processes import child_env
 from workers.redis_process import RedisServerProcess
+from workers.waiting import wait_until
 
 RECORDER = textwrap.dedent(
     """
@@ -40,14 +41,6 @@ RECORDER = textwrap.dedent(
     print(collector.written_events, collector.dropped_events, flush=True)
     """
 )
-
-
-def wait_until(check: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -33,17 +32,11 @@ from metrics_store.reader import MetricsReader
 from metrics_store.settings import Settings, get_settings
 from metrics_store.shapes import MetricsUpdate
 from workers import jobs
+from workers.waiting import wait_until
 
 
 def errors_of(loop: str) -> int:
     return int(PROCESS_LOOPS.snapshot().get(loop, {}).get("errors", 0))  # type: ignore[call-overload]
-
-
-def wait_until(check: Callable[[], bool], timeout_s: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 class FailsOnce:

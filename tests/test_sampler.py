@@ -6,8 +6,7 @@ import asyncio
 import json
 import logging
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import fakeredis
@@ -30,6 +29,7 @@ from workers.hardware import HardwareReading, RecordedSource
 from workers.redis_process import RedisServerProcess, free_port
 from workers.sampler import ByteCountSource, Sampler, Sources
 from workers.services import JobQueueSource, RedisMemorySource
+from workers.waiting import wait_until
 
 GB = 10**9
 
@@ -212,13 +212,6 @@ def test_redis_outage_logs_once_and_writing_resumes(
         away.close()
 
 
-def wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
-
-
 def test_loop_goes_on_through_nvml_errors_and_stops_on_request(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -237,7 +230,7 @@ def test_loop_goes_on_through_nvml_errors_and_stops_on_request(
     thread = threading.Thread(target=sampler.run, args=(stop,))
     thread.start()
     try:
-        wait_for(lambda: len(written) >= 6)
+        wait_until(lambda: len(written) >= 6, 10)
     finally:
         stop.set()
         thread.join(timeout=5)
@@ -268,7 +261,7 @@ def test_loop_survives_an_unforeseen_source_failure(
     with caplog.at_level(logging.ERROR, logger="workers.sampler"):
         thread.start()
         try:
-            wait_for(lambda: harness.client.hexists(harness.keys.snapshots, "node-a"))
+            wait_until(lambda: harness.client.hexists(harness.keys.snapshots, "node-a"), 10)
         finally:
             stop.set()
             thread.join(timeout=5)

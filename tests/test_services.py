@@ -6,8 +6,7 @@ import logging
 import re
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from metrics_store.redis_client import sync_client
 from metrics_store.settings import Settings
 from workers.redis_process import RedisServerProcess, free_port
 from workers.services import JobQueueSource, RedisMemorySource, faiss_index_bytes
+from workers.waiting import wait_until
 
 RQ = str(Path(sys.executable).with_name("rq"))
 REPO = Path(__file__).resolve().parent.parent
@@ -87,13 +87,6 @@ def rq_info(url: str, queue: str) -> tuple[int, int]:
     return int(match.group(2)), int(match.group(1))
 
 
-def wait_until(condition: Callable[[], bool], timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
-
-
 @contextmanager
 def rq_worker(url: str, queue: str, release: Path) -> Iterator[subprocess.Popen[bytes]]:
     """A real `rq worker` (SimpleWorker: jobs run in the worker process, no fork).
@@ -127,11 +120,11 @@ def test_rq_numbers_match_rq_info(rq_redis: RedisServerProcess, tmp_path: Path) 
     try:
         with rq_worker(rq_redis.url, "inference", release):
             # One job runs (held until released), two wait behind it.
-            wait_until(lambda: queue.started_job_registry.get_job_count(cleanup=False) == 1)
+            wait_until(lambda: queue.started_job_registry.get_job_count(cleanup=False) == 1, 20)
             now_s = SystemClock().now()
             assert source.read(now_s) == (1, 2) == rq_info(rq_redis.url, "inference")
             release.touch()
-            wait_until(lambda: all(job.get_status() == "finished" for job in jobs))
+            wait_until(lambda: all(job.get_status() == "finished" for job in jobs), 20)
             now_s = SystemClock().now()
             assert source.read(now_s) == (0, 0) == rq_info(rq_redis.url, "inference")
     finally:

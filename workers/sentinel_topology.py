@@ -9,8 +9,6 @@ start it from here.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,25 +16,12 @@ import redis
 
 from workers.process_tree import StartedInWith
 from workers.redis_process import RedisServerProcess, free_port
+from workers.waiting import wait_until
 
 SERVICE = "mymaster"
 DOWN_AFTER_MS = 1000
 FAILOVER_TIMEOUT_MS = 3000
 QUORUM = 2
-
-
-def wait_until(check: Callable[[], bool], timeout_s: float, what: str) -> float:
-    """Poll `check` until it holds; the seconds it took. AssertionError on timeout."""
-    started = time.monotonic()
-    while True:
-        try:
-            if check():
-                return time.monotonic() - started
-        except (redis.RedisError, OSError):
-            pass  # a server on its way up or down: ask again
-        if time.monotonic() - started > timeout_s:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def sentinel_command(client: redis.Redis, *args: str) -> Any:

@@ -1,0 +1,34 @@
+"""One way to wait for something another process does: poll until it holds, or fail."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import redis
+
+# A server on its way up or down answers with these: the check is asked again.
+PASSING_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
+
+
+def wait_until(
+    check: Callable[[], object],
+    timeout_s: float = 15.0,
+    what: str = "the condition",
+    *,
+    interval_s: float = 0.05,
+    passing: tuple[type[BaseException], ...] = PASSING_ERRORS,
+) -> float:
+    """Poll `check` until it is true; the seconds it took. AssertionError on timeout.
+
+    An exception of a `passing` type counts as "not yet"."""
+    started = time.monotonic()
+    while True:
+        try:
+            if check():
+                return time.monotonic() - started
+        except passing:
+            pass
+        if time.monotonic() - started > timeout_s:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(interval_s)
