@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol, TypeVar
 
 from metrics_store.collector_stats import CollectorCounters
 from metrics_store.process_health import StoredProcess
@@ -28,9 +28,27 @@ def health_status(replies: Sequence[Any], alive_since: float) -> HealthStatus:
     )
 
 
+class _Stamped(Protocol):
+    @property
+    def at(self) -> float: ...  # when its writer last beat
+
+
+S = TypeVar("S", bound=_Stamped)
+
+
+def _live(
+    records: Iterable[Any],
+    parse: Callable[[Any], S | None],
+    alive_since: float,
+    key: Callable[[S], str],
+) -> list[S]:
+    """The readable records stamped since `alive_since` (their writers still beat), sorted."""
+    parsed = (parse(raw) for raw in records)
+    return sorted((r for r in parsed if r is not None and r.at >= alive_since), key=key)
+
+
 def _live_collectors(records: Any, alive_since: float) -> list[CollectorHealth]:
-    parsed = (CollectorCounters.from_json(raw) for raw in records)
-    live = sorted((c for c in parsed if c is not None and c.at >= alive_since), key=_field)
+    live = _live(records, CollectorCounters.from_json, alive_since, _field)
     return [
         CollectorHealth(
             node=c.node,
@@ -50,8 +68,7 @@ def _field(counters: CollectorCounters) -> str:
 
 
 def _live_processes(records: Any, alive_since: float) -> list[ProcessHealth]:
-    parsed = (StoredProcess.from_json(raw) for raw in records)
-    live = sorted((p for p in parsed if p is not None and p.at >= alive_since), key=_process)
+    live = _live(records, StoredProcess.from_json, alive_since, _process)
     return [
         ProcessHealth(
             process=p.process,
