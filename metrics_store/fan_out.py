@@ -191,13 +191,7 @@ class FanOutPlan(ReadPlan):
 
 def merge_sums(replies: list[Sequence[bytes]]) -> list[bytes | float]:
     """ZUNION ... WITHSCORES replies [member, score, ...] of several shards, summed."""
-    totals: dict[bytes, float] = {}
-    get = totals.get
-    for flat in replies:
-        pairs = iter(flat)
-        for name, score in zip(pairs, pairs, strict=True):
-            totals[name] = get(name, 0.0) + float(score)
-    return [item for pair in totals.items() for item in pair]
+    return [item for pair in _added(replies).items() for item in pair]
 
 
 def merge_totals(replies: list[Sequence[bytes]]) -> list[float]:
@@ -211,16 +205,21 @@ def merge_hashes(replies: list[Sequence[bytes]]) -> list[bytes]:
     Added as floats, exact for bin counts (integers below 2**53); a whole total is written as
     an integer, as read.lua's HSUM writes it, so the merged bins read like one shard's.
     """
+    out: list[bytes] = []
+    for field, total in _added(replies).items():
+        out += (field, b"%d" % total if total.is_integer() else repr(total).encode())
+    return out
+
+
+def _added(replies: list[Sequence[bytes]]) -> dict[bytes, float]:
+    """Flat [name, value, ...] replies: each name's values added, in the order first seen."""
     totals: dict[bytes, float] = {}
     get = totals.get
     for flat in replies:
         pairs = iter(flat)
-        for field, value in zip(pairs, pairs, strict=True):
-            totals[field] = get(field, 0.0) + float(value)
-    out: list[bytes] = []
-    for field, total in totals.items():
-        out += (field, b"%d" % total if total.is_integer() else repr(total).encode())
-    return out
+        for name, value in zip(pairs, pairs, strict=True):
+            totals[name] = get(name, 0.0) + float(value)
+    return totals
 
 
 def merge_newest(replies: list[Sequence[bytes]], count: int) -> list[bytes]:

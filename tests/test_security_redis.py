@@ -30,7 +30,7 @@ from tests.secure_redis import (
     tls_server,
     tls_supported,
 )
-from tests.tools import in_ci
+from tests.tools import skip_or_fail_in_ci
 from workers.redis_process import free_port
 
 SAMPLER_NODE = "sampler-node"
@@ -114,10 +114,7 @@ def test_store_runs_as_a_least_privilege_acl_user(tmp_path: Path, store_prefix: 
 
 def test_store_runs_over_tls_with_a_verified_certificate(tmp_path: Path, store_prefix: str) -> None:
     if not tls_supported():  # a skip locally; under CI=true a failure, as for a missing tool
-        missing = "redis-server is not built with TLS (libssl)"
-        if in_ci():
-            pytest.fail(missing)
-        pytest.skip(missing)
+        skip_or_fail_in_ci("redis-server is not built with TLS (libssl)")
     with tls_server(tmp_path) as server:
         run_the_store(server.url, store_prefix)
         # Not trusting the throwaway CA, a client refuses the server: verification is on.

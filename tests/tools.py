@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from typing import NoReturn
 
 import pytest
 
@@ -38,7 +39,11 @@ def require_tool(name: str, path: str | None = None, *, install_hint: str) -> st
     if found is not None:
         return found
     where = f"at {path}" if path is not None else "on PATH"
-    message = f"{name} not found {where}; {install_hint}"
+    skip_or_fail_in_ci(f"{name} not found {where}; {install_hint}")
+
+
+def skip_or_fail_in_ci(missing: str) -> NoReturn:
+    """Skip the calling test for `missing`; under CI=true, where every test must run, fail it."""
     if in_ci():
-        pytest.fail(f"CI=true: a test needs {message}", pytrace=False)
-    pytest.skip(message)
+        pytest.fail(f"CI=true: a test needs {missing}", pytrace=False)
+    pytest.skip(missing)
