@@ -5,7 +5,7 @@ ZINCRBYs per bucket instead of several per event.
 
 On one Redis (or Sentinel) a batch is one call. On Redis Cluster a script may touch one slot
 only: the data go to one shard in one call, and the few control writes (availability, events
-refused, the node's heartbeat) follow in a second, small call on the control keys' slot.
+refused) follow in a second, small call on the control keys' slot.
 """
 
 from __future__ import annotations
@@ -215,7 +215,9 @@ class BatchEncoder:
             min(stamps, default=0.0),
             max(stamps, default=0.0),
             refused,
-            0 if self._control is not None else 1,  # the heartbeat: here, or in the control call
+            0
+            if self._control is not None
+            else 1,  # the heartbeat: here, or the flusher's beat (cluster)
             groups,
         ]
         sections = [
@@ -238,7 +240,7 @@ class BatchEncoder:
         stamps: list[float],
         refused: int,
     ) -> EncodedBatch | None:
-        """The control call of a split batch: availability, refused count and heartbeat."""
+        """The control call of a split batch: availability and refused count."""
         c = self._control
         if c is None or (not availability and not refused):
             return None  # the flusher's own heartbeat keeps the node live (collector_stats.py)
@@ -254,9 +256,11 @@ class BatchEncoder:
             c.written_batch(batch_id),
         ]
         head = self._head(now_s, 0, 0, recent_lists=0)
-        # Tolerance 0: the data call already checked the clocks against Redis's.
+        # Tolerance 0: the data call already checked the clocks against Redis's. No heartbeat
+        # (ARGV[18] 0): it would take this call's unchecked clock; the flusher's own beat,
+        # by Redis's clock, keeps the node live.
         oldest, newest = min(stamps, default=0.0), max(stamps, default=0.0)
-        counts = [0, 0, len(availability) // 2, 0, 0, oldest, newest, refused, 1, 0]
+        counts = [0, 0, len(availability) // 2, 0, 0, oldest, newest, refused, 0, 0]
         return EncodedBatch(keys, head + counts + availability)
 
     def _head(

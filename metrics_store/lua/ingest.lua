@@ -20,8 +20,8 @@
 -- ARGV[14] = clock skew tolerance (s; 0 = trust the writer's clock)
 -- ARGV[15], ARGV[16] = the oldest and newest event stamps of the batch (epoch s)
 -- ARGV[17] = events of this batch already refused for their clock (counted here)
--- ARGV[18] = 1: record the node's heartbeat in KEYS[3]; 0: a separate call to the control keys'
---            slot does (Redis Cluster: this call's keys are one data shard's, metrics_store/shards.py)
+-- ARGV[18] = 1: record the node's heartbeat in KEYS[3]; 0: not (Redis Cluster, where this call's
+--            keys are one data shard's and the flusher's heartbeat keeps the node live)
 -- ARGV[19] = how many histogram groups
 -- ARGV[20..] = those sections in that order, the histogram groups last:
 --   query entry:   "ts tier latency_ms tokens generation_ms error"      (1 value)
