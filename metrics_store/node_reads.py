@@ -32,6 +32,7 @@ from redis.exceptions import (
 from metrics_store.fan_out import NodeGroup
 from metrics_store.keys import Keys
 from metrics_store.read_plan import ReadPlan
+from metrics_store.redis_client import discover_cluster
 from metrics_store.scripts import READ, READ_ON_NODE, lua_script
 
 
@@ -88,13 +89,26 @@ async def run_group(client: aioredis.Redis, group: NodeGroup, plan: ReadPlan) ->
     except (ClusterError, AskError, TryAgainError, RedisClusterException) as exc:
         raise StaleSlotMap(f"{group.node.name}: {exc}") from exc  # MOVED, CLUSTERDOWN...
     except ResponseError as exc:
-        if "non local key" not in str(exc):
-            raise
-        raise StaleSlotMap(f"{group.node.name}: {exc}") from exc  # its slots moved away
+        if not any(cause in str(exc) for cause in _SLOT_REFUSALS):
+            raise  # a bug, not an outage
+        raise StaleSlotMap(f"{group.node.name}: {exc}") from exc
     return list(replies)
 
 
-async def refresh_slot_map(client: aioredis.Redis) -> None:
-    """Read the cluster's slot map anew (after `StaleSlotMap` or a failed node)."""
-    if isinstance(client, AsyncRedisCluster):
-        await client.nodes_manager.initialize()
+# How a node refuses a script's key it does not serve now: its slots moved away, the cluster
+# is down (a failover under way), or the slot has no node (Redis 7.2+).
+_SLOT_REFUSALS = ("non local key", "cluster is down", "slot not served")
+
+
+async def read_slot_map(client: aioredis.Redis, *, anew: bool = False) -> None:
+    """Make sure the cluster client has the slot map; `anew`: read it again (after
+    `StaleSlotMap` or a failed node). No node answering is an outage (`StaleSlotMap`)."""
+    if not isinstance(client, AsyncRedisCluster):
+        return
+    try:
+        if anew:
+            await client.nodes_manager.initialize()
+        else:
+            await discover_cluster(client)
+    except RedisClusterException as exc:  # "Redis Cluster cannot be connected..."
+        raise StaleSlotMap(str(exc)) from exc

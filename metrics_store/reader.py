@@ -27,9 +27,9 @@ from metrics_store.health import health_status
 from metrics_store.keys import ALL_TIME_FIGURES, QUERY_COUNT, Keys, member
 from metrics_store.latency import LatencyPlanner
 from metrics_store.live_store import read_connections, read_replica_count
-from metrics_store.node_reads import node_groups, refresh_slot_map, run_group
+from metrics_store.node_reads import node_groups, read_slot_map, run_group
 from metrics_store.read_plan import Key, ReadPlan, Staged, pairs, parse_staged
-from metrics_store.redis_client import discover_cluster, drop_idle_connections
+from metrics_store.redis_client import drop_idle_connections
 from metrics_store.resources import resource_metrics
 from metrics_store.settings import Settings
 from metrics_store.shapes import (
@@ -365,13 +365,13 @@ class MetricsReader:
                 # and try once more on a fresh one, so the first request after recovery works.
                 # On a cluster: a node failed or the slots moved; read the slot map anew.
                 await drop_idle_connections(self._client)
-                await refresh_slot_map(self._client)
+                await read_slot_map(self._client, anew=True)
                 return await self._run_plan(plan)
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             raise StoreUnavailable(f"Redis unavailable: {exc}") from exc
 
     async def _run_plan(self, plan: FanOutPlan) -> list[Any]:
-        await discover_cluster(self._client)
+        await read_slot_map(self._client)
 
         async def run(group: NodeGroup, part: ReadPlan) -> list[Any]:
             return await run_group(self._client, group, part)

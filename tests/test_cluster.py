@@ -9,6 +9,7 @@ import textwrap
 import time
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -16,9 +17,10 @@ import pytest
 import redis
 from websockets.asyncio.client import connect
 
+from metrics_store.errors import StoreUnavailable
 from metrics_store.keys import Keys
 from metrics_store.reader import MetricsReader
-from metrics_store.redis_client import sync_client
+from metrics_store.redis_client import async_client, sync_client
 from metrics_store.settings import Settings
 from metrics_store.shards import ShardPicker, shard_labels, store_shards, tag_slot
 from tests.cluster_topology import ClusterTopology
@@ -212,6 +214,24 @@ def test_one_reader_sees_shards_written_after_its_first_read(
             await client.aclose()
 
     assert asyncio.run(before_and_after()) == (0, 30)  # not a second late: found, then read
+
+
+def test_a_cluster_gone_away_is_an_outage_not_a_bug(tmp_path: Path) -> None:
+    async def read_before_and_after_stop(cluster: ClusterTopology) -> int:
+        settings = Settings(redis_url=cluster.url, redis_cluster=True)
+        client = async_client(settings)
+        reader = MetricsReader(client, settings)
+        try:
+            before = (await reader.queries()).totalQueries
+            cluster.stop()
+            with pytest.raises(StoreUnavailable):  # the API's 503, not a 500
+                await reader.queries()
+            return before
+        finally:
+            await client.aclose()
+
+    with ClusterTopology(tmp_path) as cluster:
+        assert asyncio.run(read_before_and_after_stop(cluster)) == 0
 
 
 def test_histograms_and_totals_are_per_shard_and_add_up_to_a_single_redis(
