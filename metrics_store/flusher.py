@@ -27,7 +27,7 @@ from metrics_store.event_buffer import CLOSED, EventBuffer, FlushMarker
 from metrics_store.events import Event
 from metrics_store.keys import Keys
 from metrics_store.loops import LoopGuard, run_forever
-from metrics_store.redis_client import is_cluster
+from metrics_store.redis_client import is_cluster, redis_now
 from metrics_store.replica_ack import acks_wanted, write_batch
 from metrics_store.retention import prune_retired_buckets
 from metrics_store.script_sender import ScriptSender
@@ -324,19 +324,22 @@ class Flusher:
 
     def _prune(self) -> None:
         # Retention follows Redis's clock, so one node's fast clock cannot retire the
-        # buckets everyone else is still writing; only a store that trusts its writers'
-        # clocks (tolerance 0: replays, simulated time) retires by theirs.
-        trusted = self._settings.clock_skew_tolerance_s == 0
+        # buckets everyone else is still writing.
+        now_s = self._shared_now(self._clock.now())
         for shard in self._shards:  # each shard indexes its own buckets
-            prune_retired_buckets(self._client, shard, self._clock.now() if trusted else None)
+            prune_retired_buckets(self._client, shard, now_s)
+
+    def _shared_now(self, node_now_s: float) -> float:
+        """The clock every writer shares: Redis's; or, for a store that trusts its writers'
+        clocks (tolerance 0: replays, simulated time), this node's."""
+        if self._settings.clock_skew_tolerance_s == 0:
+            return node_now_s
+        return redis_now(self._client)
 
     def _heartbeat(self, node_now_s: float) -> None:
-        # Stamped by Redis's clock, like the beats of the ingest script: a node whose clock is
-        # hours fast must not look alive for hours after it stops. A store that trusts its
-        # writers' clocks (tolerance 0: replays, simulated time) takes theirs.
-        now_s = (
-            node_now_s if self._settings.clock_skew_tolerance_s == 0 else redis_now(self._client)
-        )
+        # Stamped by the shared clock, like the beats of the ingest script: a node whose clock
+        # is hours fast must not look alive for hours after it stops.
+        now_s = self._shared_now(node_now_s)
         counters = counters_now(
             self._settings.node,
             self.counters.written,
@@ -356,12 +359,6 @@ class Flusher:
     def pending_events(self) -> int:
         """Events recorded but not yet written (buffered, or taken and not yet confirmed)."""
         return self._buffer.events + self.counters.in_flight
-
-
-def redis_now(client: redis.Redis) -> float:
-    """Redis's clock (TIME), the one clock every writer shares."""
-    seconds, micros = client.time()
-    return seconds + micros / 1_000_000
 
 
 def _worth_logging(before: int, added: int) -> bool:

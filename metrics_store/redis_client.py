@@ -46,6 +46,12 @@ def topology(settings: Settings) -> Topology:
     return "sentinel" if settings.redis_sentinels else "single"
 
 
+def redis_now(client: redis.Redis) -> float:
+    """Redis's clock (TIME), the one clock every writer shares."""
+    seconds, micros = client.time()
+    return float(seconds + micros / 1_000_000)
+
+
 def is_cluster(client: redis.Redis | aioredis.Redis) -> bool:
     """Whether `client` is a Redis Cluster client (handed out as a plain client's type)."""
     return isinstance(client, (RedisCluster, AsyncRedisCluster))

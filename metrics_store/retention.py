@@ -12,7 +12,7 @@ from __future__ import annotations
 import redis
 
 from metrics_store.keys import Keys
-from metrics_store.redis_client import multi
+from metrics_store.redis_client import multi, redis_now
 
 PRUNE_BATCH = 500
 
@@ -23,8 +23,7 @@ def prune_retired_buckets(client: redis.Redis, keys: Keys, now_s: float | None =
     Safe to run concurrently.
     """
     if now_s is None:
-        seconds, micros = client.time()
-        now_s = seconds + micros / 1_000_000
+        now_s = redis_now(client)
     removed = 0
     while True:
         retired = client.zrangebyscore(keys.bucket_index, "-inf", now_s, start=0, num=PRUNE_BATCH)

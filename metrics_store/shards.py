@@ -71,8 +71,9 @@ class ShardPicker:
     in proportion to the shards it serves: 6/5/5 for 16 shards on 3 primaries, 1.2 at best).
     The other shards are there for the cluster's other shapes: with more primaries, or after
     slots move, their shards become homes. The cluster client keeps the slot map current
-    across failovers; while a slot has no primary, every shard is taken in turn. The start
-    is random, so collectors do not move in step.
+    across failovers; a shard whose slot has no primary for a moment is passed over (writing
+    every shard in turn then would leave data, and so reads, on all of them for good). The
+    start is random, so collectors do not move in step.
     """
 
     def __init__(self, shards: Sequence[Keys], client: redis.Redis) -> None:
@@ -91,9 +92,10 @@ class ShardPicker:
         if self._client is None or len(self._roots) == 1:
             return [0]
         home: dict[str, int] = {}
-        try:
-            for index, root in enumerate(self._roots):
-                home.setdefault(self._client.get_node_from_key(root).name, index)
-        except RedisClusterException:  # a slot with no primary: mid-failover
-            return list(range(len(self._roots)))
-        return sorted(home.values())
+        for index, root in enumerate(self._roots):
+            try:
+                name = self._client.get_node_from_key(root).name
+            except RedisClusterException:  # its slot has no primary now: mid-failover
+                continue
+            home.setdefault(name, index)
+        return sorted(home.values()) or [0]  # no slot served at all: writes fail and retry
