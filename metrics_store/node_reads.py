@@ -17,29 +17,20 @@ from __future__ import annotations
 from collections.abc import Sequence, Set
 from typing import Any
 
-import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.exceptions import (
-    AskError,
     ClusterError,
     RedisClusterException,
     ResponseError,
-    TryAgainError,
 )
 
 from metrics_store.fan_out import NodeGroup
 from metrics_store.keys import Keys
 from metrics_store.read_plan import ReadPlan
-from metrics_store.redis_client import discover_cluster
+from metrics_store.redis_client import SLOT_MOVES, StaleSlotMap, discover_cluster
 from metrics_store.scripts import READ, READ_ON_NODE, lua_script
-
-
-class StaleSlotMap(redis.ConnectionError):
-    """A node no longer serves a slot the client thought it did: re-read the map, try again.
-
-    A ConnectionError, so that a map that stays stale reads as an outage (503), not a bug."""
 
 
 def node_groups(
@@ -86,7 +77,7 @@ async def run_group(client: aioredis.Redis, group: NodeGroup, plan: ReadPlan) ->
     args = [len(plan.keys), *plan.keys, *plan.args]
     try:
         replies = await lua_script(READ_ON_NODE).run_on_node(client, group.node, args)
-    except (ClusterError, AskError, TryAgainError, RedisClusterException) as exc:
+    except (*SLOT_MOVES, ClusterError, RedisClusterException) as exc:
         raise StaleSlotMap(f"{group.node.name}: {exc}") from exc  # MOVED, CLUSTERDOWN...
     except ResponseError as exc:
         if not any(cause in str(exc) for cause in _SLOT_REFUSALS):

@@ -28,6 +28,7 @@ from redis.backoff import NoBackoff
 from redis.client import Pipeline
 from redis.cluster import RedisCluster
 from redis.connection import parse_url
+from redis.exceptions import AskError, ClusterDownError, MovedError, TryAgainError
 from redis.retry import Retry
 
 from metrics_store.settings import Settings
@@ -126,6 +127,16 @@ def node_client(client: redis.Redis, key: str) -> redis.Redis:
         return client
     primary = client.get_redis_connection(client.get_node_from_key(key, replica=False))
     return cast(redis.Redis, primary)
+
+
+class StaleSlotMap(redis.ConnectionError):
+    """A cluster node no longer serves a slot the client thought it did (a failover, slots
+    moved): read the slot map anew and try again. A ConnectionError: while it lasts, an
+    outage (retried, or 503), never a refusal or a bug."""
+
+
+# Replies of a cluster node whose slots moved or are moving.
+SLOT_MOVES: tuple[type[Exception], ...] = (MovedError, AskError, ClusterDownError, TryAgainError)
 
 
 def refresh_slots(client: redis.Redis) -> None:

@@ -17,9 +17,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import redis
-from redis.exceptions import AskError, ClusterDownError, MovedError, TryAgainError
 
-from metrics_store.redis_client import node_client, refresh_slots
+from metrics_store.redis_client import SLOT_MOVES, StaleSlotMap, node_client, refresh_slots
 from metrics_store.scripts import LuaScript
 from metrics_store.settings import Settings
 
@@ -32,14 +31,6 @@ class ReplicasBehind(redis.ConnectionError):
     A ConnectionError to the flusher: the store is not durably reachable, so the batch is
     retried with backoff for as long as it takes, never dropped as a refused batch would be.
     """
-
-
-class ShardMoved(redis.ConnectionError):
-    """The batch's shard is served by another node now (a cluster failover): retry there."""
-
-
-# Replies of a cluster node whose slots moved or are moving: an outage, not a refusal.
-_SLOT_MOVES = (MovedError, AskError, ClusterDownError, TryAgainError)
 
 
 def acks_wanted(settings: Settings) -> int:
@@ -60,9 +51,9 @@ def write_batch(
     """
     try:
         acknowledged, wanted = _write(client, script, keys, args, settings)
-    except _SLOT_MOVES as exc:  # a cluster failover under way
+    except SLOT_MOVES as exc:  # a cluster failover under way
         refresh_slots(client)
-        raise ShardMoved(f"the batch's shard moved: {exc}") from exc
+        raise StaleSlotMap(f"the batch's shard moved: {exc}") from exc
     except (redis.ConnectionError, redis.TimeoutError):
         refresh_slots(client)
         raise
