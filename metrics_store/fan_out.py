@@ -13,7 +13,7 @@ key, which never expires, exists). If one does, the caller reads again with it.
 
     plan = FanOutPlan(shards)
     plan.hgetall(keys.availability)                  # a control read, as on a ReadPlan
-    plan.sum_shards([window_keys(s) for s in shards])  # one sum over every shard's keys
+    plan.sum_shards(lambda i: window_keys(shards[i]))  # one sum over every shard's keys
     replies, newly_written = await plan.run(run_group, groups)
 """
 
@@ -27,6 +27,9 @@ from typing import Any
 from metrics_store.keys import Keys
 from metrics_store.read_plan import Arg, Key, ReadPlan
 
+# A data read's keys on shard i, built only for the shards it reads (those holding data).
+ShardKeys = Callable[[int], Sequence[Key]]
+ShardKey = Callable[[int], Key]
 # Partial replies of one data read (one per node, or per shard) -> the reply of the whole store.
 Merge = Callable[[list[Any]], Any]
 # Stages one data read on a node's plan, for the shards (indices) that node serves; returns
@@ -68,64 +71,60 @@ class FanOutPlan(ReadPlan):
         self._control_reads = 0
 
     # --- data reads: one read over each shard's keys (one list of keys per shard) -----------
-    def sum_shards(self, keys: Sequence[Sequence[Key]]) -> None:
+    def sum_shards(self, keys: ShardKeys) -> None:
         """Every member's score summed over all the shards' keys (ZUNION ... WITHSCORES)."""
 
         def stage(plan: ReadPlan, shards: Sequence[int]) -> int:
             if len(shards) == 1:
-                plan.zunion(keys[shards[0]])
+                plan.zunion(keys(shards[0]))
             else:  # keys in several slots: ZUNION cannot span them, the script adds them up
-                plan.zsum([key for shard in shards for key in keys[shard]])
+                plan.zsum([key for shard in shards for key in keys(shard)])
             return 1
 
-        self._data_read(keys, stage, merge_sums, empty=[])
+        self._data_read(stage, merge_sums, empty=[])
 
-    def totals_shards(self, keys: Sequence[Sequence[Key]], members: Sequence[Arg]) -> None:
-        """TOTALS on each shard's keys (the same number on each), added key by key."""
+    def totals_shards(self, keys: ShardKeys, count: int, members: Sequence[Arg]) -> None:
+        """TOTALS on each shard's keys (`count` on each), added key by key."""
 
         def stage(plan: ReadPlan, shards: Sequence[int]) -> int:
             for shard in shards:
-                plan.totals(keys[shard], members)
+                plan.totals(keys(shard), members)
             return len(shards)
 
-        self._data_read(keys, stage, merge_totals, empty=[0.0] * len(keys[0]))
+        self._data_read(stage, merge_totals, empty=[0.0] * count)
 
-    def hsum_shards(self, keys: Sequence[Sequence[Key]]) -> None:
+    def hsum_shards(self, keys: ShardKeys) -> None:
         """HSUM over all the shards' hashes (histograms): every field's value added."""
 
         def stage(plan: ReadPlan, shards: Sequence[int]) -> int:
-            plan.hsum([key for shard in shards for key in keys[shard]])
+            plan.hsum([key for shard in shards for key in keys(shard)])
             return 1
 
-        self._data_read(keys, stage, merge_hashes, empty=[])
+        self._data_read(stage, merge_hashes, empty=[])
 
-    def hgetall_shards(self, keys: Sequence[Key]) -> None:
+    def hgetall_shards(self, keys: ShardKey) -> None:
         """HGETALL of one hash per shard (an all-time histogram), fields added over the shards."""
 
         def stage(plan: ReadPlan, shards: Sequence[int]) -> int:
             if len(shards) == 1:
-                plan.hgetall(keys[shards[0]])
+                plan.hgetall(keys(shards[0]))
             else:
-                plan.hsum([keys[shard] for shard in shards])
+                plan.hsum([keys(shard) for shard in shards])
             return 1
 
-        self._data_read(keys, stage, merge_hashes, empty=[])
+        self._data_read(stage, merge_hashes, empty=[])
 
-    def newest_shards(self, keys: Sequence[Key], count: int) -> None:
+    def newest_shards(self, keys: ShardKey, count: int) -> None:
         """The newest `count` entries of each shard's list (newest first), merged by stamp."""
 
         def stage(plan: ReadPlan, shards: Sequence[int]) -> int:
             for shard in shards:
-                plan.lrange(keys[shard], 0, count - 1)
+                plan.lrange(keys(shard), 0, count - 1)
             return len(shards)
 
-        self._data_read(keys, stage, lambda replies: merge_newest(replies, count), empty=[])
+        self._data_read(stage, lambda replies: merge_newest(replies, count), empty=[])
 
-    def _data_read(
-        self, keys: Sequence[Any], stage: StageOnNode, merge: Merge, *, empty: Any
-    ) -> None:
-        if len(keys) != len(self.shards):
-            raise ValueError(f"{len(keys)} key lists for {len(self.shards)} shards")
+    def _data_read(self, stage: StageOnNode, merge: Merge, *, empty: Any) -> None:
         self._order.append((True, len(self._data)))
         self._data.append(_DataRead(stage, merge, empty))
 

@@ -83,7 +83,7 @@ class LatencyPlanner:
 
     def _stage_hsum(self, plan: FanOutPlan, figure: str, tier: str, tiling: Tiling) -> None:
         """One HSUM per shard of the figure's buckets tiling the window, summed over shards."""
-        plan.hsum_shards([self.histogram_keys(figure, tier, tiling, s) for s in self._shards])
+        plan.hsum_shards(lambda i: self.histogram_keys(figure, tier, tiling, self._shards[i]))
 
     def stage_percentiles(
         self, plan: FanOutPlan, now_s: float, window_s: int

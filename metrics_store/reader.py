@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 import redis
@@ -21,14 +22,14 @@ from metrics_store import aggregates
 from metrics_store.buckets import bucket_start, chart_starts, plan_window, tile_window
 from metrics_store.clock import Clock, SystemClock
 from metrics_store.errors import StoreUnavailable, UnknownNode
-from metrics_store.fan_out import FanOutPlan, NodeGroup
+from metrics_store.fan_out import FanOutPlan, NodeGroup, ShardKeys
 from metrics_store.fleet import AllTimeHistogram, Fleet, Totals
 from metrics_store.health import health_status
 from metrics_store.keys import ALL_TIME_FIGURES, QUERY_COUNT, Keys, member
 from metrics_store.latency import LatencyPlanner
 from metrics_store.live_store import read_connections, read_replica_count
 from metrics_store.node_reads import node_groups, read_slot_map, run_group
-from metrics_store.read_plan import Key, ReadPlan, Staged, pairs, parse_staged
+from metrics_store.read_plan import ReadPlan, Staged, pairs, parse_staged
 from metrics_store.redis_client import drop_idle_connections
 from metrics_store.resources import resource_metrics
 from metrics_store.settings import Settings
@@ -179,14 +180,16 @@ class MetricsReader:
         """Every counter summed over the window's buckets, by Redis itself (ZUNION sums)."""
         if window_s is None:
             keys = self._bucket_keys(kind, bucket_start(now_s, self._settings.bucket_s))
-            plan.sum_shards([shard.window for shard in keys])
+            plan.sum_shards(lambda i: keys[i].window)
             return
         tiling = self._latency.tiling(now_s, window_s)
-        per_shard = []
-        for shard in self._shards:
+
+        def window(i: int) -> list[str]:
+            shard = self._shards[i]
             name = shard.query_bucket if kind == "q" else shard.routing_bucket
-            per_shard.append([name(size, start) for size, start in tiling.buckets])
-        plan.sum_shards(per_shard)
+            return [name(size, start) for size, start in tiling.buckets]
+
+        plan.sum_shards(window)
 
     def _stage_queries(
         self, plan: FanOutPlan, now_s: float, window_s: int | None = None
@@ -196,18 +199,18 @@ class MetricsReader:
             starts = chart_starts(now_s, s.bucket_s, s.chart_points)
             point_s = s.bucket_s
             sizes = [1] * len(starts)  # one fine bucket per point
-            chart_keys: list[Sequence[Key]] = [
-                shard.chart for shard in self._bucket_keys("q", starts[-1])
-            ]
+            cached = self._bucket_keys("q", starts[-1])
+            chart_keys: ShardKeys = lambda i: cached[i].chart  # noqa: E731
         else:
             starts, point_s, tilings = self._chart_points(now_s, window_s)
             sizes = [len(tiling) for tiling in tilings]
-            chart_keys = [
-                [shard.query_bucket(size, at) for tiling in tilings for size, at in tiling]
-                for shard in self._shards
-            ]
+
+            def chart_keys(i: int) -> list[str]:
+                bucket = self._shards[i].query_bucket
+                return [bucket(size, at) for tiling in tilings for size, at in tiling]
+
         self._sum_window(plan, "q", now_s, window_s)
-        plan.totals_shards(chart_keys, self._count_members)
+        plan.totals_shards(chart_keys, sum(sizes), self._count_members)
 
         def parse(replies: Sequence[Any]) -> QueryMetrics:
             totals = iter(float(total) for total in replies[1])
@@ -247,8 +250,7 @@ class MetricsReader:
         s = self._settings
         self._sum_window(plan, "q", now_s, window_s)
         for tier in s.tiers:
-            recent = [shard.recent_queries(tier) for shard in self._shards]
-            plan.newest_shards(recent, s.sparkline_points)
+            plan.newest_shards(partial(self._recent_queries, tier), s.sparkline_points)
         percentiles = self._latency.stage_percentiles(plan, now_s, window_s or s.window_s)
 
         def parse(replies: Sequence[Any]) -> list[TierMetrics]:
@@ -318,11 +320,11 @@ class MetricsReader:
     def _stage_fleet(self, plan: FanOutPlan, now_s: float) -> Staged[Fleet]:
         alive_since = now_s - self._settings.node_ttl_s
         # The totals are data keys: each shard's (one on a single Redis), summed over shards.
-        plan.sum_shards([[shard.totals] for shard in self._shards])
+        plan.sum_shards(lambda i: [self._shards[i].totals])
         plan.hgetall(self._keys.availability)
         histograms = [(f, t) for t in self._settings.tiers for f in ALL_TIME_FIGURES]
         for figure, tier in histograms:
-            plan.hgetall_shards([shard.histogram_totals(figure, tier) for shard in self._shards])
+            plan.hgetall_shards(partial(self._histogram_totals, figure, tier))
         snapshots = read_live_snapshots(plan, self._keys, alive_since)
         connections = read_connections(plan, self._keys, alive_since)
         health = self._stage_health(plan, now_s)
@@ -344,6 +346,12 @@ class MetricsReader:
 
         commands = fixed + snapshots.commands + connections.commands + health.commands
         return Staged(commands, parse)
+
+    def _recent_queries(self, tier: str, shard: int) -> str:
+        return self._shards[shard].recent_queries(tier)
+
+    def _histogram_totals(self, figure: str, tier: str, shard: int) -> str:
+        return self._shards[shard].histogram_totals(figure, tier)
 
     # --- execution ----------------------------------------------------------------------------
     async def _run_one(self, stage: Stage[T]) -> T:
