@@ -42,11 +42,12 @@ test-lowest: $(STAMP)
 		--resolution lowest-direct -e '.[all,test]'
 	$(LOWEST)/bin/python -m pytest -q -p no:cacheprovider $(LOWEST_TESTS)
 
-## lint: ruff (lint and format) and mypy strict on the three packages
+## lint: ruff (lint and format), mypy strict on the three packages, and the import layers
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy metrics_store api workers
+	$(BIN)/lint-imports
 
 format: $(STAMP)
 	$(BIN)/ruff format .

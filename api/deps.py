@@ -12,7 +12,7 @@ from fastapi import Depends, Request, WebSocket
 from starlette.requests import HTTPConnection
 
 from api.live import LiveStream
-from metrics_store.reader import MetricsReader
+from metrics_store.read.reader import MetricsReader
 from metrics_store.settings import Settings
 
 

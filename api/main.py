@@ -19,8 +19,8 @@ from api.prometheus import router as prometheus_router
 from api.routes import live_router, router
 from api.security import install_cors, require_token
 from metrics_store.clock import Clock
-from metrics_store.reader import MetricsReader
-from metrics_store.redis_client import async_client
+from metrics_store.read.reader import MetricsReader
+from metrics_store.redis.client import async_client
 from metrics_store.settings import Settings, get_settings
 
 

@@ -21,11 +21,11 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from api.deps import ReaderDep, SettingsDep
-from metrics_store.fleet import AllTimeHistogram, Fleet
 from metrics_store.histogram import LE_EDGES_S, le_counts
-from metrics_store.keys import FIGURE_LATENCY, FIGURE_TTFT
+from metrics_store.live.snapshots import NodeSnapshot
+from metrics_store.read.fleet import AllTimeHistogram, Fleet
+from metrics_store.redis.keys import FIGURE_LATENCY, FIGURE_TTFT
 from metrics_store.settings import Settings
-from metrics_store.snapshots import NodeSnapshot
 
 router = APIRouter(tags=["prometheus"])
 

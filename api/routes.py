@@ -9,8 +9,7 @@ from fastapi import APIRouter, HTTPException, Query, WebSocket
 from api.deps import LiveDep, ReaderDep, SettingsDep
 from api.responses import ErrorBody, OrjsonResponse
 from api.security import admit_websocket
-from metrics_store.settings import MAX_NAME_CHARS, NAME_PATTERN, Settings
-from metrics_store.shapes import (
+from metrics_store.read.shapes import (
     HealthStatus,
     LatencyMetrics,
     QueryMetrics,
@@ -18,7 +17,8 @@ from metrics_store.shapes import (
     RoutingMetrics,
     TiersResponse,
 )
-from metrics_store.windows import parse_window, window_schema_pattern
+from metrics_store.read.windows import parse_window, window_schema_pattern
+from metrics_store.settings import MAX_NAME_CHARS, NAME_PATTERN, Settings
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     414: {"model": ErrorBody, "description": "URL too long (api/limits.py)."},

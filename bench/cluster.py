@@ -37,9 +37,9 @@ import redis
 from bench.common import Summary, Table, private_redis, progress, write_results
 from bench.ingest import _events
 from bench.servers import serve
-from metrics_store.collector import MetricsCollector
-from metrics_store.reader import MetricsReader
-from metrics_store.redis_client import async_client
+from metrics_store.read.reader import MetricsReader
+from metrics_store.record.collector import MetricsCollector
+from metrics_store.redis.client import async_client
 from metrics_store.settings import Settings
 from workers.redis_process import RedisServerProcess, free_port
 from workers.waiting import wait_until
@@ -47,7 +47,7 @@ from workers.waiting import wait_until
 PRIMARIES = 3
 COLLECTORS = 2  # one per core of the 2-core host; more only queue on the same cores
 ENDPOINTS = ("queries", "tiers", "routing", "latency")
-# The commands the ingest script runs per batch (metrics_store/lua/ingest.lua): the writes.
+# The commands the ingest script runs per batch (metrics_store/record/ingest.lua): the writes.
 WRITE_COMMANDS = ("xadd", "zincrby", "lpush", "hset", "hincrby", "hincrbyfloat", "zadd")
 
 

@@ -22,7 +22,7 @@ import redis
 
 from bench.common import Summary, Table, progress, write_results
 from bench.ingest import recorded_and_stored
-from metrics_store.collector import MetricsCollector
+from metrics_store.record.collector import MetricsCollector
 from metrics_store.settings import Settings
 from workers.redis_process import RedisServerProcess
 from workers.sentinel_topology import DOWN_AFTER_MS, SentinelTopology

@@ -19,11 +19,11 @@ from typing import Any
 import redis
 
 from bench.common import Table, private_redis, progress, write_results
-from metrics_store.batch import BatchEncoder
 from metrics_store.buckets import bucket_levels
-from metrics_store.events import QueryEvent
-from metrics_store.keys import FIGURES, Keys
-from metrics_store.scripts import INGEST, lua_script
+from metrics_store.record.batch import BatchEncoder
+from metrics_store.record.events import QueryEvent
+from metrics_store.redis.keys import FIGURES, Keys
+from metrics_store.redis.scripts import INGEST, lua_script
 from metrics_store.settings import Settings
 
 TIERS = ("Q2", "Q3", "Q4")

@@ -15,14 +15,14 @@ import redis
 import redis.asyncio as aioredis
 
 from bench.common import Summary, Table, private_redis, progress, repeat, write_results
-from metrics_store.batch import BatchEncoder
-from metrics_store.collector import MetricsCollector
 from metrics_store.errors import EventsLost
-from metrics_store.event_buffer import BufferPolicy
-from metrics_store.events import QueryEvent
-from metrics_store.keys import Keys
-from metrics_store.reader import MetricsReader
-from metrics_store.scripts import INGEST, lua_script
+from metrics_store.read.reader import MetricsReader
+from metrics_store.record.batch import BatchEncoder
+from metrics_store.record.collector import MetricsCollector
+from metrics_store.record.event_buffer import BufferPolicy
+from metrics_store.record.events import QueryEvent
+from metrics_store.redis.keys import Keys
+from metrics_store.redis.scripts import INGEST, lua_script
 from metrics_store.settings import Settings
 
 TIERS = ("Q2", "Q3", "Q4")

@@ -32,7 +32,7 @@ from bench.common import Summary, Table, private_redis, progress, write_results
 from bench.load import load_events, load_snapshots
 from bench.servers import metrics_api, pid_listening, serve
 from bench.ws_clients import ClientReport, client_process, raise_fd_limit, timestamp_of
-from metrics_store.keys import Keys
+from metrics_store.redis.keys import Keys
 from metrics_store.settings import Settings
 
 REPLICAS = 2

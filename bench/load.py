@@ -9,12 +9,12 @@ import uuid
 import orjson
 import redis
 
-from metrics_store.batch import BatchEncoder
-from metrics_store.events import Event
-from metrics_store.keys import Keys
-from metrics_store.scripts import INGEST, lua_script
+from metrics_store.live.snapshots import NodeSnapshot
+from metrics_store.record.batch import BatchEncoder
+from metrics_store.record.events import Event
+from metrics_store.redis.keys import Keys
+from metrics_store.redis.scripts import INGEST, lua_script
 from metrics_store.settings import Settings
-from metrics_store.snapshots import NodeSnapshot
 
 BATCH = 1000
 

@@ -10,7 +10,7 @@ import redis
 
 from bench.common import Table, private_redis, progress, write_results
 from bench.load import load_events
-from metrics_store.keys import Keys
+from metrics_store.redis.keys import Keys
 from metrics_store.settings import Settings
 
 

@@ -23,12 +23,12 @@ from bench.common import Summary, Table, private_redis, progress, write_results
 from bench.load import load_events, synthetic_events
 from bench.query import measure
 from bench.servers import metrics_api
-from metrics_store.batch import BatchEncoder, EncodedBatch
-from metrics_store.events import Event
-from metrics_store.keys import Keys
-from metrics_store.scripts import INGEST, lua_script
+from metrics_store.live.snapshots import NodeSnapshot, SnapshotWriter
+from metrics_store.record.batch import BatchEncoder, EncodedBatch
+from metrics_store.record.events import Event
+from metrics_store.redis.keys import Keys
+from metrics_store.redis.scripts import INGEST, lua_script
 from metrics_store.settings import Settings
-from metrics_store.snapshots import NodeSnapshot, SnapshotWriter
 
 NODES = 100
 SAMPLE_EVENTS = 10_000
@@ -36,7 +36,7 @@ VOLUMES = (10_000, 10_000_000)
 SPAN_S = 60.0  # the sample's events lie in the last minute: well inside the clock tolerance
 P99_TARGET_MS = 100.0
 RATIO_TARGET = 1.2
-# The ingest script's ARGV layout (metrics_store/lua/ingest.lua): 9 head values (queries and
+# The ingest script's ARGV layout (metrics_store/record/ingest.lua): 9 head values (queries and
 # decisions at 8 and 9), then 8 counts (increment triples first), then the event entries.
 HEAD, COUNTS = 9, 9  # ingest.lua: ARGV[1..9], then ARGV[10..18]; sections from ARGV[19]
 

@@ -14,10 +14,10 @@ from bench.common import Summary, Table, private_redis, progress, write_results
 from bench.load import load_events, load_history, load_snapshots
 from bench.servers import baseline_api, metrics_api
 from bench.wrk import LoadResult, run_wrk
-from metrics_store.keys import FIGURES, Keys
-from metrics_store.latency import LatencyPlanner
+from metrics_store.read.latency import LatencyPlanner
+from metrics_store.read.windows import parse_window
+from metrics_store.redis.keys import FIGURES, Keys
 from metrics_store.settings import Settings
-from metrics_store.windows import parse_window
 
 ENDPOINTS = ("queries", "tiers", "resources", "routing", "latency")
 WEEK_S = 7 * 86_400

@@ -1,7 +1,7 @@
 """metrics-store: a Redis-backed live telemetry store for LLM-serving backends."""
 
-from metrics_store.collector import MetricsCollector, get_metrics_collector
 from metrics_store.errors import InvalidMetric, MetricsStoreError, StoreUnavailable, UnknownNode
+from metrics_store.record.collector import MetricsCollector, get_metrics_collector
 from metrics_store.settings import Settings, get_settings
 
 __all__ = [

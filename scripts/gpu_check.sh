@@ -36,9 +36,9 @@ from pathlib import Path
 
 import redis
 
-from metrics_store.keys import Keys
-from metrics_store.resources import resource_metrics
-from metrics_store.snapshots import NodeSnapshot
+from metrics_store.redis.keys import Keys
+from metrics_store.read.resources import resource_metrics
+from metrics_store.live.snapshots import NodeSnapshot
 from workers.redis_process import FakeRedisServer, RedisServerProcess
 
 if shutil.which("redis-server"):

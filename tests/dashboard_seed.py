@@ -11,10 +11,10 @@ from typing import Any
 import redis
 
 from metrics_store.clock import ManualClock
-from metrics_store.collector import MetricsCollector
-from metrics_store.keys import Keys
+from metrics_store.live.snapshots import NodeSnapshot, StoredGpu
+from metrics_store.record.collector import MetricsCollector
+from metrics_store.redis.keys import Keys
 from metrics_store.settings import Settings
-from metrics_store.snapshots import NodeSnapshot, StoredGpu
 
 GIB = 2**30
 MIB = 2**20

@@ -12,10 +12,10 @@ import redis
 import redis.asyncio as aioredis
 
 from metrics_store.clock import ManualClock
-from metrics_store.collector import MetricsCollector
-from metrics_store.keys import Keys
-from metrics_store.reader import MetricsReader
-from metrics_store.redis_client import async_client, sync_client
+from metrics_store.read.reader import MetricsReader
+from metrics_store.record.collector import MetricsCollector
+from metrics_store.redis.client import async_client, sync_client
+from metrics_store.redis.keys import Keys
 from metrics_store.settings import Settings
 
 T = TypeVar("T")

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from api.main import create_app
 from metrics_store.clock import ManualClock
-from metrics_store.collector import MetricsCollector
+from metrics_store.record.collector import MetricsCollector
 from metrics_store.settings import Settings
 from tests.conftest import T0
 from workers.redis_process import RedisServerProcess

@@ -31,8 +31,8 @@ from schemathesis.specs.openapi.checks import (
 
 from api.main import create_app
 from metrics_store.clock import ManualClock
-from metrics_store.collector import MetricsCollector
-from metrics_store.keys import Keys
+from metrics_store.record.collector import MetricsCollector
+from metrics_store.redis.keys import Keys
 from metrics_store.settings import Settings
 from tests.processes import ApiProcess, child_env
 from workers.redis_process import RedisServerProcess

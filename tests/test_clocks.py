@@ -17,9 +17,9 @@ from fastapi.testclient import TestClient
 
 from api.main import create_app
 from metrics_store.clock import SystemClock
-from metrics_store.collector import MetricsCollector
 from metrics_store.errors import EventsLost
-from metrics_store.keys import Keys
+from metrics_store.record.collector import MetricsCollector
+from metrics_store.redis.keys import Keys
 from metrics_store.settings import Settings
 
 THREE_HOURS = 3 * 3600.0
@@ -153,8 +153,8 @@ def test_zero_tolerance_trusts_the_writers_clock_for_replays(
 def test_events_buffered_through_an_outage_longer_than_the_tolerance_are_kept(
     real_time: Settings, client: redis.Redis
 ) -> None:
-    from metrics_store.batch import BatchEncoder
-    from metrics_store.scripts import INGEST, lua_script
+    from metrics_store.record.batch import BatchEncoder
+    from metrics_store.redis.scripts import INGEST, lua_script
 
     encoder = BatchEncoder(real_time, Keys(real_time.key_prefix))
     now = time.time()
@@ -172,8 +172,8 @@ def test_events_buffered_through_an_outage_longer_than_the_tolerance_are_kept(
 def test_a_retry_of_a_batch_that_landed_is_a_no_op_whatever_the_clock(
     real_time: Settings, client: redis.Redis
 ) -> None:
-    from metrics_store.batch import BatchEncoder
-    from metrics_store.scripts import INGEST, lua_script
+    from metrics_store.record.batch import BatchEncoder
+    from metrics_store.redis.scripts import INGEST, lua_script
 
     encoder = BatchEncoder(real_time, Keys(real_time.key_prefix))
     now = time.time()

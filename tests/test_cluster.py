@@ -18,11 +18,11 @@ import redis
 from websockets.asyncio.client import connect
 
 from metrics_store.errors import StoreUnavailable
-from metrics_store.keys import Keys
-from metrics_store.reader import MetricsReader
-from metrics_store.redis_client import async_client, sync_client
+from metrics_store.read.reader import MetricsReader
+from metrics_store.redis.client import async_client, sync_client
+from metrics_store.redis.keys import Keys
+from metrics_store.redis.shards import ShardPicker, shard_labels, store_shards, tag_slot
 from metrics_store.settings import Settings
-from metrics_store.shards import ShardPicker, shard_labels, store_shards, tag_slot
 from tests.cluster_topology import ClusterTopology
 from tests.conftest import T0, delete_prefix
 from tests.harness import StoreHarness, make_harness

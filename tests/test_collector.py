@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from metrics_store.collector import MetricsCollector
+from metrics_store.record.collector import MetricsCollector
 from metrics_store.settings import Settings
 from tests.conftest import T0
 from tests.harness import StoreHarness, make_harness

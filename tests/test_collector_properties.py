@@ -3,7 +3,7 @@
 Each of the contract's three calls gets arguments drawn from valid values and from what a
 caller gets wrong: wrong types, bools, numeric strings, NaN and infinities, negatives, huge
 ints, wrong-case names, subclasses. An oracle written from DESIGN.md (not from
-metrics_store.validation) says which field, if any, is bad. Then either
+metrics_store.record.validation) says which field, if any, is bad. Then either
 - the call raised ValueError naming the first bad field, and the store's data is unchanged; or
 - the data changed by exactly that event: one new stream entry whose fields parse back to the
   same values (floats exactly, through repr), and bucket counters moved by exactly its amounts.
@@ -28,7 +28,8 @@ from hypothesis import strategies as st
 
 from metrics_store.buckets import bucket_levels
 from metrics_store.histogram import bin_index
-from metrics_store.keys import (
+from metrics_store.record.validation import MAX_COUNT, MAX_MS, MAX_SCORE
+from metrics_store.redis.keys import (
     ALL_TIME_FIGURES,
     FIGURE_LATENCY,
     HISTOGRAM_SUM,
@@ -46,7 +47,6 @@ from metrics_store.keys import (
     member,
 )
 from metrics_store.settings import Settings
-from metrics_store.validation import MAX_COUNT, MAX_MS, MAX_SCORE
 from tests.conftest import T0
 from tests.harness import StoreHarness, make_harness
 

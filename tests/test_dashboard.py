@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, WebSocketRoute, expect
 
-from metrics_store.collector import MetricsCollector
+from metrics_store.record.collector import MetricsCollector
 from metrics_store.settings import Settings
 from tests.browser import WAIT_MS, chromium, expect_panels, expect_state, require_chromium
 from tests.dashboard_seed import API_ENV, NODES, seed

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from metrics_store.reader import MetricsReader
+from metrics_store.read.reader import MetricsReader
 from metrics_store.settings import Settings
 from tests.conftest import T0
 from tests.harness import StoreHarness, make_harness

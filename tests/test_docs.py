@@ -6,7 +6,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from metrics_store.keys import Keys
+from metrics_store.redis.keys import Keys
 from metrics_store.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -24,9 +24,9 @@ from fastapi.testclient import TestClient
 from websockets.asyncio.client import connect
 
 from api.main import create_app
-from metrics_store.collector import MetricsCollector
-from metrics_store.keys import Keys
-from metrics_store.redis_client import sync_client
+from metrics_store.record.collector import MetricsCollector
+from metrics_store.redis.client import sync_client
+from metrics_store.redis.keys import Keys
 from metrics_store.settings import Settings
 from tests.processes import ApiProcess, CliProcess, child_env
 from workers.redis_process import free_port

@@ -16,9 +16,9 @@ from fastapi.testclient import TestClient
 
 from api.main import create_app
 from metrics_store.clock import ManualClock
-from metrics_store.collector import MetricsCollector
 from metrics_store.errors import EventsLost
-from metrics_store.reader import MetricsReader
+from metrics_store.read.reader import MetricsReader
+from metrics_store.record.collector import MetricsCollector
 from metrics_store.settings import Settings
 from tests.conftest import T0
 from tests.harness import make_harness
@@ -265,7 +265,7 @@ def test_a_worker_stops_on_sigterm_while_redis_is_down(tmp_path: Path, prefix: s
 
 def test_a_malformed_record_costs_only_itself(settings: Settings) -> None:
     """Garbage in the shared hashes (another version, a typo in redis-cli) breaks nothing."""
-    from metrics_store.keys import Keys
+    from metrics_store.redis.keys import Keys
 
     keys = Keys(settings.key_prefix)
     client = redis.Redis.from_url(settings.redis_url)

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from metrics_store.collector import MetricsCollector
 from metrics_store.errors import EventsLost
-from metrics_store.keys import Keys
+from metrics_store.record.collector import MetricsCollector
+from metrics_store.redis.keys import Keys
 from metrics_store.settings import Settings
 from workers.redis_process import RedisServerProcess
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from metrics_store.snapshots import StoredGpu
+from metrics_store.live.snapshots import StoredGpu
 from tests.fake_nvml import GIB, FakeGpu, FakeNvml, FakeNvmlError, FakeNvmlV2
 from workers.gpu import NO_GPUS, NvmlSource
 

@@ -27,7 +27,7 @@ from api.limits import MAX_HEADER_BYTES, MAX_URL_BYTES
 from api.live.client import MAX_CLIENT_MESSAGE_BYTES
 from api.main import create_app
 from metrics_store.clock import ManualClock
-from metrics_store.keys import Keys
+from metrics_store.redis.keys import Keys
 from metrics_store.settings import Settings
 from tests.conftest import T0
 from tests.processes import ApiProcess, child_env, close_code

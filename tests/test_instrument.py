@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from metrics_store.instrument import track_query, track_routing_decision
+from metrics_store.record.instrument import track_query, track_routing_decision
 from metrics_store.settings import Settings
 from tests.conftest import T0
 from tests.harness import StoreHarness, make_harness

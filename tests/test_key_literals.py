@@ -1,4 +1,4 @@
-"""Key names are spelled only in metrics_store/keys.py: a key literal anywhere else fails here.
+"""Key names are spelled only in metrics_store/redis/keys.py: a key literal elsewhere fails here.
 
 The check reads the code (Python through `ast`, Lua string literals) of metrics_store/, api/
 and workers/; tests and docs may spell keys. A string is a key literal when it holds the
@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from metrics_store.keys import Keys
+from metrics_store.redis.keys import Keys
 
 ROOT = Path(__file__).resolve().parent.parent
 SCANNED = ("metrics_store", "api", "workers")
-KEY_MODULE = ROOT / "metrics_store" / "keys.py"
+KEY_MODULE = ROOT / "metrics_store" / "redis" / "keys.py"
 PLACEHOLDER = "X"  # stands for an f-string's {expression}
 # "{metrics}:" followed by more: the store's root, as a literal or built by an f-string.
 HASH_TAG = re.compile(r"\{[^{}\s]+\}:\S")
@@ -130,7 +130,7 @@ def test_no_key_literal_outside_the_key_module() -> None:
         for path in code_files()
         for line, text in key_literals(path.read_text(), lua=path.suffix == ".lua")
     ]
-    assert not found, "spell keys in metrics_store/keys.py only:\n" + "\n".join(found)
+    assert not found, "spell keys in metrics_store/redis/keys.py only:\n" + "\n".join(found)
 
 
 def test_the_segments_come_from_the_key_module() -> None:

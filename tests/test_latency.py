@@ -13,10 +13,10 @@ from api.main import create_app
 from metrics_store.buckets import bucket_levels, tile_window
 from metrics_store.errors import InvalidWindow
 from metrics_store.histogram import RELATIVE_ERROR
-from metrics_store.instrument import track_query
-from metrics_store.reader import MetricsReader
+from metrics_store.read.reader import MetricsReader
+from metrics_store.read.windows import parse_window, window_schema_pattern
+from metrics_store.record.instrument import track_query
 from metrics_store.settings import Settings
-from metrics_store.windows import parse_window, window_schema_pattern
 from tests.conftest import T0
 from tests.harness import StoreHarness, make_harness
 

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 
 from metrics_store.histogram import RELATIVE_ERROR, quantiles
-from metrics_store.latency import parse_histogram
-from metrics_store.read_plan import ReadPlan
-from metrics_store.reader import MetricsReader
-from metrics_store.scripts import READ, lua_script
+from metrics_store.read.latency import parse_histogram
+from metrics_store.read.reader import MetricsReader
+from metrics_store.redis.read_plan import ReadPlan
+from metrics_store.redis.scripts import READ, lua_script
 from metrics_store.settings import Settings
 from tests.conftest import T0, delete_prefix
 from tests.harness import StoreHarness, make_harness
@@ -38,7 +38,7 @@ RECORD = textwrap.dedent(
     """
     import sys
     from metrics_store.clock import ManualClock
-    from metrics_store.collector import MetricsCollector
+    from metrics_store.record.collector import MetricsCollector
     from metrics_store.settings import Settings
     from tests.latency_data import ages_s, latencies, ttfts
 

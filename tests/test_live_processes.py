@@ -19,8 +19,8 @@ import redis
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from metrics_store.keys import Keys
-from metrics_store.replicas import replica_pid
+from metrics_store.live.replicas import replica_pid
+from metrics_store.redis.keys import Keys
 from tests.processes import ApiProcess, CliProcess, child_env, close_code, start_replicas
 from workers.redis_process import RedisServerProcess, free_port
 

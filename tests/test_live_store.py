@@ -7,8 +7,8 @@ from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
 
-from metrics_store.keys import Keys
-from metrics_store.live_store import LATEST_TTL_MS, TICK_LOCK_TTL_MS, LiveStore
+from metrics_store.live.live_store import LATEST_TTL_MS, TICK_LOCK_TTL_MS, LiveStore
+from metrics_store.redis.keys import Keys
 from metrics_store.settings import Settings
 
 

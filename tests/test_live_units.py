@@ -16,10 +16,10 @@ from api.live.slot import Frame, LatestSlot
 from api.live.ticker import Ticker
 from metrics_store.backoff import Backoff
 from metrics_store.clock import ManualClock
-from metrics_store.keys import Keys
-from metrics_store.live_store import REPLICA_PRUNE_AFTER_S, LiveStore
-from metrics_store.reader import MetricsReader
-from metrics_store.replicas import ReplicaRegistry, replica_pid
+from metrics_store.live.live_store import REPLICA_PRUNE_AFTER_S, LiveStore
+from metrics_store.live.replicas import ReplicaRegistry, replica_pid
+from metrics_store.read.reader import MetricsReader
+from metrics_store.redis.keys import Keys
 from metrics_store.settings import Settings
 from metrics_store.timefmt import iso_utc
 from tests.conftest import T0

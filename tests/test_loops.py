@@ -24,13 +24,13 @@ from api.live.slot import Frame
 from api.live.ticker import Ticker
 from api.main import create_app
 from metrics_store.clock import SystemClock
-from metrics_store.collector import MetricsCollector, reset_metrics_collector
-from metrics_store.keys import Keys
-from metrics_store.live_store import LiveStore
+from metrics_store.live.live_store import LiveStore
 from metrics_store.loops import PROCESS_LOOPS, LoopGuard, LoopRegistry, run_forever
-from metrics_store.reader import MetricsReader
+from metrics_store.read.reader import MetricsReader
+from metrics_store.read.shapes import MetricsUpdate
+from metrics_store.record.collector import MetricsCollector, reset_metrics_collector
+from metrics_store.redis.keys import Keys
 from metrics_store.settings import Settings, get_settings
-from metrics_store.shapes import MetricsUpdate
 from workers import jobs
 from workers.waiting import wait_until
 

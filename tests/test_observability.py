@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from api.main import create_app
 from metrics_store.clock import SystemClock
-from metrics_store.collector import MetricsCollector
+from metrics_store.record.collector import MetricsCollector
 from metrics_store.settings import Settings
 from tests.processes import ApiProcess, child_env
 from tests.prometheus_server import PROMETHEUS_HINT, PrometheusServer

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from metrics_store.keys import Keys
+from metrics_store.redis.keys import Keys
 from workers import cli
 
 # Building the venv and installing the core from the package index takes a minute or so.

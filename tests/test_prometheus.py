@@ -19,7 +19,7 @@ from pydantic import SecretStr
 
 from api.main import create_app
 from metrics_store.clock import SystemClock
-from metrics_store.collector import MetricsCollector
+from metrics_store.record.collector import MetricsCollector
 from metrics_store.settings import Settings
 from tests.processes import ApiProcess, child_env
 from tests.prometheus_server import PROMETHEUS_HINT, PrometheusServer

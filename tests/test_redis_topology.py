@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from rq import Queue
 
 from api.main import create_app
-from metrics_store.redis_client import async_client, describe_redis, sync_client, topology
+from metrics_store.redis.client import async_client, describe_redis, sync_client, topology
 from metrics_store.settings import Settings
 from tests.conftest import delete_prefix
 from tests.processes import CliProcess, child_env

@@ -8,10 +8,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from metrics_store.batch import BatchEncoder
-from metrics_store.reader import MetricsReader
-from metrics_store.retention import prune_retired_buckets
-from metrics_store.scripts import INGEST, lua_script
+from metrics_store.read.reader import MetricsReader
+from metrics_store.record.batch import BatchEncoder
+from metrics_store.record.retention import prune_retired_buckets
+from metrics_store.redis.scripts import INGEST, lua_script
 from metrics_store.settings import Settings
 from tests.conftest import T0
 from tests.harness import StoreHarness, make_harness

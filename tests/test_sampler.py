@@ -15,13 +15,13 @@ import redis
 import redis.asyncio as aioredis
 
 from metrics_store.clock import ManualClock
-from metrics_store.keys import Keys
+from metrics_store.live.snapshots import NodeSnapshot, StoredGpu
 from metrics_store.loops import PROCESS_LOOPS
-from metrics_store.reader import MetricsReader
-from metrics_store.redis_client import redacted_url, sync_client
+from metrics_store.read.reader import MetricsReader
+from metrics_store.read.shapes import ResourceMetrics
+from metrics_store.redis.client import redacted_url, sync_client
+from metrics_store.redis.keys import Keys
 from metrics_store.settings import Settings
-from metrics_store.shapes import ResourceMetrics
-from metrics_store.snapshots import NodeSnapshot, StoredGpu
 from tests.conftest import T0
 from tests.fake_nvml import GIB, FakeGpu, FakeNvml
 from workers.gpu import GpuSource, NvmlSource

@@ -11,8 +11,8 @@ import redis
 import redis.asyncio as aioredis
 from redis.connection import ConnectionPool
 
-from metrics_store.script_sender import ScriptSender, pool_connection
-from metrics_store.scripts import INGEST, READ, WRITE_SNAPSHOT, LuaScript, lua_script
+from metrics_store.redis.script_sender import ScriptSender, pool_connection
+from metrics_store.redis.scripts import INGEST, READ, WRITE_SNAPSHOT, LuaScript, lua_script
 
 ECHO = LuaScript.from_source("echo", "return {KEYS[1], ARGV[1]}")
 

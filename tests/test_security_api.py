@@ -15,7 +15,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from api.main import create_app
 from api.security import origin_allowed
-from metrics_store.keys import Keys
+from metrics_store.redis.keys import Keys
 from metrics_store.settings import Settings
 from tests.test_api import ENDPOINTS, assert_error_body
 from workers.redis_process import RedisServerProcess

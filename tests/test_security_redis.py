@@ -20,7 +20,7 @@ import pytest
 import redis
 from websockets.asyncio.client import connect
 
-from metrics_store.collector import MetricsCollector
+from metrics_store.record.collector import MetricsCollector
 from metrics_store.settings import Settings
 from tests.processes import ApiProcess, CliProcess, child_env
 from tests.secure_redis import (

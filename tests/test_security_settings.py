@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from metrics_store.redis_client import redacted_url
+from metrics_store.redis.client import redacted_url
 from metrics_store.settings import Settings
 from workers.cli import main
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from metrics_store.reader import MetricsReader
-from metrics_store.shapes import QueryMetrics, TiersResponse
+from metrics_store.read.reader import MetricsReader
+from metrics_store.read.shapes import QueryMetrics, TiersResponse
 from tests.conftest import T0
 from tests.harness import StoreHarness
 

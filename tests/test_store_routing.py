@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from metrics_store.reader import MetricsReader
-from metrics_store.shapes import RoutingMetrics
+from metrics_store.read.reader import MetricsReader
+from metrics_store.read.shapes import RoutingMetrics
 from tests.conftest import T0
 from tests.harness import StoreHarness
 

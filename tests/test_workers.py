@@ -11,7 +11,7 @@ import time
 import pytest
 from rq import Queue
 
-from metrics_store.reader import MetricsReader
+from metrics_store.read.reader import MetricsReader
 from metrics_store.settings import Settings
 from tests.harness import make_harness
 from tests.processes import CliProcess, child_env

@@ -2,7 +2,7 @@
 
 It stands in for a real inference service so that `metrics-store up` shows moving numbers. It
 records simulated times (not the shortened real sleep) through the public collector calls; a
-real worker would rather wrap its work in metrics_store.instrument's trackers.
+real worker would rather wrap its work in metrics_store.record.instrument's trackers.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from metrics_store.collector import MetricsCollector
+from metrics_store.record.collector import MetricsCollector
 
 
 class GenerationFailed(RuntimeError):

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from metrics_store.snapshots import StoredGpu
+from metrics_store.live.snapshots import StoredGpu
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import redis
 
-from metrics_store.redis_client import redacted_url
+from metrics_store.redis.client import redacted_url
 from workers.process_tree import StartedInWith, kill_process_tree, stop_process_tree
 
 log = logging.getLogger(__name__)

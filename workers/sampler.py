@@ -5,7 +5,7 @@
     sampler.close()
 
 Each sample reads the sources (psutil, NVML, the FAISS files, the cache Redis, the rq queues),
-builds a `NodeSnapshot` and writes it through `metrics_store/snapshots.py` with one script call:
+builds a `NodeSnapshot` and writes it through `metrics_store.live.snapshots` in one script call:
 the snapshot, the node's heartbeat and the pruning of long-dead nodes, atomically. Nothing here
 blocks to measure: CPU and I/O rates compare with the previous sample. While Redis is away the
 sampler logs once, keeps sampling (so rates stay right) and writes again when Redis is back.
@@ -21,14 +21,14 @@ from typing import Protocol
 
 import redis
 
-from metrics_store import process_health
 from metrics_store.clock import Clock, SystemClock
 from metrics_store.errors import StoreUnavailable
-from metrics_store.keys import Keys
+from metrics_store.live import process_health
+from metrics_store.live.snapshots import NodeSnapshot, SnapshotWriter
 from metrics_store.loops import LoopGuard, run_forever
-from metrics_store.redis_client import describe_redis, jobs_client, sync_client
+from metrics_store.redis.client import describe_redis, jobs_client, sync_client
+from metrics_store.redis.keys import Keys
 from metrics_store.settings import Settings, get_settings
-from metrics_store.snapshots import NodeSnapshot, SnapshotWriter
 from workers.gpu import GpuSource, NvmlSource
 from workers.hardware import HardwareSource, PsutilSource, RateMeter
 from workers.services import FaissIndexSource, JobQueueSource, RedisMemorySource

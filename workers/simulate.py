@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from rq import Queue
 
-from metrics_store.collector import get_metrics_collector
+from metrics_store.record.collector import get_metrics_collector
 from metrics_store.settings import Settings
 from workers.demo_backend import DemoBackend
 from workers.jobs import AVAILABILITY_INTERVAL_S, enqueue_query, rq_connection

@@ -11,7 +11,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from metrics_store.redis_client import describe_redis, redacted_url
+from metrics_store.redis.client import describe_redis, redacted_url
 from metrics_store.settings import get_settings
 from workers.process_tree import stop_process_tree
 from workers.redis_process import FakeRedisServer, RedisServerProcess

@@ -10,7 +10,7 @@ import logging
 
 from api.live.hub import ClientHub
 from api.live.slot import Frame
-from metrics_store.live_store import LiveStore
+from metrics_store.live.live_store import LiveStore
 from metrics_store.loops import LoopGuard, reraise_if_cancelled, run_forever_async
 
 log = logging.getLogger(__name__)

@@ -16,14 +16,14 @@ from api.live.hub import ClientHub
 from api.live.relay import Relay
 from api.live.slot import Frame
 from api.live.ticker import Ticker
-from metrics_store import process_health
 from metrics_store.clock import Clock, SystemClock
-from metrics_store.keys import Keys
-from metrics_store.live_store import LiveStore
+from metrics_store.live import process_health
+from metrics_store.live.live_store import LiveStore
+from metrics_store.live.replicas import ReplicaRegistry, new_replica_id
 from metrics_store.loops import LoopGuard, run_forever_async
-from metrics_store.reader import MetricsReader
-from metrics_store.redis_client import drop_idle_connections
-from metrics_store.replicas import ReplicaRegistry, new_replica_id
+from metrics_store.read.reader import MetricsReader
+from metrics_store.redis.client import drop_idle_connections
+from metrics_store.redis.keys import Keys
 from metrics_store.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -18,10 +18,10 @@ import orjson
 import redis.asyncio as aioredis
 
 from metrics_store.clock import Clock
-from metrics_store.live_store import LiveStore
+from metrics_store.live.live_store import LiveStore
 from metrics_store.loops import LoopGuard, run_forever_async
-from metrics_store.reader import MetricsReader
-from metrics_store.redis_client import drop_idle_connections
+from metrics_store.read.reader import MetricsReader
+from metrics_store.redis.client import drop_idle_connections
 
 log = logging.getLogger(__name__)
 

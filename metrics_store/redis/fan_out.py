@@ -1,6 +1,6 @@
 """Reads over the store's shards: control reads once, data reads on every shard, then merged.
 
-The reads run as one call of lua/read.lua per node group (`metrics_store.node_reads`): on one
+The reads run as one call of lua/read.lua per node group (`metrics_store.redis.node_reads`): on one
 Redis, one group holds the only shard and the control keys, so the whole plan is one call as
 ever. On Redis Cluster each primary gets one call that reads the shards it serves that hold
 data, and adds them up itself where a read allows it (a window's counters, a histogram's
@@ -24,8 +24,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from metrics_store.keys import Keys
-from metrics_store.read_plan import Arg, Key, ReadPlan
+from metrics_store.redis.keys import Keys
+from metrics_store.redis.read_plan import Arg, Key, ReadPlan
 
 # A data read's keys on shard i, built only for the shards it reads (those holding data).
 ShardKeys = Callable[[int], Sequence[Key]]

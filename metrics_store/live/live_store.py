@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any, cast
 
 import redis.asyncio as aioredis
 
-from metrics_store.keys import Keys
-from metrics_store.read_plan import ReadPlan, Staged, pairs
-from metrics_store.redis_client import discover_cluster, is_cluster, multi_async
+from metrics_store.redis.client import discover_cluster, is_cluster, multi_async
+from metrics_store.redis.keys import Keys
+from metrics_store.redis.read_plan import ReadPlan, Staged, pairs
 
 if TYPE_CHECKING:  # only for the casts: older redis-py has no asyncio ClusterPubSub to import
     from redis.asyncio.cluster import ClusterPubSub

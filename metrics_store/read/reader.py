@@ -3,8 +3,8 @@
 Each aggregate is staged as a few reads on a ReadPlan plus a parser of their replies; a plan
 runs as one call of lua/read.lua, so the REST endpoints and the live update (all four at once)
 share the same code and cost one command each. On Redis Cluster the reads run on every
-primary at once, each over the shards it serves, and are merged (metrics_store/fan_out.py,
-metrics_store/node_reads.py): one call per primary.
+primary at once, each over the shards it serves, and are merged (metrics_store/redis/fan_out.py,
+metrics_store/redis/node_reads.py): one call per primary.
 """
 
 from __future__ import annotations
@@ -18,22 +18,17 @@ from typing import Any, TypeVar
 import redis
 import redis.asyncio as aioredis
 
-from metrics_store import aggregates
 from metrics_store.buckets import bucket_start, chart_starts, plan_window, tile_window
 from metrics_store.clock import Clock, SystemClock
 from metrics_store.errors import StoreUnavailable, UnknownNode
-from metrics_store.fan_out import FanOutPlan, NodeGroup, ShardKeys
-from metrics_store.fleet import AllTimeHistogram, Fleet, Totals
-from metrics_store.health import health_status
-from metrics_store.keys import ALL_TIME_FIGURES, QUERY_COUNT, Keys, member
-from metrics_store.latency import LatencyPlanner
-from metrics_store.live_store import read_connections, read_replica_count
-from metrics_store.node_reads import node_groups, read_slot_map, run_group
-from metrics_store.read_plan import ReadPlan, Staged, pairs, parse_staged
-from metrics_store.redis_client import drop_idle_connections
-from metrics_store.resources import resource_metrics
-from metrics_store.settings import Settings
-from metrics_store.shapes import (
+from metrics_store.live.live_store import read_connections, read_replica_count
+from metrics_store.live.snapshots import read_live_snapshots
+from metrics_store.read import aggregates
+from metrics_store.read.fleet import AllTimeHistogram, Fleet, Totals
+from metrics_store.read.health import health_status
+from metrics_store.read.latency import LatencyPlanner
+from metrics_store.read.resources import resource_metrics
+from metrics_store.read.shapes import (
     Distribution,
     HealthStatus,
     LatencyMetrics,
@@ -44,8 +39,13 @@ from metrics_store.shapes import (
     TierMetrics,
     TiersResponse,
 )
-from metrics_store.shards import store_shards
-from metrics_store.snapshots import read_live_snapshots
+from metrics_store.redis.client import drop_idle_connections
+from metrics_store.redis.fan_out import FanOutPlan, NodeGroup, ShardKeys
+from metrics_store.redis.keys import ALL_TIME_FIGURES, QUERY_COUNT, Keys, member
+from metrics_store.redis.node_reads import node_groups, read_slot_map, run_group
+from metrics_store.redis.read_plan import ReadPlan, Staged, pairs, parse_staged
+from metrics_store.redis.shards import store_shards
+from metrics_store.settings import Settings
 from metrics_store.timefmt import iso_utc
 
 log = logging.getLogger(__name__)

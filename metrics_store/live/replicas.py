@@ -2,7 +2,7 @@
 
 Each replica beats once a second: one MULTI pipeline writes its epoch seconds into
 `{p}:live:replicas` and its client count into `{p}:live:connections` (both owned by
-`metrics_store/live_store.py`). Readers count only the replicas whose beat is younger than
+`metrics_store/live/live_store.py`). Readers count only the replicas whose beat is younger than
 `node_ttl_s`, so a killed replica's clients stop counting within that time without anyone
 cleaning up after it. A clean shutdown removes the replica at once. Entries of replicas dead
 for `REPLICA_PRUNE_AFTER_S` are deleted by whichever replica beats next, so the registry stays
@@ -17,8 +17,8 @@ import secrets
 import redis.asyncio as aioredis
 
 from metrics_store.clock import Clock, SystemClock
-from metrics_store.keys import Keys
-from metrics_store.live_store import LiveStore
+from metrics_store.live.live_store import LiveStore
+from metrics_store.redis.keys import Keys
 from metrics_store.settings import Settings
 
 

@@ -9,15 +9,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from metrics_store.keys import (
+from metrics_store.live.snapshots import NodeSnapshot
+from metrics_store.read.shapes import HealthStatus, ModelAvailability
+from metrics_store.redis.keys import (
     HISTOGRAM_SUM,
     TOTAL_LATENCY_MS,
     TOTAL_QUERIES,
     TOTAL_ROUTING,
     TOTAL_TOKENS,
 )
-from metrics_store.shapes import HealthStatus, ModelAvailability
-from metrics_store.snapshots import NodeSnapshot
 
 
 @dataclass(frozen=True)

@@ -107,7 +107,7 @@ for _ = 1, availabilities do
   redis.call('HSET', KEYS[4], ARGV[i], ARGV[i + 1])
   i = i + 2
 end
--- The index lets collectors delete buckets by the store's own clock (metrics_store/retention.py);
+-- The index lets collectors delete buckets by the store's own clock (metrics_store/record/retention.py);
 -- EXPIRE below is the backstop for a store nobody writes to any more.
 -- Each bucket lives for its level's retention after its last write (coarse history buckets
 -- for days, fine ones for hours): EXPIRE here, once per key, not per event.

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol, TypeVar
 
-from metrics_store.collector_stats import CollectorCounters
-from metrics_store.process_health import StoredProcess
-from metrics_store.read_plan import pairs
-from metrics_store.shapes import CollectorHealth, HealthStatus, LoopHealth, ProcessHealth
+from metrics_store.live.collector_stats import CollectorCounters
+from metrics_store.live.process_health import StoredProcess
+from metrics_store.read.shapes import CollectorHealth, HealthStatus, LoopHealth, ProcessHealth
+from metrics_store.redis.read_plan import pairs
 from metrics_store.timefmt import iso_utc
 
 

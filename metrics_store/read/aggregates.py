@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from metrics_store.keys import (
+from metrics_store.read.shapes import (
+    AccuracyMetrics,
+    MatrixCell,
+    ModelAvailability,
+    QueryMetrics,
+    RoutingMetrics,
+    TierMetrics,
+)
+from metrics_store.redis.keys import (
     QUERY_COUNT,
     QUERY_ERRORS,
     QUERY_LATENCY_MS,
@@ -13,14 +21,6 @@ from metrics_store.keys import (
     ROUTING_FALLBACKS,
     ROUTING_SCORE,
     member,
-)
-from metrics_store.shapes import (
-    AccuracyMetrics,
-    MatrixCell,
-    ModelAvailability,
-    QueryMetrics,
-    RoutingMetrics,
-    TierMetrics,
 )
 from metrics_store.timefmt import iso_utc
 

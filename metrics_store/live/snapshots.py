@@ -2,8 +2,8 @@
 
 This module alone touches `{p}:live:snapshots` (and writes the node's beat in `{p}:live:nodes`
 with it). The stored format is its own model in raw units (bytes, MB/s, percent, watts), apart
-from the HTTP shapes of `metrics_store/shapes.py`: `metrics_store/resources.py` turns the one
-into the other, so renaming an API field never changes what is in Redis, nor the reverse.
+from the HTTP shapes of `metrics_store.read.shapes`: `metrics_store.read.resources` turns
+the one into the other, so renaming an API field never changes what is in Redis, nor the reverse.
 
     writer = SnapshotWriter(client, settings)   # the sampler, on a sync client
     writer.write(snapshot)                      # one script call; raises redis errors
@@ -19,9 +19,9 @@ from typing import Any
 import redis
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from metrics_store.keys import Keys
-from metrics_store.read_plan import ReadPlan, Staged, pairs
-from metrics_store.scripts import WRITE_SNAPSHOT, lua_script
+from metrics_store.redis.keys import Keys
+from metrics_store.redis.read_plan import ReadPlan, Staged, pairs
+from metrics_store.redis.scripts import WRITE_SNAPSHOT, lua_script
 from metrics_store.settings import Settings
 
 log = logging.getLogger(__name__)

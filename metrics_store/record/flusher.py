@@ -19,23 +19,23 @@ from dataclasses import dataclass, field
 
 import redis
 
-from metrics_store import collector_stats, process_health
-from metrics_store.batch import BatchEncoder, EncodedBatch
 from metrics_store.clock import Clock
-from metrics_store.collector_stats import counters_now
-from metrics_store.event_buffer import CLOSED, EventBuffer, FlushMarker
-from metrics_store.events import Event
-from metrics_store.keys import Keys
+from metrics_store.live import collector_stats, process_health
+from metrics_store.live.collector_stats import counters_now
 from metrics_store.loops import LoopGuard, run_forever
-from metrics_store.redis_client import is_cluster, redis_now
-from metrics_store.replica_ack import acks_wanted, write_batch
-from metrics_store.retention import prune_retired_buckets
-from metrics_store.script_sender import ScriptSender
-from metrics_store.scripts import INGEST, lua_script
+from metrics_store.record.batch import BatchEncoder, EncodedBatch
+from metrics_store.record.event_buffer import CLOSED, EventBuffer, FlushMarker
+from metrics_store.record.events import Event
+from metrics_store.record.retention import prune_retired_buckets
+from metrics_store.redis.client import is_cluster, redis_now
+from metrics_store.redis.keys import Keys
+from metrics_store.redis.replica_ack import acks_wanted, write_batch
+from metrics_store.redis.script_sender import ScriptSender
+from metrics_store.redis.scripts import INGEST, lua_script
+from metrics_store.redis.shards import ShardPicker, store_shards
 from metrics_store.settings import Settings
-from metrics_store.shards import ShardPicker, store_shards
 
-log = logging.getLogger("metrics_store.collector")
+log = logging.getLogger("metrics_store.record.collector")
 
 # A refusal rather than an outage (out of memory, a read-only replica, a bug in encoding) is
 # retried this many times, then the batch is dropped: one poisoned batch must not stall the

@@ -18,9 +18,9 @@ import threading
 from collections import deque
 from typing import Literal
 
-from metrics_store.events import Event
+from metrics_store.record.events import Event
 
-log = logging.getLogger("metrics_store.collector")
+log = logging.getLogger("metrics_store.record.collector")
 
 BufferPolicy = Literal["drop_oldest", "block"]
 CLOSED = "the collector closed before writing everything"

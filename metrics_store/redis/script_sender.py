@@ -14,7 +14,7 @@ from typing import Any
 import redis
 from redis.connection import AbstractConnection, ConnectionPool
 
-from metrics_store.scripts import Arg, LuaScript
+from metrics_store.redis.scripts import Arg, LuaScript
 
 
 class ScriptSender:

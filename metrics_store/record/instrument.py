@@ -1,6 +1,6 @@
 """Context managers that time a query or a routing decision and record it, sync or async.
 
-from metrics_store.instrument import track_query, track_routing_decision
+from metrics_store.record.instrument import track_query, track_routing_decision
 
 with track_query("Q3") as query:          # or: async with track_query("Q3") as query:
     for chunk in backend.stream(prompt):
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Generic, TypeVar
 
-from metrics_store.collector import MetricsCollector, get_metrics_collector
+from metrics_store.record.collector import MetricsCollector, get_metrics_collector
 
 Target = TypeVar("Target")
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import redis
 
-from metrics_store.keys import Keys
-from metrics_store.redis_client import multi, redis_now
+from metrics_store.redis.client import multi, redis_now
+from metrics_store.redis.keys import Keys
 
 PRUNE_BATCH = 500
 

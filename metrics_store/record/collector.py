@@ -28,12 +28,10 @@ import redis
 
 from metrics_store.clock import Clock, SystemClock
 from metrics_store.errors import EventsLost, InvalidMetric
-from metrics_store.event_buffer import EventBuffer
-from metrics_store.events import Event, QueryEvent, RoutingEvent
-from metrics_store.flusher import Flusher
-from metrics_store.redis_client import sync_client
-from metrics_store.settings import Settings, get_settings
-from metrics_store.validation import (
+from metrics_store.record.event_buffer import EventBuffer
+from metrics_store.record.events import Event, QueryEvent, RoutingEvent
+from metrics_store.record.flusher import Flusher
+from metrics_store.record.validation import (
     MAX_MS,
     MAX_SCORE,
     check_count,
@@ -41,6 +39,8 @@ from metrics_store.validation import (
     check_name,
     check_number,
 )
+from metrics_store.redis.client import sync_client
+from metrics_store.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from redis.cluster import RedisCluster
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 from redis.exceptions import RedisClusterException
 
-from metrics_store.keys import Keys
+from metrics_store.redis.keys import Keys
 from metrics_store.settings import Settings
 
 

@@ -15,8 +15,8 @@ import orjson
 import redis
 import redis.asyncio as aioredis
 
-from metrics_store.keys import Keys
 from metrics_store.loops import PROCESS_LOOPS, LoopRegistry, process_id
+from metrics_store.redis.keys import Keys
 
 log = logging.getLogger(__name__)
 

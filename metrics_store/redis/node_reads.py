@@ -26,11 +26,11 @@ from redis.exceptions import (
     ResponseError,
 )
 
-from metrics_store.fan_out import NodeGroup
-from metrics_store.keys import Keys
-from metrics_store.read_plan import ReadPlan
-from metrics_store.redis_client import SLOT_MOVES, StaleSlotMap, discover_cluster
-from metrics_store.scripts import READ, READ_ON_NODE, lua_script
+from metrics_store.redis.client import SLOT_MOVES, StaleSlotMap, discover_cluster
+from metrics_store.redis.fan_out import NodeGroup
+from metrics_store.redis.keys import Keys
+from metrics_store.redis.read_plan import ReadPlan
+from metrics_store.redis.scripts import READ, READ_ON_NODE, lua_script
 
 
 def node_groups(

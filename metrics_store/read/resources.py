@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from metrics_store.aggregates import round2
-from metrics_store.shapes import (
+from metrics_store.live.snapshots import NodeSnapshot, StoredGpu
+from metrics_store.read.aggregates import round2
+from metrics_store.read.shapes import (
     CpuUsage,
     DiskIO,
     GpuStatus,
@@ -15,7 +16,6 @@ from metrics_store.shapes import (
     ThreadPoolStatus,
     UsageGiB,
 )
-from metrics_store.snapshots import NodeSnapshot, StoredGpu
 from metrics_store.timefmt import iso_utc
 
 GIB = float(2**30)

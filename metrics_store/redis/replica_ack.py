@@ -18,8 +18,8 @@ from collections.abc import Sequence
 
 import redis
 
-from metrics_store.redis_client import SLOT_MOVES, StaleSlotMap, node_client, refresh_slots
-from metrics_store.scripts import LuaScript
+from metrics_store.redis.client import SLOT_MOVES, StaleSlotMap, node_client, refresh_slots
+from metrics_store.redis.scripts import LuaScript
 from metrics_store.settings import Settings
 
 Arg = str | int | float

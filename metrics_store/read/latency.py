@@ -4,7 +4,7 @@ The collectors write each figure's bins per tier into buckets of every level (ba
 window is tiled with as few kept buckets as possible (buckets.tile_window), and Redis sums
 their bins in the read script, so the answer costs one round trip whatever the window.
 On Redis Cluster each shard holds its own histograms (they are data keys): the same HSUM runs
-on every shard and the bins are added (metrics_store/fan_out.py), exactly, as counts are.
+on every shard and the bins are added (metrics_store/redis/fan_out.py), exactly, as counts are.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from metrics_store.buckets import Level, Tiling, bucket_levels, bucket_start, tile_window
-from metrics_store.fan_out import FanOutPlan
 from metrics_store.histogram import RELATIVE_ERROR, summarize
-from metrics_store.keys import (
+from metrics_store.read.shapes import Distribution, LatencyMetrics, LatencyWindow, TierLatency
+from metrics_store.redis.fan_out import FanOutPlan
+from metrics_store.redis.keys import (
     FIGURE_LATENCY,
     FIGURE_QUEUE,
     FIGURE_TPOT,
@@ -24,9 +25,8 @@ from metrics_store.keys import (
     HISTOGRAM_SUM,
     Keys,
 )
-from metrics_store.read_plan import Staged
+from metrics_store.redis.read_plan import Staged
 from metrics_store.settings import Settings
-from metrics_store.shapes import Distribution, LatencyMetrics, LatencyWindow, TierLatency
 from metrics_store.timefmt import iso_utc
 
 HISTOGRAM_SUM_BYTES = HISTOGRAM_SUM.encode()

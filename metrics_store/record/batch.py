@@ -15,9 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from metrics_store.buckets import Level, bucket_levels
-from metrics_store.events import Event, QueryEvent
 from metrics_store.histogram import bin_index
-from metrics_store.keys import (
+from metrics_store.record.events import Event, QueryEvent
+from metrics_store.redis.keys import (
     ALL_TIME_FIGURES,
     FIGURE_LATENCY,
     FIGURE_QUEUE,

@@ -3,7 +3,7 @@
 Each script is read from the package and hashed once per process (`lua_script`). Calls go by
 EVALSHA; when Redis does not know the script (a fresh or restarted Redis, SCRIPT FLUSH) it is
 loaded and the call made again, here and nowhere else: for the blocking client, the asyncio
-client and the send-then-receive path of `metrics_store.script_sender`. A pipeline loads the
+client and the send-then-receive path of `metrics_store.redis.script_sender`. A pipeline loads the
 script before it is sent instead, as it cannot redo one call of many.
 
     ingest = lua_script(INGEST)
@@ -37,19 +37,27 @@ WRITE_SNAPSHOT = "write_snapshot"
 # A script whose file is a prelude to another's text: the two run as one script.
 _PRELUDE_TO = {READ_ON_NODE: READ}
 
+# Each script sits beside the module that calls it (or, for the generic read, beside its plan).
+_PACKAGE_OF = {
+    INGEST: "metrics_store.record",
+    READ: "metrics_store.redis",
+    READ_ON_NODE: "metrics_store.redis",
+    WRITE_SNAPSHOT: "metrics_store.live",
+}
+
 Arg = str | bytes | int | float
 T = TypeVar("T")
 
 
 @cache
 def lua_source(name: str) -> str:
-    """The text of metrics_store/lua/<name>.lua."""
-    return resources.files("metrics_store").joinpath("lua", f"{name}.lua").read_text("utf-8")
+    """The text of <name>.lua, in the package of the module that calls it."""
+    return resources.files(_PACKAGE_OF[name]).joinpath(f"{name}.lua").read_text("utf-8")
 
 
 @cache
 def lua_script(name: str) -> LuaScript:
-    """The script metrics_store/lua/<name>.lua, read and hashed once per process."""
+    """The script <name>.lua, read and hashed once per process."""
     source = lua_source(name)
     if name in _PRELUDE_TO:
         source += "\n" + lua_source(_PRELUDE_TO[name])

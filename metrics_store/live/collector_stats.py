@@ -14,8 +14,8 @@ from dataclasses import dataclass, fields
 import orjson
 import redis
 
-from metrics_store.keys import Keys
 from metrics_store.loops import PROCESS_INSTANCE
+from metrics_store.redis.keys import Keys
 
 log = logging.getLogger(__name__)
 
