@@ -20,7 +20,7 @@ from api.routes import live_router, router
 from api.security import install_cors, require_token
 from metrics_store.clock import Clock
 from metrics_store.read.reader import MetricsReader
-from metrics_store.redis.client import async_client
+from metrics_store.redis.topology import async_client
 from metrics_store.settings import Settings, get_settings
 
 

@@ -110,8 +110,8 @@ class FleetCollector(Collector):
             "Healthy model replicas of the tier, summed over the live nodes.",
             labels=["tier"],
         )
-        # Not "llm_model_replicas_total" as DESIGN.md first named it: a gauge must not end in
-        # _total (Prometheus's naming rules; promtool refuses it). README records the change.
+        # Not "llm_model_replicas_total": a gauge must not end in _total (Prometheus's naming
+        # rules; promtool refuses it). README records the change from the first contract.
         total = GaugeMetricFamily(
             "llm_model_replicas",
             "Model replicas of the tier, summed over the live nodes.",

@@ -39,7 +39,7 @@ from bench.ingest import _events
 from bench.servers import serve
 from metrics_store.read.reader import MetricsReader
 from metrics_store.record.collector import MetricsCollector
-from metrics_store.redis.client import async_client
+from metrics_store.redis.topology import async_client
 from metrics_store.settings import Settings
 from workers.redis_process import RedisServerProcess, free_port
 from workers.waiting import wait_until

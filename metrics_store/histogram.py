@@ -30,7 +30,7 @@ ZERO_BIN = -1_000_000
 # Below this (10^-300 ms) a value counts as zero: dividing by 1000 would reach the subnormal
 # floats, whose log2 and bin bounds lose their precision (or underflow to 0).
 SMALLEST_MS = 1e-300
-# Classic `le` edges (seconds) for fixed-bucket exposition (Prometheus histograms, issue 15):
+# Classic `le` edges (seconds) for fixed-bucket exposition (the `/metrics` histograms):
 # the powers of two from 2^-10 s (~1 ms) to 2^7 s (128 s). Each is a bin boundary, so the
 # coarsened counts are exact, not estimates; +Inf (the total) follows the last.
 LE_EDGES_S: tuple[float, ...] = tuple(2.0**k for k in range(-10, 8))

@@ -13,8 +13,8 @@ from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 from redis.cluster import RedisCluster
 
-from metrics_store.redis.client import sync_client
 from metrics_store.redis.keys import Keys
+from metrics_store.redis.topology import sync_client
 from metrics_store.settings import Settings
 from tests.cluster_topology import ClusterTopology
 from tests.harness import StoreHarness, make_harness

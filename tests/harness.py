@@ -14,8 +14,8 @@ import redis.asyncio as aioredis
 from metrics_store.clock import ManualClock
 from metrics_store.read.reader import MetricsReader
 from metrics_store.record.collector import MetricsCollector
-from metrics_store.redis.client import async_client, sync_client
 from metrics_store.redis.keys import Keys
+from metrics_store.redis.topology import async_client, sync_client
 from metrics_store.settings import Settings
 
 T = TypeVar("T")

@@ -19,9 +19,9 @@ from websockets.asyncio.client import connect
 
 from metrics_store.errors import StoreUnavailable
 from metrics_store.read.reader import MetricsReader
-from metrics_store.redis.client import async_client, sync_client
 from metrics_store.redis.keys import Keys
-from metrics_store.redis.shards import ShardPicker, shard_labels, store_shards, tag_slot
+from metrics_store.redis.shards import ShardPicker, shard_labels, tag_slot
+from metrics_store.redis.topology import async_client, sync_client, topology_for
 from metrics_store.settings import Settings
 from tests.cluster_topology import ClusterTopology
 from tests.conftest import T0, delete_prefix
@@ -60,7 +60,7 @@ def test_batches_go_to_each_primary_in_turn_on_its_home_shard(
     settings = Settings(redis_url=redis_cluster.url, redis_cluster=True)
     client = sync_client(settings)
     try:
-        shards = store_shards(settings)
+        shards = topology_for(settings).shards
         owner = [client.get_node_from_key(shard.root).name for shard in shards]
         assert sorted(Counter(owner).values()) == [5, 5, 6]  # 16 shards cannot split evenly
         picker = ShardPicker(shards, client)
@@ -143,7 +143,7 @@ def single_and_cluster(
 
 
 def assert_shards_written(store: StoreHarness, written: int) -> None:
-    if len(ShardPicker(store_shards(store.settings), store.client).homes()) == 3:
+    if len(ShardPicker(topology_for(store.settings).shards, store.client).homes()) == 3:
         assert written == 3  # each primary's home shard
     else:
         assert written > 3  # "every shard": several shards of one primary hold data

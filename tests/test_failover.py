@@ -25,8 +25,8 @@ from websockets.asyncio.client import connect
 
 from api.main import create_app
 from metrics_store.record.collector import MetricsCollector
-from metrics_store.redis.client import sync_client
 from metrics_store.redis.keys import Keys
+from metrics_store.redis.topology import sync_client
 from metrics_store.settings import Settings
 from tests.processes import ApiProcess, CliProcess, child_env
 from workers.redis_process import free_port

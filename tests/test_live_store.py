@@ -19,7 +19,7 @@ def run_with_store(
         client = aioredis.Redis.from_url(settings.redis_url)
         keys = Keys(settings.key_prefix)
         try:
-            await scenario(LiveStore(client, keys), client, keys)
+            await scenario(LiveStore(client, settings), client, keys)
         finally:
             await client.aclose()
 

@@ -154,7 +154,7 @@ def test_exactly_one_replica_computes_each_tick(settings: Settings) -> None:
         await pubsub.subscribe(keys.updates_channel)
         clock = ManualClock(T0)
         reader = MetricsReader(client, settings, clock)
-        live = LiveStore(client, keys)
+        live = LiveStore(client, settings)
         tickers = [Ticker(client, reader, live, clock, f"replica-{i}") for i in range(5)]
         tick = int(T0) + 1
         won = await asyncio.gather(*(t.tick(tick) for t in tickers))

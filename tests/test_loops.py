@@ -146,7 +146,7 @@ def test_ticker_survives_a_failed_tick(settings: Settings) -> None:
     async def scenario() -> bytes | None:
         client = aioredis.Redis.from_url(settings.redis_url)
         reader = FlakyReader(client, settings, SystemClock())
-        ticker = Ticker(client, reader, LiveStore(client, keys), SystemClock(), "replica-x")
+        ticker = Ticker(client, reader, LiveStore(client, settings), SystemClock(), "replica-x")
         task = asyncio.create_task(ticker.run())
         try:
             for _ in range(100):
@@ -175,12 +175,11 @@ class FlakyHub(ClientHub):
 
 
 def test_relay_resubscribes_after_a_bug(settings: Settings) -> None:
-    keys = Keys(settings.key_prefix)
     before = errors_of("live-relay")
 
     async def scenario() -> int:
         client = aioredis.Redis.from_url(settings.redis_url)
-        live = LiveStore(client, keys)
+        live = LiveStore(client, settings)
         hub = FlakyHub()
         task = asyncio.create_task(Relay(live, hub).run())
         try:

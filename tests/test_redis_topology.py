@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from rq import Queue
 
 from api.main import create_app
-from metrics_store.redis.client import async_client, describe_redis, sync_client, topology
+from metrics_store.redis.topology import async_client, describe_redis, sync_client, topology_for
 from metrics_store.settings import Settings
 from tests.conftest import delete_prefix
 from tests.processes import CliProcess, child_env
@@ -30,8 +30,8 @@ def test_sentinels_parse_from_the_environment_form() -> None:
     settings = Settings(redis_sentinels=" 10.0.0.5:26379,[::1]:26380 , sentinel-3:1 ")
     assert settings.redis_sentinels == [("10.0.0.5", 26379), ("::1", 26380), ("sentinel-3", 1)]
     assert settings.redis_sentinel_master == "mymaster"
-    assert topology(settings) == "sentinel"
-    assert topology(Settings()) == "single"
+    assert topology_for(settings).name == "sentinel"
+    assert topology_for(Settings()).name == "single"
 
 
 @pytest.mark.parametrize("entry", ["sentinel-1", "h:0", "h:65536", "h :1", ":26379", "h:p"])

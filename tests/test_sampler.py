@@ -19,8 +19,9 @@ from metrics_store.live.snapshots import NodeSnapshot, StoredGpu
 from metrics_store.loops import PROCESS_LOOPS
 from metrics_store.read.reader import MetricsReader
 from metrics_store.read.shapes import ResourceMetrics
-from metrics_store.redis.client import redacted_url, sync_client
+from metrics_store.redis.client import redacted_url
 from metrics_store.redis.keys import Keys
+from metrics_store.redis.topology import sync_client
 from metrics_store.settings import Settings
 from tests.conftest import T0
 from tests.fake_nvml import GIB, FakeGpu, FakeNvml

@@ -15,7 +15,7 @@ import redis
 from rq import Queue
 
 from metrics_store.clock import SystemClock
-from metrics_store.redis.client import sync_client
+from metrics_store.redis.topology import sync_client
 from metrics_store.settings import Settings
 from workers.redis_process import RedisServerProcess, free_port
 from workers.services import JobQueueSource, RedisMemorySource, faiss_index_bytes

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from metrics_store.redis.client import describe_redis
+from metrics_store.redis.topology import describe_redis
 
 # The private redis-server's data, relative to where `up` runs; a plain constant, so that the
 # CLI's help does not import the process machinery.

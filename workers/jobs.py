@@ -18,7 +18,7 @@ from rq import Queue, SimpleWorker
 
 from metrics_store.loops import LoopGuard, run_forever
 from metrics_store.record.collector import get_metrics_collector
-from metrics_store.redis.client import jobs_client
+from metrics_store.redis.topology import jobs_client
 from metrics_store.settings import Settings, get_settings
 from workers.demo_backend import DemoBackend, GenerationFailed
 

@@ -26,8 +26,8 @@ from metrics_store.errors import StoreUnavailable
 from metrics_store.live import process_health
 from metrics_store.live.snapshots import NodeSnapshot, SnapshotWriter
 from metrics_store.loops import LoopGuard, run_forever
-from metrics_store.redis.client import describe_redis, jobs_client, sync_client
 from metrics_store.redis.keys import Keys
+from metrics_store.redis.topology import describe_redis, jobs_client, sync_client
 from metrics_store.settings import Settings, get_settings
 from workers.gpu import GpuSource, NvmlSource
 from workers.hardware import HardwareSource, PsutilSource, RateMeter
@@ -62,9 +62,7 @@ def default_sources(settings: Settings, client: redis.Redis) -> Sources:
     """The real machine: psutil, pynvml, the configured index files, cache Redis and queues."""
     cache_url = settings.resolved_cache_redis_url
     cache_client = client if cache_url == settings.redis_url else sync_client(settings, cache_url)
-    # The queues live in the jobs Redis; the store's own client serves when that is the same.
-    same_jobs = settings.jobs_redis_url is None and not settings.redis_cluster
-    queue_client = client if same_jobs else jobs_client(settings)
+    queue_client = jobs_client(settings)  # the queues live in the jobs Redis
     return Sources(
         hardware=PsutilSource(),
         gpus=NvmlSource(),

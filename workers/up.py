@@ -11,7 +11,8 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from metrics_store.redis.client import describe_redis, redacted_url
+from metrics_store.redis.client import redacted_url
+from metrics_store.redis.topology import describe_redis, topology_for
 from metrics_store.settings import get_settings
 from workers.process_tree import stop_process_tree
 from workers.redis_process import FakeRedisServer, RedisServerProcess
@@ -60,7 +61,7 @@ class Children:
 def start_redis(data_dir: Path) -> tuple[str, RedisServerProcess | FakeRedisServer | None]:
     """REDIS_URL, the sentinels or the cluster if set; else a private redis-server; else
     fakeredis over TCP."""
-    if get_settings().redis_sentinels or get_settings().redis_cluster:
+    if topology_for(get_settings()).external:
         # The sentinels name the primary (a cluster node, the others); REDIS_URL (or its
         # default) still carries the password and TLS; the children read the environment.
         return get_settings().redis_url, None
@@ -104,7 +105,7 @@ def run_up(host: str, port: int, demo: bool, data_dir: Path) -> int:
     try:
         for name, args in _child_commands(host, port, demo):
             children.start(name, *args)
-        _print_banner(host, port, redis_url, sentinels=bool(get_settings().redis_sentinels))
+        _print_banner(host, port, redis_url, external=topology_for(get_settings()).external)
         if (problem := _wait(stop, children)) is not None:
             print(f"metrics-store: {problem}; stopping", file=sys.stderr)
             return 1
@@ -124,14 +125,14 @@ def _wait(stop: threading.Event, children: Children) -> str | None:
     return None
 
 
-def _print_banner(host: str, port: int, redis_url: str, *, sentinels: bool = False) -> None:
+def _print_banner(host: str, port: int, redis_url: str, *, external: bool = False) -> None:
     base = f"http://{host}:{port}"
     shown = redacted_url(redis_url)
     # A URL with a password came from REDIS_URL (private servers have none): point at the
     # variable rather than print the password.
     cli_url = '"$REDIS_URL"' if shown != redis_url else redis_url
     redis_line = (
-        describe_redis(get_settings()) if sentinels else f"{shown}   (redis-cli -u {cli_url})"
+        describe_redis(get_settings()) if external else f"{shown}   (redis-cli -u {cli_url})"
     )
     token_hint = (
         f"  token      required: open {base}/#token=<METRICS_API_TOKEN>\n"

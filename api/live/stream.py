@@ -22,7 +22,6 @@ from metrics_store.live.live_store import LiveStore
 from metrics_store.live.replicas import ReplicaRegistry, new_replica_id
 from metrics_store.loops import LoopGuard, run_forever_async
 from metrics_store.read.reader import MetricsReader
-from metrics_store.redis.client import drop_idle_connections
 from metrics_store.redis.keys import Keys
 from metrics_store.settings import Settings
 
@@ -52,7 +51,7 @@ class LiveStream:
     ) -> None:
         clock = clock or SystemClock()
         keys = Keys(settings.key_prefix)
-        live = LiveStore(client, keys)
+        live = LiveStore(client, settings)
         self.replica_id = new_replica_id(settings.node)
         self.hub = ClientHub()
         self.ticker = Ticker(client, reader, live, clock, self.replica_id)
@@ -125,7 +124,7 @@ class LiveStream:
         return self._beat_interval_s
 
     async def _after_failure(self) -> None:
-        await drop_idle_connections(self._client)
+        await self._live.recover()
 
     def _spawn(self, name: str, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro, name=name)

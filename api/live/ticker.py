@@ -21,7 +21,6 @@ from metrics_store.clock import Clock
 from metrics_store.live.live_store import LiveStore
 from metrics_store.loops import LoopGuard, run_forever_async
 from metrics_store.read.reader import MetricsReader
-from metrics_store.redis.client import drop_idle_connections
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +56,7 @@ class Ticker:
         return 0.0  # the next pass sleeps until its own second
 
     async def _after_failure(self) -> None:
-        await drop_idle_connections(self._client)
+        await self._live.recover()
 
     async def tick(self, tick: int) -> bool:
         """Compute and publish second `tick` if this replica wins its lock; True if it did."""

@@ -1,6 +1,6 @@
 """The live stream's keys and the API replica registry: the one module that touches them.
 
-    live = LiveStore(client, Keys(settings.key_prefix))
+    live = LiveStore(client, settings)
     if await live.claim_tick(tick, replica_id):        # {p}:live:tick:<second>
         await live.publish_update(payload)              # {p}:live:latest + {p}:live:updates
     payload = await live.latest_update()                # a client joining between ticks
@@ -9,8 +9,8 @@
     await live.beat_replica(replica_id, connections=3, now_s=now_s)   # {p}:live:replicas,
     await live.forget_replicas(replica_id)                            # {p}:live:connections
 
-On Redis Cluster the updates channel is a sharded one (SPUBLISH/SSUBSCRIBE): it lives on the
-slot of the control keys, so publishing costs one node, not a broadcast over the cluster bus.
+How the channel is published and subscribed to is the topology's (`Topology.channels`): on a
+Redis Cluster a sharded channel on the control keys' slot.
 The HTTP layer (api/live/) calls these and never spells a key. The reader stages the
 registry's reads (`read_connections`, `read_replica_count`) into its one-call read plans.
 """
@@ -19,16 +19,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 import redis.asyncio as aioredis
 
-from metrics_store.redis.client import discover_cluster, is_cluster, multi_async
 from metrics_store.redis.keys import Keys
 from metrics_store.redis.read_plan import ReadPlan, Staged, pairs
-
-if TYPE_CHECKING:  # only for the casts: older redis-py has no asyncio ClusterPubSub to import
-    from redis.asyncio.cluster import ClusterPubSub
+from metrics_store.redis.topology import Channels, topology_for
+from metrics_store.settings import Settings
 
 # The lock is one key per second, not one key for all: the seconds of two replicas whose
 # clocks disagree never collide, and a replica whose clock lags the winner's by less than
@@ -45,19 +43,15 @@ REPLICA_PRUNE_AFTER_S = 300.0
 class UpdateSubscription:
     """A subscription to the updates channel; `async with` subscribes and always closes."""
 
-    def __init__(self, client: aioredis.Redis, channel: str) -> None:
+    def __init__(self, client: aioredis.Redis, channel: str, channels: Channels) -> None:
         self._client = client
         self._pubsub = client.pubsub(ignore_subscribe_messages=True)
         self._channel = channel
-        self._sharded = is_cluster(client)
+        self._channels = channels
 
     async def __aenter__(self) -> UpdateSubscription:
         try:
-            if self._sharded:  # on the node that serves the channel's slot
-                await discover_cluster(self._client)
-                await cast("ClusterPubSub", self._pubsub).ssubscribe(self._channel)
-            else:
-                await self._pubsub.subscribe(self._channel)
+            await self._channels.subscribe(self._client, self._pubsub, self._channel)
         except BaseException:
             await self.close()
             raise
@@ -73,15 +67,7 @@ class UpdateSubscription:
 
     async def next_update(self, timeout_s: float) -> bytes | None:
         """The next published update, or None if none came within `timeout_s`."""
-        if self._sharded:
-            sharded = cast("ClusterPubSub", self._pubsub)
-            message = await sharded.get_sharded_message(
-                ignore_subscribe_messages=True, timeout=timeout_s
-            )
-        else:
-            message = await self._pubsub.get_message(
-                ignore_subscribe_messages=True, timeout=timeout_s
-            )
+        message = await self._channels.next_message(self._pubsub, timeout_s)
         if message is None or message["type"] not in ("message", "smessage"):
             return None
         data: bytes = message["data"]
@@ -94,9 +80,22 @@ class UpdateSubscription:
 class LiveStore:
     """Tick lock, latest update, updates channel and replica registry of one store."""
 
-    def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
+    def __init__(self, client: aioredis.Redis, settings: Settings) -> None:
         self._client = client
-        self._keys = keys
+        self._keys = Keys(settings.key_prefix)
+        topology = topology_for(settings)
+        self._channels = topology.channels
+        # On a cluster the pipelines below are plain ones: the commands still go to one node,
+        # in order, on one connection, but other clients' commands may run between them
+        # (redis-py's asyncio cluster client has no MULTI). Each is a pair of writes whose
+        # interleaving a reader bears for a moment: a beat beside the previous count, or an
+        # update published a moment before `latest` names it.
+        self._transactions = topology.transactions
+        self._topology = topology
+
+    async def recover(self) -> None:
+        """After a failed tick or beat: the next one starts on fresh connections."""
+        await self._topology.recover(self._client)
 
     # --- the tick ----------------------------------------------------------------------------
     async def claim_tick(self, tick: int, replica_id: str) -> bool:
@@ -108,12 +107,9 @@ class LiveStore:
         """Store `payload` as the latest update and publish it to every replica's relay."""
         # MULTI: `latest` is always the update published last, never one behind or ahead
         # of the channel, so a client joining at any moment starts from what the relay sends.
-        pipe = multi_async(self._client)
+        pipe = self._client.pipeline(transaction=self._transactions)
         pipe.set(self._keys.latest_update, payload, px=LATEST_TTL_MS)
-        if is_cluster(self._client):
-            pipe.spublish(self._keys.updates_channel, payload)
-        else:
-            pipe.publish(self._keys.updates_channel, payload)
+        self._channels.publish(pipe, self._keys.updates_channel, payload)
         await pipe.execute()
 
     async def latest_update(self) -> bytes | None:
@@ -122,13 +118,13 @@ class LiveStore:
         return payload.encode() if isinstance(payload, str) else payload
 
     def subscribe_updates(self) -> UpdateSubscription:
-        return UpdateSubscription(self._client, self._keys.updates_channel)
+        return UpdateSubscription(self._client, self._keys.updates_channel, self._channels)
 
     # --- the replica registry ------------------------------------------------------------------
     async def beat_replica(self, replica_id: str, connections: int, now_s: float) -> None:
         """Record that a replica is alive with `connections` clients; prune the long dead."""
         # MULTI: a reader never sees the new beat with the old count, or the reverse.
-        pipe = multi_async(self._client)
+        pipe = self._client.pipeline(transaction=self._transactions)
         pipe.zadd(self._keys.replicas, {replica_id: now_s})
         pipe.hset(self._keys.connections, replica_id, connections)
         pipe.zrangebyscore(self._keys.replicas, "-inf", now_s - REPLICA_PRUNE_AFTER_S)
@@ -140,7 +136,7 @@ class LiveStore:
         """Take replicas out of the registry (a clean shutdown, or pruning the long dead)."""
         # A pruned replica that was only paused re-adds itself on its next beat; the race
         # costs it at most one second of not being counted.
-        pipe = multi_async(self._client)
+        pipe = self._client.pipeline(transaction=self._transactions)
         pipe.zrem(self._keys.replicas, *replica_ids)
         pipe.hdel(self._keys.connections, *replica_ids)
         await pipe.execute()

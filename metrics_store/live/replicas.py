@@ -18,7 +18,6 @@ import redis.asyncio as aioredis
 
 from metrics_store.clock import Clock, SystemClock
 from metrics_store.live.live_store import LiveStore
-from metrics_store.redis.keys import Keys
 from metrics_store.settings import Settings
 
 
@@ -48,7 +47,7 @@ class ReplicaRegistry:
         clock: Clock | None = None,
     ) -> None:
         self.replica_id = replica_id
-        self._store = LiveStore(client, Keys(settings.key_prefix))
+        self._store = LiveStore(client, settings)
         self._clock = clock or SystemClock()
 
     async def beat(self, connections: int) -> None:

@@ -1,0 +1,1 @@
+"""Reading: windowed aggregates, latency distributions, the fleet and health, in API shapes."""

@@ -4,7 +4,7 @@ Each aggregate is staged as a few reads on a ReadPlan plus a parser of their rep
 runs as one call of lua/read.lua, so the REST endpoints and the live update (all four at once)
 share the same code and cost one command each. On Redis Cluster the reads run on every
 primary at once, each over the shards it serves, and are merged (metrics_store/redis/fan_out.py,
-metrics_store/redis/node_reads.py): one call per primary.
+`metrics_store.redis.topology`): one call per primary.
 """
 
 from __future__ import annotations
@@ -39,12 +39,10 @@ from metrics_store.read.shapes import (
     TierMetrics,
     TiersResponse,
 )
-from metrics_store.redis.client import drop_idle_connections
 from metrics_store.redis.fan_out import FanOutPlan, NodeGroup, ShardKeys
 from metrics_store.redis.keys import ALL_TIME_FIGURES, QUERY_COUNT, Keys, member
-from metrics_store.redis.node_reads import node_groups, read_slot_map, run_group
 from metrics_store.redis.read_plan import ReadPlan, Staged, pairs, parse_staged
-from metrics_store.redis.shards import store_shards
+from metrics_store.redis.topology import topology_for
 from metrics_store.settings import Settings
 from metrics_store.timefmt import iso_utc
 
@@ -84,7 +82,8 @@ class MetricsReader:
         self._settings = settings
         self._clock = clock or SystemClock()
         self._keys = Keys(settings.key_prefix)
-        self._shards = store_shards(settings)
+        self._topology = topology_for(settings)
+        self._shards = self._topology.shards
         self._key_cache: dict[tuple[str, int], list[BucketKeys]] = {}
         self._count_members = [member(QUERY_COUNT, tier).encode() for tier in settings.tiers]
         self._latency = LatencyPlanner(settings, self._keys, self._shards)
@@ -369,23 +368,21 @@ class MetricsReader:
             try:
                 return await self._run_plan(plan)
             except redis.ConnectionError:
-                # After a Redis restart every idle pooled connection is dead: drop them all
-                # and try once more on a fresh one, so the first request after recovery works.
-                # On a cluster: a node failed or the slots moved; read the slot map anew.
-                await drop_idle_connections(self._client)
-                await read_slot_map(self._client, anew=True)
+                # A restarted Redis, a failed node or moved slots: recover and try once
+                # more, so the first request after recovery works.
+                await self._topology.recover(self._client)
                 return await self._run_plan(plan)
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             raise StoreUnavailable(f"Redis unavailable: {exc}") from exc
 
     async def _run_plan(self, plan: FanOutPlan) -> list[Any]:
-        await read_slot_map(self._client)
+        reads = self._topology.reads
 
         async def run(group: NodeGroup, part: ReadPlan) -> list[Any]:
-            return await run_group(self._client, group, part)
+            return await reads.run(self._client, group, part)
 
         while True:  # at most twice per newly written shard, once in the store's life
-            groups = node_groups(self._client, self._shards, self._written_shards)
+            groups = await reads.groups(self._client, self._written_shards)
             replies, newly_written = await plan.run(run, groups)
             if not newly_written:
                 return replies

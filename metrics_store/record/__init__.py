@@ -1,0 +1,1 @@
+"""Recording: the collector, its buffer and flusher, and the encoding of a batch for Redis."""

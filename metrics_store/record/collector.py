@@ -39,7 +39,7 @@ from metrics_store.record.validation import (
     check_name,
     check_number,
 )
-from metrics_store.redis.client import sync_client
+from metrics_store.redis.topology import sync_client
 from metrics_store.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)

@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import redis
 
-from metrics_store.redis.client import multi, redis_now
+from metrics_store.redis.client import redis_now
 from metrics_store.redis.keys import Keys
 
 PRUNE_BATCH = 500
 
 
-def prune_retired_buckets(client: redis.Redis, keys: Keys, now_s: float | None = None) -> int:
+def prune_retired_buckets(
+    client: redis.Redis, keys: Keys, now_s: float | None = None, *, transaction: bool = True
+) -> int:
     """Delete the buckets retired by `now_s` (None: Redis's clock); returns how many went.
 
-    Safe to run concurrently.
+    Safe to run concurrently. `transaction`: whether the topology has MULTI (a shard's keys
+    share one slot, but redis-py's cluster pipelines are plain ones).
     """
     if now_s is None:
         now_s = redis_now(client)
@@ -29,7 +32,7 @@ def prune_retired_buckets(client: redis.Redis, keys: Keys, now_s: float | None =
         retired = client.zrangebyscore(keys.bucket_index, "-inf", now_s, start=0, num=PRUNE_BATCH)
         if not retired:
             return removed
-        pipe = multi(client)
+        pipe = client.pipeline(transaction=transaction)
         pipe.delete(*retired)
         pipe.zrem(keys.bucket_index, *retired)
         pipe.execute()

@@ -1,31 +1,26 @@
-"""The one place Redis clients are built: single, Sentinel or Cluster, from settings, failing fast.
+"""Redis clients, built from settings: the builders each topology uses, and their helpers.
 
-Every process (collector, sampler, API, job worker, `up`) gets its clients here, so the topology
-is decided once: `METRICS_REDIS_CLUSTER=true` means REDIS_URL names a node of a Redis Cluster
-(the client finds the others), `METRICS_REDIS_SENTINELS` set means ask those sentinels for the
-primary, otherwise `REDIS_URL` is the Redis. In every mode REDIS_URL's scheme (rediss: TLS),
-user and password apply to the data connections (and its database, outside Cluster).
+Which builder a process uses is decided in one place, `metrics_store.redis.topology`; this
+module only knows how to build a single, Sentinel or Cluster client, and how to reach Redis's
+clock. In every mode REDIS_URL's scheme (rediss: TLS), user and password apply to the data
+connections (and its database, outside Cluster).
 
 A cluster client is handed out typed as `redis.Redis` (`aioredis.Redis`): redis-py's
 RedisCluster offers every command the store sends under the same names and signatures, so
-callers stay one type; the few paths that differ (script pipelining, WAIT, sharded pub/sub)
-ask `is_cluster()`.
+callers stay one type; the few operations that differ are the topology's.
 """
 
 from __future__ import annotations
 
-import contextlib
-from typing import Any, Literal, cast
+from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import redis
 import redis.asyncio as aioredis
 import redis.asyncio.sentinel as aiosentinel
 import redis.sentinel
-from redis.asyncio.client import Pipeline as AsyncPipeline
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.backoff import NoBackoff
-from redis.client import Pipeline
 from redis.cluster import RedisCluster
 from redis.connection import parse_url
 from redis.exceptions import AskError, ClusterDownError, MovedError, TryAgainError
@@ -37,96 +32,11 @@ from metrics_store.settings import Settings
 # answer 503 within the timeouts rather than wait through redis-py's retries.
 HEALTH_CHECK_INTERVAL_S = 30
 
-Topology = Literal["single", "sentinel", "cluster"]
-
-
-def topology(settings: Settings) -> Topology:
-    """Which kind of Redis the settings describe."""
-    if settings.redis_cluster:
-        return "cluster"
-    return "sentinel" if settings.redis_sentinels else "single"
-
 
 def redis_now(client: redis.Redis) -> float:
     """Redis's clock (TIME), the one clock every writer shares."""
     seconds, micros = client.time()
     return float(seconds + micros / 1_000_000)
-
-
-def is_cluster(client: redis.Redis | aioredis.Redis) -> bool:
-    """Whether `client` is a Redis Cluster client (handed out as a plain client's type)."""
-    return isinstance(client, (RedisCluster, AsyncRedisCluster))
-
-
-def sync_client(
-    settings: Settings, url: str | None = None, *, command_timeout_s: float | None = None
-) -> redis.Redis:
-    """A blocking client for threads (the collector's flusher, the sampler, rq).
-
-    `url` names another Redis (a cache to measure, the rq queues): always a single server.
-    """
-    options = _client_options(settings, command_timeout_s)
-    if url is None and topology(settings) == "cluster":
-        cluster = RedisCluster.from_url(settings.redis_url, **options)
-        return cast(redis.Redis, cluster)  # see the module docstring
-    if url is None and topology(settings) == "sentinel":
-        sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
-            settings.redis_sentinels,
-            sentinel_kwargs=_sentinel_options(settings),
-            **_master_options(settings.redis_url),
-        )
-        master: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
-            settings.redis_sentinel_master, redis_class=_SentinelMaster, **options
-        )
-        return master
-    return redis.Redis.from_url(url or settings.redis_url, **options)
-
-
-def async_client(settings: Settings) -> aioredis.Redis:
-    """An asyncio client with its own connection pool (the API)."""
-    options = _client_options(settings, None)
-    if topology(settings) == "cluster":
-        cluster = AsyncRedisCluster.from_url(settings.redis_url, **options)
-        return cast(aioredis.Redis, cluster)  # see the module docstring
-    if topology(settings) == "sentinel":
-        sentinel = aiosentinel.Sentinel(  # type: ignore[no-untyped-call]
-            settings.redis_sentinels,
-            sentinel_kwargs=_sentinel_options(settings),
-            **_master_options(settings.redis_url),
-        )
-        async_master: aioredis.Redis = sentinel.master_for(
-            settings.redis_sentinel_master, redis_class=_AsyncSentinelMaster, **options
-        )
-        return async_master
-    return aioredis.Redis.from_url(settings.redis_url, **options)
-
-
-def multi(client: redis.Redis) -> Pipeline:
-    """A MULTI pipeline for keys of one slot; on a cluster, a plain one (see `multi_async`)."""
-    return client.pipeline(transaction=not is_cluster(client))
-
-
-def multi_async(client: aioredis.Redis) -> AsyncPipeline:
-    """A MULTI pipeline for keys of one slot; on a cluster, a plain one.
-
-    On a cluster the commands still go to one node, in order, on one connection, but other
-    clients' commands may run between them: redis-py has no cluster transactions before 6,
-    and its asyncio ones run each command on a thread of its own, blocking the event loop.
-    Callers keep to writes whose interleaving a reader can bear for a moment.
-    """
-    return client.pipeline(transaction=not is_cluster(client))
-
-
-def node_client(client: redis.Redis, key: str) -> redis.Redis:
-    """The client of the one server holding `key`: a cluster's primary for its slot, or `client`.
-
-    For commands that must share the connection of a write (WAIT counts the replicas that
-    hold what this connection wrote).
-    """
-    if not isinstance(client, RedisCluster):
-        return client
-    primary = client.get_redis_connection(client.get_node_from_key(key, replica=False))
-    return cast(redis.Redis, primary)
 
 
 class StaleSlotMap(redis.ConnectionError):
@@ -139,33 +49,64 @@ class StaleSlotMap(redis.ConnectionError):
 SLOT_MOVES: tuple[type[Exception], ...] = (MovedError, AskError, ClusterDownError, TryAgainError)
 
 
-def refresh_slots(client: redis.Redis) -> None:
-    """After a failure on a node reached by `node_client`: read the cluster's slot map anew."""
-    if isinstance(client, RedisCluster):
-        with contextlib.suppress(redis.RedisError, OSError):  # the next attempt tries again
-            client.nodes_manager.initialize()
+def single_client(
+    settings: Settings, url: str | None = None, *, command_timeout_s: float | None = None
+) -> redis.Redis:
+    """A blocking client of one server: REDIS_URL, or `url` (a cache to measure, rq's queues)."""
+    return redis.Redis.from_url(
+        url or settings.redis_url, **_client_options(settings, command_timeout_s)
+    )
 
 
-def jobs_client(settings: Settings, *, command_timeout_s: float | None = None) -> redis.Redis:
-    """The rq queues' Redis: METRICS_JOBS_REDIS_URL, a plain Redis (rq knows no Cluster).
-
-    Unset, the store's own Redis (through Sentinel where configured; a Cluster's REDIS_URL
-    node as a plain server, which serves rq only if that node holds its keys' slots).
-    """
-    if settings.jobs_redis_url is None and topology(settings) != "cluster":
-        return sync_client(settings, command_timeout_s=command_timeout_s)
-    url = settings.resolved_jobs_redis_url
-    return redis.Redis.from_url(url, **_client_options(settings, command_timeout_s))
+def single_async_client(settings: Settings) -> aioredis.Redis:
+    return aioredis.Redis.from_url(settings.redis_url, **_client_options(settings, None))
 
 
-def describe_redis(settings: Settings) -> str:
-    """Where the store's Redis is, for logs and banners: never a password."""
-    if topology(settings) == "cluster":
-        return f"cluster via {redacted_url(settings.redis_url)}"
-    if topology(settings) == "sentinel":
-        where = ",".join(_address(host, port) for host, port in settings.redis_sentinels)
-        return f"sentinels {where} (service {settings.redis_sentinel_master})"
-    return redacted_url(settings.redis_url)
+def sentinel_client(settings: Settings, *, command_timeout_s: float | None = None) -> redis.Redis:
+    """A blocking client of the primary that the sentinels name, found anew after a failover."""
+    sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+        settings.redis_sentinels,
+        sentinel_kwargs=_sentinel_options(settings),
+        **_master_options(settings.redis_url),
+    )
+    master: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+        settings.redis_sentinel_master,
+        redis_class=_SentinelMaster,
+        **_client_options(settings, command_timeout_s),
+    )
+    return master
+
+
+def sentinel_async_client(settings: Settings) -> aioredis.Redis:
+    sentinel = aiosentinel.Sentinel(  # type: ignore[no-untyped-call]
+        settings.redis_sentinels,
+        sentinel_kwargs=_sentinel_options(settings),
+        **_master_options(settings.redis_url),
+    )
+    master: aioredis.Redis = sentinel.master_for(
+        settings.redis_sentinel_master,
+        redis_class=_AsyncSentinelMaster,
+        **_client_options(settings, None),
+    )
+    return master
+
+
+def cluster_client(settings: Settings, *, command_timeout_s: float | None = None) -> redis.Redis:
+    """A blocking Redis Cluster client; REDIS_URL names any node, the client finds the rest."""
+    cluster = RedisCluster.from_url(
+        settings.redis_url, **_client_options(settings, command_timeout_s)
+    )
+    return cast(redis.Redis, cluster)  # see the module docstring
+
+
+def cluster_async_client(settings: Settings) -> aioredis.Redis:
+    cluster = AsyncRedisCluster.from_url(settings.redis_url, **_client_options(settings, None))
+    return cast(aioredis.Redis, cluster)  # see the module docstring
+
+
+def describe_sentinels(settings: Settings) -> str:
+    where = ",".join(_address(host, port) for host, port in settings.redis_sentinels)
+    return f"sentinels {where} (service {settings.redis_sentinel_master})"
 
 
 def _address(host: str, port: int) -> str:
@@ -248,28 +189,3 @@ def redacted_url(url: str) -> str:
     # Joined by hand: urlunsplit would turn unix:///path (an empty host) into unix:/path.
     query_part = f"?{parts.query}" if parts.query else ""
     return f"{parts.scheme}://{parts.netloc}{parts.path}{query_part}"
-
-
-async def discover_cluster(client: aioredis.Redis) -> None:
-    """Read a cluster's slot map if the client has not yet (a plain client needs nothing).
-
-    redis-py's asyncio RedisCluster reads it on its first command; several first commands
-    sent together fail ("Connection closed by server"), and a sharded subscription finds its
-    node from the map without sending a command first (SlotNotCoveredError).
-    """
-    if isinstance(client, AsyncRedisCluster):
-        await client.initialize()  # a no-op once initialised
-
-
-async def drop_idle_connections(client: aioredis.Redis) -> None:
-    """Close the pool's idle connections, after a failure that may mean Redis restarted.
-
-    Every idle connection of a restarted Redis is dead, and with no retries each one would
-    fail one command of its own before the pool replaced it: one lost tick or heartbeat per
-    pooled connection. Connections in use are left alone; their requests fail by themselves.
-    """
-    if is_cluster(client):
-        return  # the cluster client dropped the failed node's connections and re-read the slots
-    # Closing a dead socket may complain; it is closed all the same.
-    with contextlib.suppress(redis.RedisError, OSError):
-        await client.connection_pool.disconnect(inuse_connections=False)

@@ -1,7 +1,11 @@
 """Every Redis key and channel of metrics-store, spelled in one place.
 
-All names begin with the prefix in braces, ``{metrics}``: the braces are a Redis Cluster hash
-tag, so every key of one store lands in one slot and each Lua script may touch all of them.
+All names begin with a hash tag in braces. On a single Redis (or through Sentinel) it is the
+prefix, ``{metrics}``: every key of the store shares one slot, and a script may touch all of
+them. On a Redis Cluster only the control and live keys keep ``{metrics}``; the data keys of
+each shard sit under the shard's own tag, ``{metrics:<shard>}`` (`Keys.root`), one slot per
+shard: a write touches one shard's data keys or the control keys, never both (a read on a
+cluster node may span the slots it serves). Below, `{p}` stands for the tag that applies.
 
 Data keys (they change only when something is recorded):
 
@@ -18,6 +22,8 @@ key                                type         holds
 {p}:availability                   hash         "<node>:<tier>" -> "<available>/<total>"
 {p}:buckets                        sorted set   every bucket key -> the epoch second it retires
 {p}:refused                        hash         node -> events refused for a clock off Redis's
+{p}:deadletter                     stream       batches Redis refused for their content, with
+                                               the error (MAXLEN ~ deadletter_maxlen)
 {p}:totals                         sorted set   all-time counters (no expiry): "<counter>:<labels>"
 {p}:totals:h:<fig>:<tier>          hash         all-time histogram (no expiry), latency and ttft
 =================================  ===========  ==============================================
@@ -97,6 +103,10 @@ class Keys:
     @property
     def refused(self) -> str:
         return f"{self.control_root}:refused"
+
+    @property
+    def deadletter(self) -> str:
+        return f"{self.control_root}:deadletter"
 
     @property
     def totals(self) -> str:

@@ -18,8 +18,9 @@ from collections.abc import Sequence
 
 import redis
 
-from metrics_store.redis.client import SLOT_MOVES, StaleSlotMap, node_client, refresh_slots
+from metrics_store.redis.client import SLOT_MOVES, StaleSlotMap
 from metrics_store.redis.scripts import LuaScript
+from metrics_store.redis.topology import Topology
 from metrics_store.settings import Settings
 
 Arg = str | int | float
@@ -43,24 +44,24 @@ def write_batch(
     script: LuaScript,
     keys: Sequence[str],
     args: Sequence[Arg],
-    settings: Settings,
+    topology: Topology,
 ) -> None:
     """Run the ingest script; with acks wanted, WAIT for them in the same round trip.
 
     Raises ReplicasBehind when too few replicas acknowledged, any RedisError as the plain call.
     """
     try:
-        acknowledged, wanted = _write(client, script, keys, args, settings)
+        acknowledged, wanted = _write(client, script, keys, args, topology)
     except SLOT_MOVES as exc:  # a cluster failover under way
-        refresh_slots(client)
+        topology.after_write_failure(client)
         raise StaleSlotMap(f"the batch's shard moved: {exc}") from exc
     except (redis.ConnectionError, redis.TimeoutError):
-        refresh_slots(client)
+        topology.after_write_failure(client)
         raise
     if acknowledged < wanted:
         raise ReplicasBehind(
             f"{acknowledged} of {wanted} replicas acknowledged the batch within "
-            f"{settings.redis_replicas_ack_timeout_ms} ms"
+            f"{topology.settings.redis_replicas_ack_timeout_ms} ms"
         )
 
 
@@ -69,14 +70,15 @@ def _write(
     script: LuaScript,
     keys: Sequence[str],
     args: Sequence[Arg],
-    settings: Settings,
+    topology: Topology,
 ) -> tuple[int, int]:
     """(replicas that acknowledged, replicas wanted) after running the script."""
+    settings = topology.settings
     wanted = acks_wanted(settings)
     if not wanted:
         script.run(client, keys, args)
         return 0, 0
-    server = node_client(client, keys[0])
+    server = topology.server_of(client, keys[0])
 
     def ingest_and_wait() -> int:
         pipe = server.pipeline(transaction=False)

@@ -1,5 +1,5 @@
-"""Which hash tags a store's data keys spread over: one in single Redis, `shards` in Cluster;
-and which shard a collector's next batch goes to.
+"""The hash tags a Redis Cluster store's data keys spread over, and which shard a collector's
+next batch goes to. (A single Redis, through Sentinel or not, has one shard: `topology.py`.)
 
 A Redis Cluster splits its 16384 slots into equal ranges, one per primary. Each shard's tag is
 chosen (by a salt, found once per process) so that its slot falls in the shard's own 1/N of
@@ -14,6 +14,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from functools import cache
+from typing import cast
 
 import redis
 from redis.cluster import RedisCluster
@@ -21,17 +22,6 @@ from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 from redis.exceptions import RedisClusterException
 
 from metrics_store.redis.keys import Keys
-from metrics_store.settings import Settings
-
-
-def store_shards(settings: Settings) -> list[Keys]:
-    """The key sets the data is written to and read from (control keys: `Keys(prefix)`)."""
-    if not settings.redis_cluster:
-        return [Keys(settings.key_prefix)]  # today's key names: one tag, one slot
-    return [
-        Keys(settings.key_prefix, label)
-        for label in shard_labels(settings.key_prefix, settings.shards)
-    ]
 
 
 @cache
@@ -78,7 +68,7 @@ class ShardPicker:
 
     def __init__(self, shards: Sequence[Keys], client: redis.Redis) -> None:
         self._roots = [shard.root for shard in shards]
-        self._client = client if isinstance(client, RedisCluster) else None
+        self._client = cast(RedisCluster, client)
         self._turn = random.randrange(len(self._roots))
 
     def next(self) -> int:
@@ -88,13 +78,11 @@ class ShardPicker:
         return homes[self._turn % len(homes)]
 
     def homes(self) -> list[int]:
-        """Each primary's home shard (on a single Redis: the one shard)."""
-        if self._client is None or len(self._roots) == 1:
-            return [0]
+        """Each primary's home shard."""
         home: dict[str, int] = {}
         for index, root in enumerate(self._roots):
             try:
-                name = self._client.get_node_from_key(root).name
+                name = self._client.get_node_from_key(root).name  # type: ignore[no-untyped-call]
             except RedisClusterException:  # its slot has no primary now: mid-failover
                 continue
             home.setdefault(name, index)

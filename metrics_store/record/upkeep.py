@@ -1,0 +1,94 @@
+"""A collector's upkeep, on a thread and a schedule of its own: its heartbeat and counters,
+its loop health, and the retirement of old buckets.
+
+It never waits for the batch in hand: a batch may wait minutes for a replica to acknowledge
+it, or for Redis to have memory again, while the primary still takes these small writes, and
+the node must stay live all that time. Stamps and prunes follow Redis's clock, the one clock
+every process shares.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import redis
+
+from metrics_store.clock import Clock
+from metrics_store.live import collector_stats, process_health
+from metrics_store.live.collector_stats import CollectorCounters
+from metrics_store.loops import LoopGuard
+from metrics_store.record.retention import prune_retired_buckets
+from metrics_store.redis.client import redis_now
+from metrics_store.redis.keys import Keys
+from metrics_store.redis.topology import Topology
+
+# What the flusher reports each beat: its counters, stamped by the shared clock given.
+CountersAt = Callable[[float], CollectorCounters]
+
+
+class Upkeep:
+    """`run` is the body of the upkeep thread; it returns once `stopping` is set."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        topology: Topology,
+        clock: Clock,
+        counters_at: CountersAt,
+        stopping: threading.Event,
+    ) -> None:
+        self._client = client
+        self._topology = topology
+        self._settings = topology.settings
+        self._keys = Keys(self._settings.key_prefix)
+        self._clock = clock
+        self._counters_at = counters_at
+        self._stopping = stopping
+        self._beat_guard = LoopGuard("collector-heartbeat")
+        self._prune_guard = LoopGuard("collector-retention")
+        self._beats = 0
+        self._prune_due = 0.0
+
+    def run(self) -> None:
+        interval_s = self._settings.heartbeat_interval_s
+        while True:
+            self.once()
+            if self._stopping.wait(interval_s):
+                return
+
+    def once(self) -> None:
+        """One beat, and a prune when one is due; failures are the guards' to count."""
+        self._beat_guard.call(self._heartbeat)
+        now = self._clock.now()
+        if now >= self._prune_due:
+            self._prune_guard.call(self._prune)
+            self._prune_due = now + self._settings.bucket_s
+
+    def _shared_now(self) -> float:
+        """The clock every writer shares: Redis's; or, for a store that trusts its writers'
+        clocks (tolerance 0: replays, simulated time), this node's."""
+        if self._settings.clock_skew_tolerance_s == 0:
+            return self._clock.now()
+        return redis_now(self._client)
+
+    def _heartbeat(self) -> None:
+        # Stamped by the shared clock, like the beats of the ingest script: a node whose clock
+        # is hours fast must not look alive for hours after it stops.
+        now_s = self._shared_now()
+        collector_stats.beat(self._client, self._keys, self._counters_at(now_s))
+        self._beats += 1
+        record = process_health.current_record(self._settings.node, "collector", now_s)
+        prune = self._beats % process_health.PRUNE_EVERY_BEATS == 1
+        process_health.publish(self._client, self._keys, record, prune=prune)
+        if prune:  # now and then: forget crashed collectors' counters
+            collector_stats.forget_silent(self._client, self._keys, now_s)
+
+    def _prune(self) -> None:
+        # Retention follows Redis's clock, so one node's fast clock cannot retire the
+        # buckets everyone else is still writing.
+        now_s = self._shared_now()
+        for shard in self._topology.shards:  # each shard indexes its own buckets
+            prune_retired_buckets(
+                self._client, shard, now_s, transaction=self._topology.transactions
+            )
