@@ -26,15 +26,7 @@ from metrics_store.record.batch import BatchEncoder, EncodedBatch
 from metrics_store.record.deadletter import DeadLetters
 from metrics_store.record.event_buffer import EventBuffer
 from metrics_store.record.in_hand import Batch, BatchesInHand, FlushCounters
-from metrics_store.record.retry import (
-    BATCH_FAULT_ATTEMPTS,
-    Verdict,
-    accepted_by_clock,
-    note_attempt,
-    past_marker_life,
-    redis_now_of,
-    verdict,
-)
+from metrics_store.record.retry import BATCH_FAULT_ATTEMPTS, Retrier, note_attempt
 from metrics_store.record.upkeep import Upkeep
 from metrics_store.record.writer import BatchWriter
 from metrics_store.redis.keys import Keys
@@ -68,11 +60,20 @@ class Flusher:
         self._shard_picker = topology.shard_picker(client)
         self._writer = BatchWriter(client, topology)
         self._hand = BatchesInHand(buffer)
-        self._dead_letters = DeadLetters(client, settings)
         self._guard = LoopGuard(
             "collector-flusher", base_s=0.05, cap_s=settings.retry_max_backoff_s
         )
         self._upkeep = Upkeep(client, topology, clock, self._counters_at, stopping)
+        self._retrier = Retrier(
+            settings,
+            clock,
+            self._writer,
+            self._hand,
+            self._guard,
+            self._encode,
+            stopping,
+            DeadLetters(client, settings),
+        )
 
     @property
     def counters(self) -> FlushCounters:
@@ -92,7 +93,7 @@ class Flusher:
     def _step(self) -> float:
         hand = self._hand
         if hand.retry:
-            if self._write_until_done(hand.retry[0]):
+            if self._retrier.until_done(hand.retry[0]):
                 hand.retry.popleft()
             return 0.0
         batch = self._take()
@@ -132,7 +133,7 @@ class Flusher:
             self._writer.write(encoded)
         except redis.RedisError as exc:
             note_attempt(batch, exc)
-            return self._write_until_done(batch)
+            return self._retrier.until_done(batch)
         self._written(batch)
         return True
 
@@ -141,47 +142,13 @@ class Flusher:
             self._writer.confirm()
         except redis.RedisError as exc:
             note_attempt(batch, exc)
-            return self._write_until_done(batch)  # same id: counted once if the first landed
+            return self._retrier.until_done(batch)  # same id: counted once if the first landed
         self._written(batch)
         return True
 
     def _written(self, batch: Batch) -> None:
         self._guard.succeeded()
         self._hand.written(batch)
-
-    def _write_until_done(self, batch: Batch) -> bool:
-        """Retry the batch until Redis takes it, or it is lost for good (counted).
-
-        False if the collector started closing first: the batch is left to _finish().
-        """
-        while True:
-            if past_marker_life(batch, self._settings):
-                self._give_up(batch, "its id marker would expire before a retry")
-                return True
-            try:
-                self._writer.write(self._encode(batch))
-                self._written(batch)
-                return True
-            except redis.RedisError as exc:
-                if not self._after_refusal(batch, exc):
-                    return True
-                delay_s = self._guard.failed(exc)
-            if self._stopping.wait(delay_s):
-                return False
-
-    def _after_refusal(self, batch: Batch, exc: redis.RedisError) -> bool:
-        """Act on a failed write; False when the batch is settled (dead-lettered)."""
-        kind = verdict(exc)
-        if kind is Verdict.CLOCK_SKEW:
-            self._set_aside_skewed(batch, redis_now_of(exc))
-            return True  # the rest goes at once: nothing was written
-        if kind is Verdict.BATCH_FAULT:
-            batch.faults += 1
-            if batch.faults >= BATCH_FAULT_ATTEMPTS:
-                self._dead_letter(batch, exc)
-                return False
-        note_attempt(batch, exc)
-        return True
 
     def _after_failure(self) -> None:
         """After a failed pass (a bug, not a Redis error): keep the batches in hand for a
@@ -192,30 +159,7 @@ class Flusher:
             head.faults += 1
             if head.faults >= BATCH_FAULT_ATTEMPTS:
                 self._hand.retry.popleft()
-                self._dead_letter(head, RuntimeError("the flusher failed on this batch"))
-
-    def _dead_letter(self, batch: Batch, exc: Exception) -> None:
-        error = f"{type(exc).__name__}: {exc}"
-        log.error("Redis refused a batch (%s); %d events dead-lettered", error, len(batch.events))
-        self._dead_letters.add(batch.events, error)
-        self._hand.lose(batch)
-
-    def _give_up(self, batch: Batch, why: str) -> None:
-        log.error("%d events lost: unconfirmed, and %s", len(batch.events), why)
-        self._hand.lose(batch)
-
-    def _set_aside_skewed(self, batch: Batch, redis_now_s: float) -> None:
-        """Keep the events Redis's clock accepts; count the others as refused, in this batch."""
-        before = self.counters.refused
-        kept = accepted_by_clock(batch.events, self._clock.now(), redis_now_s, self._settings)
-        refused = self._hand.set_aside(batch, kept)
-        if _worth_logging(before, refused):
-            log.warning(
-                "%d events refused so far: this node's clock is more than %g s off Redis's "
-                "(check NTP), or they were older than retention",
-                self.counters.refused,
-                self._settings.clock_skew_tolerance_s,
-            )
+                self._retrier.dead_letter(head, RuntimeError("the flusher failed on this batch"))
 
     def _finish(self) -> None:
         """Stopping: confirm what is on the wire; leave the rest counted as pending."""
@@ -234,9 +178,3 @@ class Flusher:
         dropped = c.dropped + self._buffer.dropped
         pending = self.pending_events()
         return counters_now(self._settings.node, c.written, dropped, pending, now_s, c.refused)
-
-
-def _worth_logging(before: int, added: int) -> bool:
-    """Log the first refusal, then each time the total passes a power of ten."""
-    after = before + added
-    return before == 0 or len(str(after)) > len(str(before))

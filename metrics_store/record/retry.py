@@ -14,15 +14,26 @@
 from __future__ import annotations
 
 import enum
+import logging
 import re
+import threading
 import time
+from collections.abc import Callable
 
 import redis
 from redis.exceptions import NoScriptError, OutOfMemoryError, ReadOnlyError
 
+from metrics_store.clock import Clock
+from metrics_store.loops import LoopGuard
+from metrics_store.record.batch import EncodedBatch
+from metrics_store.record.deadletter import DeadLetters
 from metrics_store.record.events import Event
-from metrics_store.record.in_hand import Batch
+from metrics_store.record.in_hand import Batch, BatchesInHand
+from metrics_store.record.writer import BatchWriter
+from metrics_store.redis.replica_ack import ReplicasBehind
 from metrics_store.settings import Settings
+
+log = logging.getLogger("metrics_store.record.collector")
 
 # Tries of a batch whose content Redis refuses before it is dead-lettered.
 BATCH_FAULT_ATTEMPTS = 3
@@ -63,8 +74,12 @@ def may_have_landed(exc: Exception) -> bool:
 
 
 def note_attempt(batch: Batch, exc: Exception, now_s: float | None = None) -> None:
-    if batch.maybe_landed_s is None and may_have_landed(exc):
-        batch.maybe_landed_s = time.monotonic() if now_s is None else now_s
+    """Remember when the batch's id marker was last surely written: the first attempt that
+    may have run the script, or the latest that ran it for sure (replicas behind: the script
+    wrote the batch, or found and renewed its marker)."""
+    now_s = time.monotonic() if now_s is None else now_s
+    if isinstance(exc, ReplicasBehind) or (batch.maybe_landed_s is None and may_have_landed(exc)):
+        batch.maybe_landed_s = now_s
 
 
 def past_marker_life(batch: Batch, settings: Settings, now_s: float | None = None) -> bool:
@@ -96,3 +111,94 @@ def accepted_by_clock(
 def redis_now_of(reply: Exception) -> float:
     """Redis's clock as a CLOCKSKEW reply gives it."""
     return float(str(reply).split()[1])
+
+
+class Retrier:
+    """Retries one batch until Redis takes it, or settles it as lost (counted, and told to
+    the flush() behind it)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Clock,
+        writer: BatchWriter,
+        hand: BatchesInHand,
+        guard: LoopGuard,
+        encode: Callable[[Batch], EncodedBatch],
+        stopping: threading.Event,
+        dead_letters: DeadLetters,
+    ) -> None:
+        self._settings = settings
+        self._clock = clock
+        self._writer = writer
+        self._hand = hand
+        self._guard = guard
+        self._encode = encode
+        self._stopping = stopping
+        self._dead_letters = dead_letters
+
+    def until_done(self, batch: Batch) -> bool:
+        """Retry the batch until Redis takes it, or it is lost for good (counted).
+
+        False if the collector started closing first: the batch is left in hand.
+        """
+        while True:
+            if past_marker_life(batch, self._settings):
+                self._give_up(batch, "its id marker would expire before a retry")
+                return True
+            try:
+                self._writer.write(self._encode(batch))
+            except redis.RedisError as exc:
+                if not self._after_refusal(batch, exc):
+                    return True
+                delay_s = self._guard.failed(exc)
+            else:
+                self._guard.succeeded()
+                self._hand.written(batch)
+                return True
+            if self._stopping.wait(delay_s):
+                return False
+
+    def _after_refusal(self, batch: Batch, exc: redis.RedisError) -> bool:
+        """Act on a failed write; False when the batch is settled (dead-lettered)."""
+        kind = verdict(exc)
+        if kind is Verdict.CLOCK_SKEW:
+            self._set_aside_skewed(batch, redis_now_of(exc))
+            return True  # the rest goes at once: nothing was written
+        if kind is Verdict.BATCH_FAULT:
+            batch.faults += 1
+            if batch.faults >= BATCH_FAULT_ATTEMPTS:
+                self.dead_letter(batch, exc)
+                return False
+        note_attempt(batch, exc)
+        return True
+
+    def dead_letter(self, batch: Batch, exc: Exception) -> None:
+        """The batch's events go, with the error, to the dead-letter stream; counted lost."""
+        error = f"{type(exc).__name__}: {exc}"
+        log.error("Redis refused a batch (%s); %d events dead-lettered", error, len(batch.events))
+        self._dead_letters.add(batch.events, error)
+        self._hand.lose(batch)
+
+    def _give_up(self, batch: Batch, why: str) -> None:
+        log.error("%d events lost: unconfirmed, and %s", len(batch.events), why)
+        self._hand.lose(batch)
+
+    def _set_aside_skewed(self, batch: Batch, redis_now_s: float) -> None:
+        """Keep the events Redis's clock accepts; count the others as refused, in this batch."""
+        before = self._hand.counters.refused
+        kept = accepted_by_clock(batch.events, self._clock.now(), redis_now_s, self._settings)
+        refused = self._hand.set_aside(batch, kept)
+        if _worth_logging(before, refused):
+            log.warning(
+                "%d events refused so far: this node's clock is more than %g s off Redis's "
+                "(check NTP), or they were older than retention",
+                self._hand.counters.refused,
+                self._settings.clock_skew_tolerance_s,
+            )
+
+
+def _worth_logging(before: int, added: int) -> bool:
+    """Log the first refusal, then each time the total passes a power of ten."""
+    after = before + added
+    return before == 0 or len(str(after)) > len(str(before))
