@@ -38,8 +38,11 @@
 -- Redis's, or an event is older than retention or stamped in the future (nothing written: the
 -- collector sets those events aside and sends the rest).
 
--- A batch written before (its reply lost) is done, whatever the clock says now.
+-- A batch written before (its reply lost) is done, whatever the clock says now. Its marker
+-- lives on from this retry: a batch may be retried for longer than the marker's first life
+-- (replicas that have not acknowledged it yet), and must still count once.
 if redis.call('EXISTS', KEYS[8]) == 1 then
+  redis.call('EXPIRE', KEYS[8], ARGV[1])
   return -1
 end
 
