@@ -24,6 +24,7 @@ from api.deps import ReaderDep, SettingsDep
 from metrics_store.histogram import LE_EDGES_S, le_counts
 from metrics_store.live.snapshots import NodeSnapshot
 from metrics_store.read.fleet import AllTimeHistogram, Fleet
+from metrics_store.read.resources import cluster_wide
 from metrics_store.redis.keys import FIGURE_LATENCY, FIGURE_TTFT
 from metrics_store.settings import Settings
 
@@ -158,9 +159,14 @@ NODE_GAUGES = (
     ("llm_node_network_receive_bytes_per_second", "Network in.", "net_rx_mbps", MEGA),
     ("llm_node_network_transmit_bytes_per_second", "Network out.", "net_tx_mbps", MEGA),
     ("llm_node_faiss_index_bytes", "Size of the FAISS index files.", "faiss_index_bytes", 1),
-    ("llm_node_jobs_active", "Jobs being run by workers now.", "jobs_active", 1),
-    ("llm_node_jobs_queued", "Jobs waiting in the queues.", "jobs_queued", 1),
 )
+# Values every node reports alike, taken once from the freshest snapshot (as /resources does).
+FLEET_GAUGES = (
+    ("llm_redis_used_memory_bytes", "Redis's used_memory, as a sampler last read it.",
+     "redis_used_memory_bytes"),
+    ("llm_jobs_active", "Jobs being run by workers now, all queues.", "jobs_active"),
+    ("llm_jobs_queued", "Jobs waiting in the queues.", "jobs_queued"),
+)  # fmt: skip
 
 
 def _hardware(nodes: list[NodeSnapshot]) -> Iterator[Metric]:
@@ -171,11 +177,10 @@ def _hardware(nodes: list[NodeSnapshot]) -> Iterator[Metric]:
         for node in ordered:
             family.add_metric([node.node], float(getattr(node, field)) * factor)
         yield family
-    redis_memory = max((n.redis_used_memory_bytes for n in nodes), default=0)
-    yield GaugeMetricFamily(
-        "llm_redis_used_memory_bytes", "Redis's used_memory, as the samplers last read it.",
-        redis_memory,
-    )  # fmt: skip
+    freshest = cluster_wide(nodes)
+    for name, help_text, field in FLEET_GAUGES:
+        value = float(getattr(freshest, field)) if freshest is not None else 0.0
+        yield GaugeMetricFamily(name, help_text, value)
 
 
 def _le(edge_s: float) -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 from fastapi.testclient import TestClient
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as parse_openmetrics,
@@ -19,7 +20,9 @@ from pydantic import SecretStr
 
 from api.main import create_app
 from metrics_store.clock import SystemClock
+from metrics_store.live.snapshots import NodeSnapshot
 from metrics_store.record.collector import MetricsCollector
+from metrics_store.redis.keys import Keys
 from metrics_store.settings import Settings
 from tests.processes import ApiProcess, child_env
 from tests.prometheus_server import PROMETHEUS_HINT, PrometheusServer
@@ -188,3 +191,31 @@ def test_metrics_answers_503_with_the_error_body_while_redis_is_away(
     assert answer.status_code == 503
     assert answer.json()["error"] == "StoreUnavailable"
     assert answer.status_code == httpx.codes.SERVICE_UNAVAILABLE
+
+
+def test_fleet_wide_figures_are_counted_once_and_agree_with_resources(
+    live_settings: Settings,
+) -> None:
+    """Every node's sampler reads the same queues and the same Redis: /metrics must not
+    repeat them per node, and must give the figure /resources gives."""
+    now = time.time()
+    readings = {"node-a": (now - 1.0, 7, 3, 10 * 2**20), "node-b": (now, 9, 4, 12 * 2**20)}
+    client = redis.Redis.from_url(live_settings.redis_url)
+    for node, (sampled_at, queued, active, memory) in readings.items():
+        snapshot = NodeSnapshot(
+            node=node,
+            sampled_at=sampled_at,
+            jobs_queued=queued,
+            jobs_active=active,
+            redis_used_memory_bytes=memory,
+        )
+        client.hset(Keys(live_settings.key_prefix).snapshots, node, snapshot.model_dump_json())
+    client.close()
+    with TestClient(create_app(live_settings, SystemClock())) as api:
+        resources = api.get("/api/metrics/resources").json()
+        found = samples(api.get("/metrics").text)
+    assert {n["node"] for n in resources["nodes"]} == {"node-a", "node-b"}
+    assert not [name for name, _ in found if name.startswith("llm_node_jobs")]
+    assert found["llm_jobs_queued", ()] == resources["threadPoolStatus"]["queued"] == 9
+    assert found["llm_jobs_active", ()] == resources["threadPoolStatus"]["active"] == 4
+    assert found["llm_redis_used_memory_bytes", ()] == resources["redisCacheSize"] == 12 * 2**20

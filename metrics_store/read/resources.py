@@ -41,8 +41,9 @@ def gpu_status(gpu: StoredGpu) -> GpuStatus:
     )
 
 
-def _cluster_wide(snapshots: Sequence[NodeSnapshot]) -> NodeSnapshot | None:
-    """The freshest snapshot: the source of the values every node reports alike."""
+def cluster_wide(snapshots: Sequence[NodeSnapshot]) -> NodeSnapshot | None:
+    """The freshest snapshot: the one source of the values every node reports alike (Redis's
+    memory, the job queues), so that /resources and /metrics agree and count them once."""
     return max(snapshots, key=lambda s: s.sampled_at, default=None)
 
 
@@ -72,7 +73,7 @@ def node_resources(
 def resource_metrics(snapshots: Sequence[NodeSnapshot], connections: int) -> ResourceMetrics:
     """The cluster view: sums over nodes, cluster-wide values counted once, nodes by name."""
     ordered = sorted(snapshots, key=lambda s: s.node)
-    freshest = _cluster_wide(ordered)
+    freshest = cluster_wide(ordered)
     nodes = [node_resources(s, freshest, connections) for s in ordered] if freshest else []
     cores = sum(s.cpu_cores for s in ordered)
     busy = sum(s.cpu_percent * s.cpu_cores for s in ordered)
