@@ -55,6 +55,9 @@ class LoopRegistry:
         self._roles: set[str] = set()
         self._lock = threading.Lock()
 
+    def renew_lock(self) -> None:
+        self._lock = threading.Lock()
+
     def add_role(self, role: str) -> None:
         with self._lock:
             self._roles.add(role)
@@ -85,6 +88,8 @@ class LoopRegistry:
 
 
 PROCESS_LOOPS = LoopRegistry()
+# A fork copies the lock as it stood: held for ever in the child if another thread had it.
+os.register_at_fork(after_in_child=PROCESS_LOOPS.renew_lock)
 
 
 def process_id(node: str) -> str:

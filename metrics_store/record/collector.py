@@ -13,13 +13,12 @@ per batch, retrying with backoff under each batch's id so that a retried batch i
 counted twice. When the buffer holds `buffer_max_events`, `buffer_full_policy` decides:
 drop the oldest (the default; the caller never waits) or block the caller for room. Either
 way flush() tells the truth: it raises EventsLost for every event recorded since the previous
-flush() that did not reach Redis.
+flush() that did not reach Redis. In a forked child the collector starts over (fork.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
 import logging
 import threading
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from metrics_store.errors import EventsLost, InvalidMetric
 from metrics_store.record.event_buffer import EventBuffer
 from metrics_store.record.events import Event, QueryEvent, RoutingEvent
 from metrics_store.record.flusher import Flusher
+from metrics_store.record.fork import ProcessWide, client_for_child, follow_forks
 from metrics_store.record.validation import (
     MAX_MS,
     MAX_SCORE,
@@ -56,17 +56,23 @@ class MetricsCollector:
         clock: Clock | None = None,
     ) -> None:
         self._settings = settings or get_settings()
+        self._owns_client = client is None
         self._client = client if client is not None else sync_client(self._settings)
         self._clock = clock or SystemClock()
         self._tiers = tuple(self._settings.tiers)
         self._complexities = tuple(self._settings.complexities)
+        self._closed = False
+        self._start_flusher()
+        follow_forks(self)
+
+    def _start_flusher(self) -> None:
+        """A flusher thread for an empty buffer."""
         self._buffer = EventBuffer(
             self._settings.buffer_max_events,
             self._settings.buffer_full_policy,
             self._settings.buffer_block_timeout_s,
         )
         self._wake = threading.Event()
-        self._closed = False
         self._stopping = threading.Event()
         self._flusher = Flusher(
             self._settings, self._client, self._clock, self._buffer, self._wake, self._stopping
@@ -75,6 +81,18 @@ class MetricsCollector:
             target=self._flusher.run, name="metrics-flusher", daemon=True
         )
         self._thread.start()
+
+    def renew_after_fork(self) -> None:
+        """In a forked child: start over with none of the parent's events, threads or sockets.
+
+        An injected client is kept: its pools notice the new process and open connections of
+        their own.
+        """
+        if self._closed:
+            return
+        if self._owns_client:
+            self._client = client_for_child(self._settings, self._client)
+        self._start_flusher()
 
     @property
     def written_events(self) -> int:
@@ -202,24 +220,14 @@ class MetricsCollector:
         self._buffer.put(event)
 
 
-_instance: MetricsCollector | None = None
-_instance_lock = threading.Lock()
+_process_wide = ProcessWide(MetricsCollector)
 
 
 def get_metrics_collector() -> MetricsCollector:
     """The process-wide collector, created on first use from get_settings()."""
-    global _instance
-    with _instance_lock:
-        if _instance is None:
-            _instance = MetricsCollector()
-            atexit.register(_instance.close)
-        return _instance
+    return _process_wide.get()
 
 
 def reset_metrics_collector(factory: Callable[[], MetricsCollector] | None = None) -> None:
     """Close the process-wide collector; the next get_metrics_collector() makes a new one."""
-    global _instance
-    with _instance_lock:
-        if _instance is not None:
-            _instance.close()
-        _instance = factory() if factory else None
+    _process_wide.reset(factory)
