@@ -7,6 +7,8 @@ min-replicas-to-write) against every client.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,6 +24,7 @@ from metrics_store.record.deadletter import DeadLetters
 from metrics_store.redis.client import redis_now
 from metrics_store.redis.keys import Keys
 from metrics_store.settings import Settings
+from tests.processes import child_env
 from workers.redis_process import RedisServerProcess
 from workers.waiting import wait_until
 
@@ -132,9 +135,23 @@ def test_a_batch_refused_for_its_content_is_dead_lettered_and_counted(
         assert len(letter.events) == 7 and letter.node == settings.node
         assert "ResponseError" in letter.error
         assert stored_queries(server.url, prefix) == 0  # nothing of it was written
-        client.close()
     finally:
         collector.close()
+    # Once the cause is fixed, the command writes them again and empties the stream.
+    env = child_env(server.url, prefix)
+    listed = run_cli(["replay-deadletter", "--list"], env)
+    assert listed.returncode == 0 and "1 batches" in listed.stdout and "7 events" in listed.stdout
+    replayed = run_cli(["replay-deadletter"], env)
+    assert replayed.returncode == 0, replayed.stderr
+    assert "7 events written, 0 refused again" in replayed.stdout
+    assert stored_queries(server.url, prefix) == 7
+    assert client.xlen(Keys(prefix).deadletter) == 0
+    client.close()
+
+
+def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "workers.cli", *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
 
 
 @pytest.mark.timeout(60)

@@ -1,4 +1,4 @@
-"""The `metrics-store` command: up, api, sampler, worker, simulate, watch.
+"""The `metrics-store` command: up, api, sampler, worker, simulate, watch, replay-deadletter.
 
 It imports with the core install alone (`pip install metrics-store`): each subcommand imports
 what it runs inside its handler, and one whose extra is missing says which in one line.
@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
@@ -25,6 +26,8 @@ DEFAULT_DATA_DIR = Path(".metrics-store")
 log = logging.getLogger("metrics_store.cli")
 
 Handler = Callable[[argparse.Namespace], int]
+if TYPE_CHECKING:
+    Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
 DEFAULT_WATCH_URL = "ws://127.0.0.1:8000/api/metrics/ws"
 
@@ -115,11 +118,48 @@ def _cmd_sampler(args: argparse.Namespace) -> int:
     return run_sampler()
 
 
+def _cmd_replay_deadletter(args: argparse.Namespace) -> int:
+    from metrics_store.record.collector import MetricsCollector
+    from metrics_store.record.deadletter import DeadLetters
+    from metrics_store.redis.topology import sync_client
+    from metrics_store.settings import get_settings
+
+    settings = get_settings()
+    client = sync_client(settings)
+    letters = DeadLetters(client, settings)
+    entries = list(letters.read())
+    where = describe_redis(settings)
+    print(f"metrics-store replay-deadletter: {len(entries)} batches on {where}", flush=True)
+    for entry in entries if args.list else ():
+        print(f"  {entry.entry_id}  {len(entry.events)} events from {entry.node}: {entry.error}")
+    if args.list or not entries:
+        client.close()
+        return 0
+    collector = MetricsCollector(settings, client=client)
+    try:
+        written, lost = letters.replay(collector)
+    finally:
+        collector.close()
+    print(f"metrics-store replay-deadletter: {written} events written, {lost} refused again")
+    return 1 if lost else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="metrics-store", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_servers(sub)
+    _add_traffic(sub)
+    _add_watch(sub)
+    replay = sub.add_parser(
+        "replay-deadletter", help="write the batches Redis refused for their content again"
+    )
+    replay.add_argument("--list", action="store_true", help="list them, replay nothing")
+    replay.set_defaults(handler=_cmd_replay_deadletter, extra="all")
+    return parser
 
+
+def _add_servers(sub: Subparsers) -> None:
     up = sub.add_parser("up", help="start Redis (if needed), the API and the workers")
     up.add_argument("--host", help="API bind address (default METRICS_API_HOST, 127.0.0.1)")
     up.add_argument("--port", type=int, help="API port (default METRICS_API_PORT, 8000)")
@@ -139,6 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--port", type=int, help="port (default METRICS_API_PORT, 8000)")
     api.set_defaults(handler=_cmd_api, extra="api")
 
+    sampler = sub.add_parser(
+        "sampler", help="write this node's hardware snapshot to Redis every interval"
+    )
+    sampler.set_defaults(handler=_cmd_sampler, extra="sampler")
+
+
+def _add_traffic(sub: Subparsers) -> None:
     worker = sub.add_parser("worker", help="run demo LLM jobs from the rq queues")
     worker.add_argument("--queues", help="comma-separated queue names (default METRICS_JOB_QUEUES)")
     worker.add_argument("--burst", action="store_true", help="exit once the queues are empty")
@@ -152,11 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     simulate.set_defaults(handler=_cmd_simulate, extra="worker")
 
-    sampler = sub.add_parser(
-        "sampler", help="write this node's hardware snapshot to Redis every interval"
-    )
-    sampler.set_defaults(handler=_cmd_sampler, extra="sampler")
 
+def _add_watch(sub: Subparsers) -> None:
     watch = sub.add_parser("watch", help="print the live stream, one line per update")
     watch.add_argument("--url", default=DEFAULT_WATCH_URL, help=f"default {DEFAULT_WATCH_URL}")
     watch.add_argument("--count", type=_positive_int, help="exit after this many updates")
@@ -168,7 +212,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-backoff", type=float, default=30.0, help="longest reconnect wait, s (default 30)"
     )
     watch.set_defaults(handler=_cmd_watch, extra="api")
-    return parser
 
 
 def _positive_int(text: str) -> int:

@@ -20,21 +20,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import redis
 
 from metrics_store.clock import Clock, SystemClock
 from metrics_store.errors import EventsLost, InvalidMetric
-from metrics_store.record.event_buffer import EventBuffer
+from metrics_store.record.background import Background
 from metrics_store.record.events import Event, QueryEvent, RoutingEvent
-from metrics_store.record.flusher import Flusher
 from metrics_store.record.fork import ProcessWide, client_for_child, follow_forks
 from metrics_store.record.validation import (
     MAX_MS,
     MAX_SCORE,
     check_count,
+    check_event,
     check_flag,
     check_name,
     check_number,
@@ -66,21 +65,10 @@ class MetricsCollector:
         follow_forks(self)
 
     def _start_flusher(self) -> None:
-        """A flusher thread for an empty buffer."""
-        self._buffer = EventBuffer(
-            self._settings.buffer_max_events,
-            self._settings.buffer_full_policy,
-            self._settings.buffer_block_timeout_s,
-        )
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self._flusher = Flusher(
-            self._settings, self._client, self._clock, self._buffer, self._wake, self._stopping
-        )
-        self._thread = threading.Thread(
-            target=self._flusher.run, name="metrics-flusher", daemon=True
-        )
-        self._thread.start()
+        self._background = Background(self._settings, self._client, self._clock)
+        # For tests that look inside: the buffer and the flusher of the running background.
+        self._buffer = self._background.buffer
+        self._flusher = self._background.flusher
 
     def renew_after_fork(self) -> None:
         """In a forked child: start over with none of the parent's events, threads or sockets.
@@ -102,7 +90,7 @@ class MetricsCollector:
     @property
     def dropped_events(self) -> int:
         """Events dropped: from a full buffer, or refused by Redis for good."""
-        return self._buffer.dropped + self._flusher.counters.dropped
+        return self._background.dropped
 
     @property
     def refused_events(self) -> int:
@@ -176,18 +164,7 @@ class MetricsCollector:
         buffer, refused (by Redis, or for a clock too far from Redis's), or the collector
         closed first.
         """
-        if self._stopping.is_set():  # closed: the flusher has written all it ever will
-            if self.pending_events:
-                raise EventsLost(
-                    f"closed with {self.pending_events} events not written", self.pending_events
-                )
-            return
-        done = self._buffer.put_marker()
-        self._wake.set()
-        if not done.wait(timeout_s) and self._buffer.abandon(done):
-            raise TimeoutError(f"events not written within {timeout_s} s")
-        if done.failure is not None:
-            raise EventsLost(done.failure, done.lost)
+        self._background.flush(timeout_s)
 
     async def aflush(self, timeout_s: float | None = None) -> None:
         """flush() for asyncio code: waits in a thread, never blocking the event loop."""
@@ -203,9 +180,7 @@ class MetricsCollector:
         except (TimeoutError, EventsLost) as exc:
             log.warning("closing with events not written to Redis: %s", exc)
         finally:
-            self._stopping.set()
-            self._wake.set()
-            self._thread.join(timeout=5.0)
+            self._background.stop()
             self._client.close()
 
     @property
@@ -217,7 +192,13 @@ class MetricsCollector:
     def _enqueue(self, event: Event) -> None:
         if self._closed:
             raise RuntimeError("the collector is closed")
-        self._buffer.put(event)
+        self._background.put(event)
+
+    def record_events(self, events: Iterable[Event]) -> None:
+        """Record events that a collector recorded before, with their stamps (a replay of the
+        dead-letter stream); each is checked as the calls check theirs."""
+        for event in events:
+            self._enqueue(check_event(event, self._tiers, self._complexities))
 
 
 _process_wide = ProcessWide(MetricsCollector)

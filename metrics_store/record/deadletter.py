@@ -8,7 +8,7 @@ events again through a collector and deletes each entry once its events are in R
     letters = DeadLetters(client, settings)
     letters.add(events, "ERR ...")                 # the flusher, after the batch's last try
     for entry in letters.read(): ...               # entry.events, entry.error
-    letters.replay(collector)                      # re-record, flush, delete: returns events
+    letters.replay(collector)                      # re-record, flush, delete each entry
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import orjson
 import redis
 
+from metrics_store.errors import EventsLost
 from metrics_store.record.events import Event
 from metrics_store.redis.keys import Keys
 from metrics_store.settings import Settings
@@ -81,16 +82,24 @@ class DeadLetters:
                 return
             start = "(" + _text(page[-1][0])
 
-    def replay(self, collector: Recorder, timeout_s: float = 60.0) -> int:
-        """Record every entry's events again; delete each entry once they are in Redis."""
-        replayed = 0
+    def replay(self, collector: Recorder) -> tuple[int, int]:
+        """Record every entry's events again, one entry at a time, and delete each entry once
+        its events are settled: (events written, events lost again).
+
+        An outage is waited out (flush() without a timeout). A batch Redis refuses again goes
+        back to the stream as a new entry with the new error (the flusher does that), and its
+        old entry is deleted, so no event is ever listed twice.
+        """
+        written = lost = 0
         for letter in list(self.read()):
             collector.record_events(letter.events)
-            collector.flush(timeout_s=timeout_s)  # raises: the entry stays for the next try
+            try:
+                collector.flush()
+                written += len(letter.events)
+            except EventsLost as exc:
+                lost += exc.lost
             self._client.xdel(self._key, letter.entry_id)
-            replayed += len(letter.events)
-        return replayed
-
+        return written, lost
 
 def _parse(entry_id: bytes | str, fields: dict[bytes, bytes]) -> DeadLetter:
     events: list[Any] = [tuple(event) for event in orjson.loads(fields[b"events"])]

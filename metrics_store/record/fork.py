@@ -30,7 +30,7 @@ from typing import Generic, Protocol, TypeVar
 
 import redis
 
-from metrics_store.redis.client import sync_client
+from metrics_store.redis.topology import sync_client
 from metrics_store.settings import Settings
 
 log = logging.getLogger("metrics_store.record.collector")

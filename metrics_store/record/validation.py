@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Collection
 
 from metrics_store.errors import InvalidMetric
+from metrics_store.record.events import Event
 
 # Bounds that no real measurement reaches: they keep one absurd value from turning a window's
 # sums into infinities. A day in milliseconds, and a billion tokens or score points.
@@ -93,3 +94,39 @@ def _shown(value: object) -> str:
     if isinstance(value, int) and value.bit_length() > 64:
         return f"an int of {value.bit_length()} bits"
     return int.__repr__(value) if isinstance(value, int) else type(value).__name__
+
+
+def check_event(event: object, tiers: Collection[str], complexities: Collection[str]) -> Event:
+    """An event tuple as a collector built it (replayed from the dead-letter stream), checked
+    field by field as the calls check theirs; its stamp is kept."""
+    if not isinstance(event, tuple) or not event or event[0] not in _EVENT_FIELDS:
+        raise InvalidMetric(
+            "event", f"must be a query, routing or availability event, got {_shown(event)}"
+        )
+    kind = event[0]
+    if len(event) != _EVENT_FIELDS[kind]:
+        raise InvalidMetric("event", f"a {kind!r} event has {_EVENT_FIELDS[kind]} fields")
+    stamp = check_number("ts", event[1], float("inf"))
+    if kind == "q":
+        _, _, tier, latency, tokens, generation, error, ttft, queue = event
+        return (
+            "q", stamp, check_name("tier", tier, tiers),
+            check_number("latency_ms", latency, MAX_MS), check_count("tokens_generated", tokens),
+            check_number("generation_time_ms", generation, MAX_MS), check_flag("is_error", error),
+            None if ttft is None else check_number("ttft_ms", ttft, MAX_MS),
+            None if queue is None else check_number("queue_time_ms", queue, MAX_MS),
+        )  # fmt: skip
+    if kind == "r":
+        _, _, complexity, tier, score, decision, fallback = event
+        return (
+            "r", stamp, check_name("complexity", complexity, complexities),
+            check_name("tier", tier, tiers), check_number("score", score, MAX_SCORE),
+            check_number("decision_time_ms", decision, MAX_MS), check_flag("is_fallback", fallback),
+        )  # fmt: skip
+    _, _, tier, available, total = event
+    return ("a", stamp, check_name("tier", tier, tiers), check_count("available", available),
+            check_count("total", total))  # fmt: skip
+
+
+# Fields of each kind of event tuple (record/events.py).
+_EVENT_FIELDS = {"q": 9, "r": 7, "a": 5}
