@@ -101,6 +101,7 @@ class DeadLetters:
             self._client.xdel(self._key, letter.entry_id)
         return written, lost
 
+
 def _parse(entry_id: bytes | str, fields: dict[bytes, bytes]) -> DeadLetter:
     events: list[Any] = [tuple(event) for event in orjson.loads(fields[b"events"])]
     return DeadLetter(
