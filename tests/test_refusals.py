@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import redis
 
+from metrics_store.clock import ManualClock
 from metrics_store.errors import EventsLost
 from metrics_store.loops import PROCESS_LOOPS
 from metrics_store.record.collector import MetricsCollector
@@ -101,15 +102,19 @@ def test_a_refusal_of_every_write_for_ten_seconds_loses_nothing(
 
 
 class CorruptsBatches:
-    """Wraps an encoder's `encode`: while `on`, a batch's arguments break the ingest script."""
+    """Wraps an encoder's `encode`: while `on`, the arguments of each batch whose events
+    `when` picks break the ingest script."""
 
-    def __init__(self, encode: Callable[..., Any]) -> None:
+    def __init__(
+        self, encode: Callable[..., Any], when: Callable[[list[Any]], bool] = lambda _: True
+    ) -> None:
         self.encode = encode
+        self.when = when
         self.on = True
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        encoded = self.encode(*args, **kwargs)
-        if self.on:
+    def __call__(self, events: list[Any], *args: Any, **kwargs: Any) -> Any:
+        encoded = self.encode(events, *args, **kwargs)
+        if self.on and self.when(events):
             encoded.args[:] = ["not a batch"] * len(encoded.args)
         return encoded
 
@@ -223,3 +228,33 @@ def test_a_batch_retried_past_its_markers_first_life_counts_once(
         collector.close()
         replica.stop()
         primary.stop()
+
+
+@pytest.mark.timeout(60)
+def test_events_refused_for_their_clock_stay_counted_when_their_batch_is_lost(
+    server: RedisServerProcess, prefix: str
+) -> None:
+    """The refused count rides with its batch; a batch lost after its events were set aside
+    hands the count to the next batch, so Redis still counts every refused event."""
+    settings = Settings(redis_url=server.url, key_prefix=prefix, retry_max_backoff_s=0.1)
+    clock = ManualClock(time.time() + 7200)  # two hours fast: every event is refused
+    collector = MetricsCollector(settings, clock=clock)
+    client = redis.Redis.from_url(server.url)
+    try:
+        [encoder] = collector._flusher._encoders
+        corrupt = CorruptsBatches(encoder.encode, when=lambda events: not events)
+        encoder.encode = corrupt  # type: ignore[method-assign]
+        for i in range(5):
+            collector.record_query("Q2", 10.0 + i, 1, 1.0)
+        with pytest.raises(EventsLost):  # refused for the clock; its empty batch then lost
+            collector.flush(timeout_s=20)
+        assert collector.refused_events == 5
+        assert client.hget(Keys(prefix).refused, settings.node) is None
+        corrupt.on = False
+        clock.advance(-7200)
+        collector.record_query("Q2", 20.0, 1, 1.0)
+        collector.flush(timeout_s=20)
+        assert client.hget(Keys(prefix).refused, settings.node) == b"5"
+    finally:
+        collector.close()
+        client.close()

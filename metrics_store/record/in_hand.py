@@ -48,11 +48,16 @@ class BatchesInHand:
         self.sent: Batch | None = None
         self.taken: Batch | None = None
         self.retry: deque[Batch] = deque()
+        # Events refused for their clock whose batch was lost before it could count them in
+        # Redis: the next batch counts them instead.
+        self._refused_to_count = 0
 
     def take(self, limit: int) -> Batch:
         events, markers = self._buffer.take(limit)
         self.counters.in_flight += len(events)
         self.taken = Batch(events, markers)
+        if events:
+            self.taken.refused, self._refused_to_count = self._refused_to_count, 0
         return self.taken
 
     def keep_for_retry(self) -> Batch | None:
@@ -85,6 +90,8 @@ class BatchesInHand:
     def lose(self, batch: Batch) -> None:
         """The batch's events are lost for good: counted, and charged to a flush()."""
         count = len(batch.events)
+        self._refused_to_count += batch.refused
+        batch.refused = 0
         self.counters.dropped += count
         self.counters.in_flight -= count
         batch.events = []
