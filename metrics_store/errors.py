@@ -6,6 +6,7 @@ MetricsStoreError
  +-- StoreUnavailable: Redis cannot be reached or did not answer in time
  +-- UnknownNode (also a LookupError): a node name with no live snapshot
  +-- EventsLost: flush() cannot keep its promise: events before it were dropped or abandoned
+ +-- MissingSetting (also a ValueError): a process needs a setting this topology leaves unset
 """
 
 from __future__ import annotations
@@ -53,3 +54,7 @@ class EventsLost(MetricsStoreError):
     def __init__(self, message: str, lost: int = 0) -> None:
         super().__init__(message)
         self.lost = lost
+
+
+class MissingSetting(MetricsStoreError, ValueError):
+    """A process needs a setting that the configured topology cannot do without."""

@@ -4,6 +4,9 @@ no secret in what is shown."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -163,3 +166,22 @@ def test_a_worker_serves_jobs_through_the_sentinels(
     finally:
         delete_prefix(sync_client(settings), prefix)
         connection.close()
+
+
+def test_rq_on_a_cluster_without_a_jobs_redis_stops_at_start_with_one_line() -> None:
+    env = {
+        **os.environ,
+        "METRICS_REDIS_CLUSTER": "true",
+        "REDIS_URL": "redis://127.0.0.1:1/0",  # never reached: the check comes first
+    }
+    env.pop("METRICS_JOBS_REDIS_URL", None)
+    worker = subprocess.run(
+        [sys.executable, "-m", "workers.cli", "worker", "--burst"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert worker.returncode == 2
+    [line] = worker.stderr.strip().splitlines()
+    assert line.startswith("metrics-store worker: rq needs METRICS_JOBS_REDIS_URL")

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
+from metrics_store.errors import MissingSetting
 from metrics_store.redis.topology import describe_redis
 
 # The private redis-server's data, relative to where `up` runs; a plain constant, so that the
@@ -245,6 +246,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except ValidationError as exc:
         print(f"metrics-store: invalid configuration: {exc.errors()[0]['msg']}", file=sys.stderr)
+        return 2
+    except MissingSetting as exc:
+        print(f"metrics-store {args.command}: {exc}", file=sys.stderr)
         return 2
 
 

@@ -88,6 +88,7 @@ def run_worker(settings: Settings, queue_names: list[str], burst: bool = False) 
     loop guard waits with backoff and starts a new one. Any other failure of rq's loop is
     counted and retried the same way. Either way the worker outlives it.
     """
+    rq_connection(settings).close()  # no jobs Redis for this topology: stop here, at start
     logging.getLogger("rq.worker").addFilter(_HideDemoFailures())
     stop = threading.Event()
     reporter = threading.Thread(

@@ -22,7 +22,7 @@ from typing import Protocol
 import redis
 
 from metrics_store.clock import Clock, SystemClock
-from metrics_store.errors import StoreUnavailable
+from metrics_store.errors import MissingSetting, StoreUnavailable
 from metrics_store.live import process_health
 from metrics_store.live.snapshots import NodeSnapshot, SnapshotWriter
 from metrics_store.loops import LoopGuard, run_forever
@@ -31,7 +31,7 @@ from metrics_store.redis.topology import describe_redis, jobs_client, sync_clien
 from metrics_store.settings import Settings, get_settings
 from workers.gpu import GpuSource, NvmlSource
 from workers.hardware import HardwareSource, PsutilSource, RateMeter
-from workers.services import FaissIndexSource, JobQueueSource, RedisMemorySource
+from workers.services import FaissIndexSource, JobQueueSource, NoJobQueues, RedisMemorySource
 from workers.stop_signals import stop_on_signals
 
 log = logging.getLogger(__name__)
@@ -62,14 +62,23 @@ def default_sources(settings: Settings, client: redis.Redis) -> Sources:
     """The real machine: psutil, pynvml, the configured index files, cache Redis and queues."""
     cache_url = settings.resolved_cache_redis_url
     cache_client = client if cache_url == settings.redis_url else sync_client(settings, cache_url)
-    queue_client = jobs_client(settings)  # the queues live in the jobs Redis
     return Sources(
         hardware=PsutilSource(),
         gpus=NvmlSource(),
         faiss_index=FaissIndexSource(settings.faiss_index_path),
         cache_memory=RedisMemorySource(cache_client),
-        jobs=JobQueueSource(queue_client, settings.job_queues),
+        jobs=_job_queues(settings),
     )
+
+
+def _job_queues(settings: Settings) -> JobsSource:
+    """The rq queues of the jobs Redis; none where there is no such Redis (a Cluster without
+    METRICS_JOBS_REDIS_URL): the queue is an optional source, reported as empty."""
+    try:
+        return JobQueueSource(jobs_client(settings), settings.job_queues)
+    except MissingSetting as exc:
+        log.warning("no job queues to report: %s", exc)
+        return NoJobQueues()
 
 
 class Sampler:

@@ -125,3 +125,10 @@ class JobQueueSource:
             return 0, 0
         self._log.succeeded()
         return sum(replies[1::2]), sum(replies[0::2])
+
+
+class NoJobQueues:
+    """No jobs Redis to read: no job running, none waiting."""
+
+    def read(self, now_s: float) -> tuple[int, int]:
+        return 0, 0

@@ -27,6 +27,7 @@ import redis
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 
+from metrics_store.errors import MissingSetting
 from metrics_store.redis import client as builders
 from metrics_store.redis import cluster
 from metrics_store.redis.fan_out import NodeGroup
@@ -185,10 +186,14 @@ class ClusterRedis(Topology):
         return f"cluster via {builders.redacted_url(self.settings.redis_url)}"
 
     def jobs_client(self, *, command_timeout_s: float | None = None) -> redis.Redis:
-        # rq knows no Cluster: without METRICS_JOBS_REDIS_URL, REDIS_URL's node serves as a
-        # plain server (which holds rq's keys only if it serves their slots).
-        url = self.settings.resolved_jobs_redis_url
-        return builders.single_client(self.settings, url, command_timeout_s=command_timeout_s)
+        # rq knows no Cluster: its queues need a plain Redis of their own. Refused here, at
+        # start, rather than failing on the first job with a MOVED from whichever node.
+        if self.settings.jobs_redis_url is None:
+            raise MissingSetting(
+                "rq needs METRICS_JOBS_REDIS_URL on a Redis Cluster (rq knows no Cluster): "
+                "set it to a plain Redis for the job queues"
+            )
+        return super().jobs_client(command_timeout_s=command_timeout_s)
 
     def shard_picker(self, client: redis.Redis) -> BatchShards:
         return ShardPicker(self.shards, client)
