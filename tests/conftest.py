@@ -18,8 +18,8 @@ from metrics_store.redis.keys import Keys
 from metrics_store.settings import Settings
 from tests.cluster_topology import ClusterTopology
 from tests.harness import StoreHarness, make_harness
+from tests.sentinel_topology import SentinelTopology
 from workers.redis_process import RedisServerProcess
-from workers.sentinel_topology import SentinelTopology
 
 # Property tests (hypothesis): "fast" for every run, HYPOTHESIS_PROFILE=deep for a long hunt.
 # Their tests share one store harness across examples (each example diffs the store itself),

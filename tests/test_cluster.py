@@ -29,8 +29,8 @@ from tests.harness import StoreHarness, make_harness
 from tests.processes import ApiProcess, child_env, start_replicas
 from tests.test_failover import PER_PROCESS, finish, start_recorders
 from tests.test_live_processes import Received, assert_strictly_increasing, record
+from tests.waiting import wait_until
 from workers.services import RedisMemorySource
-from workers.waiting import wait_until
 
 RECORD = textwrap.dedent(
     """

@@ -29,9 +29,9 @@ from metrics_store.redis.client import sync_client
 from metrics_store.redis.keys import Keys
 from metrics_store.settings import Settings
 from tests.processes import ApiProcess, CliProcess, child_env
+from tests.sentinel_topology import SentinelTopology, role
+from tests.waiting import wait_until
 from workers.redis_process import free_port
-from workers.sentinel_topology import SentinelTopology, role
-from workers.waiting import wait_until
 
 # Two recorders, each a query and a routing decision per step, at a steady rate.
 RECORDER = textwrap.dedent(

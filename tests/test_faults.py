@@ -23,8 +23,8 @@ from metrics_store.settings import Settings
 from tests.conftest import T0
 from tests.harness import make_harness
 from tests.processes import child_env
+from tests.waiting import wait_until
 from workers.redis_process import RedisServerProcess
-from workers.waiting import wait_until
 
 RECORDER = textwrap.dedent(
     """

@@ -31,8 +31,8 @@ from metrics_store.read.shapes import MetricsUpdate
 from metrics_store.record.collector import MetricsCollector, reset_metrics_collector
 from metrics_store.redis.keys import Keys
 from metrics_store.settings import Settings, get_settings
+from tests.waiting import wait_until
 from workers import jobs
-from workers.waiting import wait_until
 
 
 def errors_of(loop: str) -> int:

@@ -19,9 +19,9 @@ from metrics_store.redis.client import async_client, describe_redis, sync_client
 from metrics_store.settings import Settings
 from tests.conftest import delete_prefix
 from tests.processes import CliProcess, child_env
+from tests.sentinel_topology import SentinelTopology
 from workers.jobs import enqueue_query, rq_connection
 from workers.redis_process import free_port
-from workers.sentinel_topology import SentinelTopology
 
 SECRET = "hunter2-secret"
 
