@@ -4,7 +4,6 @@ Debian's promtool, and a real Prometheus scraping two replicas."""
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from metrics_store.settings import Settings
 from tests.processes import ApiProcess, child_env
 from tests.prometheus_server import PROMETHEUS_HINT, PrometheusServer
 from tests.tools import require_tool
+from tests.waiting import wait_for
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
@@ -141,16 +141,15 @@ def prometheus(tmp_path: Path, replicas: list[ApiProcess]) -> Iterator[Prometheu
     server.stop()
 
 
+def value_of(prometheus: PrometheusServer, promql: str) -> float | None:
+    """The first sample's value of `promql`, or None while it has none."""
+    result = prometheus.query(promql)
+    return float(result[0]["value"][1]) if result else None
+
+
 def wait_for_value(prometheus: PrometheusServer, promql: str, expected: float) -> None:
-    deadline = time.monotonic() + 30
-    last: object = None
-    while time.monotonic() < deadline:
-        result = prometheus.query(promql)
-        last = result
-        if result and float(result[0]["value"][1]) == expected:
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"{promql}: {last}, expected {expected}")
+    what = f"{promql} to be {expected}"
+    wait_for(lambda: value_of(prometheus, promql), lambda v: v == expected, 30, what)
 
 
 def test_a_real_prometheus_sees_the_fleet_and_no_reset_across_a_replica_restart(
@@ -166,7 +165,10 @@ def test_a_real_prometheus_sees_the_fleet_and_no_reset_across_a_replica_restart(
     replicas[0].start()
     record_known_events(live_settings)
     wait_for_value(prometheus, f'sum(llm_queries_total{{instance="{_target(replicas[0])}"}})', 16)
-    time.sleep(2)  # a couple more scrapes of the restarted replica
+    # A couple more scrapes of the restarted replica, so resets() would see a fall to zero.
+    scrapes = f'count_over_time(up{{instance="{_target(replicas[0])}"}}[5m])'
+    seen = value_of(prometheus, scrapes) or 0.0
+    wait_for(lambda: value_of(prometheus, scrapes), lambda n: (n or 0) >= seen + 2, 30, scrapes)
     wait_for_value(prometheus, "sum(resets(llm_queries_total[5m]))", 0)
     # The exact median of Q2's latencies (103 ms) lies in the bucket (0.0625 s, 0.125 s].
     median = prometheus.query(

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 import redis
+
+T = TypeVar("T")
 
 # A server on its way up or down answers with these: the check is asked again.
 PASSING_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
@@ -32,3 +35,27 @@ def wait_until(
         if time.monotonic() - started > timeout_s:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         time.sleep(interval_s)
+
+
+def wait_for(
+    fetch: Callable[[], T],
+    accept: Callable[[T], object],
+    timeout_s: float = 15.0,
+    what: str = "the condition",
+    *,
+    passing: tuple[type[BaseException], ...] = PASSING_ERRORS,
+) -> T:
+    """Fetch until `accept` holds for what came back; that value.
+
+    AssertionError on timeout, naming the last value fetched."""
+    found: list[T] = []
+
+    def accepted() -> bool:
+        found[:] = [fetch()]
+        return bool(accept(found[0]))
+
+    try:
+        wait_until(accepted, timeout_s, what, passing=passing)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last: {found[0] if found else 'nothing'}") from None
+    return found[0]
