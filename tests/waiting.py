@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import redis
@@ -59,3 +60,24 @@ def wait_for(
     except AssertionError as exc:
         raise AssertionError(f"{exc}; last: {found[0] if found else 'nothing'}") from None
     return found[0]
+
+
+async def wait_until_async(
+    check: Callable[[], Awaitable[object]],
+    timeout_s: float = 15.0,
+    what: str = "the condition",
+    *,
+    interval_s: float = 0.05,
+    passing: tuple[type[BaseException], ...] = PASSING_ERRORS,
+) -> None:
+    """wait_until for a coroutine check, polled on the running event loop."""
+    started = time.monotonic()
+    while True:
+        try:
+            if await check():
+                return
+        except passing:
+            pass
+        if time.monotonic() - started > timeout_s:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        await asyncio.sleep(interval_s)
