@@ -1,4 +1,7 @@
-"""One way to wait for something another process does: poll until it holds, or fail."""
+"""One way to wait for something another process does: poll until it holds, or fail.
+
+For the tests and bench/ only: it lives outside the installed packages (metrics_store, api,
+workers), which never wait like this."""
 
 from __future__ import annotations
 
