@@ -41,8 +41,8 @@ from metrics_store.read.reader import MetricsReader
 from metrics_store.record.collector import MetricsCollector
 from metrics_store.redis.topology import async_client
 from metrics_store.settings import Settings
+from tests.waiting import wait_until
 from workers.redis_process import RedisServerProcess, free_port
-from workers.waiting import wait_until
 
 PRIMARIES = 3
 COLLECTORS = 2  # one per core of the 2-core host; more only queue on the same cores

@@ -24,9 +24,9 @@ from bench.common import Summary, Table, progress, write_results
 from bench.ingest import recorded_and_stored
 from metrics_store.record.collector import MetricsCollector
 from metrics_store.settings import Settings
+from tests.sentinel_topology import DOWN_AFTER_MS, SentinelTopology
+from tests.waiting import wait_until
 from workers.redis_process import RedisServerProcess
-from workers.sentinel_topology import DOWN_AFTER_MS, SentinelTopology
-from workers.waiting import wait_until
 
 BATCH_EVENTS = 1000
 STEADY_EVENTS_S = 2000  # the collector's pace through the failover: 2 batches a second

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import redis
 
+from tests.waiting import wait_until
 from workers.process_tree import StartedInWith
 from workers.redis_process import RedisServerProcess, free_port
-from workers.waiting import wait_until
 
 NODE_TIMEOUT_MS = 1500
 NODES = 6  # three primaries, one replica each

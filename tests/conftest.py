@@ -18,8 +18,8 @@ from metrics_store.redis.topology import sync_client
 from metrics_store.settings import Settings
 from tests.cluster_topology import ClusterTopology
 from tests.harness import StoreHarness, make_harness
+from tests.sentinel_topology import SentinelTopology
 from workers.redis_process import RedisServerProcess
-from workers.sentinel_topology import SentinelTopology
 
 # Property tests (hypothesis): "fast" for every run, HYPOTHESIS_PROFILE=deep for a long hunt.
 # Their tests share one store harness across examples (each example diffs the store itself),
@@ -105,9 +105,11 @@ def prefix(redis_url: str) -> Iterator[str]:
 
 @pytest.fixture
 def settings(redis_url: str, prefix: str) -> Settings:
-    # Tests move manual clocks years away from Redis's (T0): the store trusts its writers'
-    # clocks, as for a replay. tests/test_clocks.py covers the default, Redis's clock.
-    return Settings(redis_url=redis_url, key_prefix=prefix, node="node-a", clock_skew_tolerance_s=0)
+    """The default settings on this test's prefix: events are checked against Redis's clock.
+
+    A test that records under a moved clock (T0, years before Redis's) says so: it goes
+    through make_harness, or takes a copy with clock_skew_tolerance_s=0 of its own."""
+    return Settings(redis_url=redis_url, key_prefix=prefix, node="node-a")
 
 
 def through_sentinel(request: pytest.FixtureRequest, settings: Settings) -> Iterator[Settings]:

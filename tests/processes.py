@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Mapping
 from typing import IO
 
@@ -15,6 +14,7 @@ import httpx
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
+from tests.waiting import wait_until
 from workers.process_tree import StartedInWith, kill_process_tree, stop_process_tree
 from workers.redis_process import free_port
 
@@ -111,17 +111,20 @@ class ApiProcess(CliProcess):
         super().start()
 
     def wait_ready(self, timeout_s: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise RuntimeError(f"API exited early: {self.stderr_text()[-2000:]}")
-            try:
-                httpx.get(f"{self.base_url}/api/openapi.json", timeout=0.5)
-                return
-            except httpx.TransportError:
-                time.sleep(0.1)
-        raise TimeoutError(f"API on port {self.port} not ready in {timeout_s} s")
+        """Until the API answers; RuntimeError if the process exits first."""
+        wait_until(
+            self._answers,
+            timeout_s,
+            f"the API on port {self.port}",
+            passing=(httpx.TransportError,),
+        )
+
+    def _answers(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise RuntimeError(f"API exited early: {self.stderr_text()[-2000:]}")
+        httpx.get(f"{self.base_url}/api/openapi.json", timeout=0.5)
+        return True
 
     def get(self, path: str) -> httpx.Response:
         return httpx.get(f"{self.base_url}{path}", timeout=5.0)

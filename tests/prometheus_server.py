@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from tests.waiting import wait_until
 from workers.process_tree import stop_process_tree
 from workers.redis_process import free_port
 
@@ -54,15 +54,13 @@ class PrometheusServer:
             self._process = subprocess.Popen(
                 self._command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/-/ready", timeout=1.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"prometheus did not start: {self.log_text()[-2000:]}")
+        try:
+            wait_until(self._ready, timeout_s, "prometheus to be ready", passing=(httpx.HTTPError,))
+        except AssertionError as exc:
+            raise RuntimeError(f"prometheus did not start: {self.log_text()[-2000:]}") from exc
+
+    def _ready(self) -> bool:
+        return httpx.get(f"{self.url}/-/ready", timeout=1.0).status_code == 200
 
     def log_text(self) -> str:
         return (self.workdir / "prometheus.log").read_text(errors="replace")

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
+
+from tests.waiting import wait_until
 
 
 def hold(release_path: str, timeout_s: float = 30.0) -> str:
-    """Stay running until `release_path` exists (or `timeout_s` passes)."""
-    deadline = time.monotonic() + timeout_s
-    while not Path(release_path).exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
+    """Stay running until `release_path` exists; fails after `timeout_s`."""
+    wait_until(Path(release_path).exists, timeout_s, f"{release_path} to exist")
     return "released"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,9 +20,16 @@ ENDPOINTS = ["/api/metrics/queries", "/api/metrics/tiers", "/api/metrics/resourc
 
 
 @pytest.fixture
-def client(topology_settings: Settings) -> Iterator[TestClient]:
-    """The API on the single redis-server, then again through Sentinel."""
-    with TestClient(create_app(topology_settings, ManualClock(T0))) as test_client:
+def replay_settings(topology_settings: Settings) -> Settings:
+    # The API and the collector here run on a clock fixed at T0, years before Redis's: the
+    # store must trust the writers' clocks (no skew check), as for a replay.
+    return topology_settings.model_copy(update={"clock_skew_tolerance_s": 0})
+
+
+@pytest.fixture
+def client(replay_settings: Settings) -> Iterator[TestClient]:
+    """The API on the single redis-server, then through Sentinel, then on the cluster."""
+    with TestClient(create_app(replay_settings, ManualClock(T0))) as test_client:
         yield test_client
 
 
@@ -53,8 +59,8 @@ def test_endpoints_answer_the_guides_shapes(client: TestClient) -> None:
     assert len(routing["decisionMatrix"]) == 9
 
 
-def test_recorded_events_show_through_http(client: TestClient, topology_settings: Settings) -> None:
-    collector = MetricsCollector(topology_settings, clock=ManualClock(T0))
+def test_recorded_events_show_through_http(client: TestClient, replay_settings: Settings) -> None:
+    collector = MetricsCollector(replay_settings, clock=ManualClock(T0))
     collector.record_query("Q3", 250.0, 50, 100.0)
     collector.flush()
     collector.close()
@@ -99,13 +105,13 @@ def test_redis_outage_is_503_then_recovers(tmp_path: Path, prefix: str) -> None:
         with TestClient(create_app(settings)) as client:
             assert client.get("/api/metrics/queries").status_code == 200
             server.stop()
+            # Each request answers (the socket timeouts bound it; the test's timeout catches
+            # a hang): 503 with the error body, not a 500 or a stack trace.
             for path in ENDPOINTS:
-                started = time.monotonic()
                 response = client.get(path)
                 assert response.status_code == 503
                 assert_error_body(response.json(), "StoreUnavailable")
                 assert "127.0.0.1" not in response.text  # no connection details leak
-                assert time.monotonic() - started < 10  # bounded by the timeouts, no hang
             server.start()
             for path in ENDPOINTS:
                 assert client.get(path).status_code == 200

@@ -21,6 +21,7 @@ from metrics_store.errors import EventsLost
 from metrics_store.record.collector import MetricsCollector
 from metrics_store.redis.keys import Keys
 from metrics_store.settings import Settings
+from tests.waiting import wait_for, wait_until
 
 THREE_HOURS = 3 * 3600.0
 
@@ -72,11 +73,13 @@ def test_a_fast_node_loses_its_own_events_and_nobody_elses(
         assert all(client.exists(bucket) for bucket in buckets)  # retention left them alone
         with TestClient(create_app(real_time, SystemClock())) as api:
             queries = api.get("/api/metrics/queries").json()
-            health = api.get("/api/metrics/health").json()
-            deadline = time.monotonic() + 10  # the collector's own count comes with its beat
-            while _refused_by(health, "node-fast") != 40 and time.monotonic() < deadline:
-                time.sleep(0.1)
-                health = api.get("/api/metrics/health").json()
+            # The collector's own count comes with its beat.
+            health = wait_for(
+                lambda: api.get("/api/metrics/health").json(),
+                lambda body: _refused_by(body, "node-fast") == 40,
+                10,
+                "the fast node's own count of refused events",
+            )
         assert queries["totalQueries"] == 100  # the normal node's totals are exact
         assert queries["tierDistribution"]["Q3"] == 0
         assert health["refusedEvents"] == {"node-fast": 40}  # the store's own count
@@ -95,10 +98,11 @@ def test_a_fast_nodes_heartbeat_is_stamped_by_redis_clock(
     fast = MetricsCollector(real_time.model_copy(update={"node": "node-fast"}),
                             clock=OffsetClock(THREE_HOURS))  # fmt: skip
     try:
-        deadline = time.monotonic() + 10
-        while client.zscore(keys.live_nodes, "node-fast") is None:
-            assert time.monotonic() < deadline, "no heartbeat"
-            time.sleep(0.05)
+        wait_until(
+            lambda: client.zscore(keys.live_nodes, "node-fast") is not None,
+            10,
+            "the fast node's heartbeat",
+        )
         seconds, micros = client.time()
         redis_now = seconds + micros / 1e6
         # Three hours fast, the node would look alive three hours after it stopped.

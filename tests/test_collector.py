@@ -14,6 +14,7 @@ from metrics_store.record.collector import MetricsCollector
 from metrics_store.settings import Settings
 from tests.conftest import T0
 from tests.harness import StoreHarness, make_harness
+from tests.waiting import wait_until
 
 GOOD_QUERY: dict[str, Any] = {
     "tier": "Q2",
@@ -331,7 +332,6 @@ def test_flush_raises_when_events_it_waits_for_are_dropped(tmp_path: Path, prefi
 def test_flush_succeeds_when_only_events_recorded_after_it_are_dropped(
     tmp_path: Path, prefix: str
 ) -> None:
-    import time
 
     from workers.redis_process import RedisServerProcess
 
@@ -347,9 +347,9 @@ def test_flush_succeeds_when_only_events_recorded_after_it_are_dropped(
             collector.record_query(**GOOD_QUERY)
 
         waiter = flush_in_background(collector, outcome)
-        deadline = time.monotonic() + 10
-        while len(collector._buffer) != 1 and time.monotonic() < deadline:  # the marker alone:
-            time.sleep(0.01)  # the flusher holds the two events in its retried batch
+        # No event left in the buffer: the flusher holds the two in its retried batch (with
+        # the flush() marker, or the marker alone is left behind them).
+        wait_until(lambda: collector._buffer.events == 0, 10, "the flusher to take the events")
         for _ in range(6):  # overflow: only events recorded after flush() can go
             collector.record_query(**GOOD_QUERY)
         assert collector.dropped_events > 0

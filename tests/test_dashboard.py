@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from decimal import ROUND_HALF_UP, Decimal
@@ -18,6 +17,7 @@ from metrics_store.settings import Settings
 from tests.browser import WAIT_MS, chromium, expect_panels, expect_state, require_chromium
 from tests.dashboard_seed import API_ENV, NODES, seed
 from tests.processes import ApiProcess, child_env
+from tests.waiting import wait_for, wait_until
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -173,11 +173,12 @@ def resources_counting_the_page(api: ApiProcess, path: str = "/api/metrics/resou
     The replica reports its client count with its once-a-second heartbeat, so an answer read
     right after the page connected may not count it yet, while the page's next update does.
     """
-    deadline = time.monotonic() + 10
-    while (resources := api.get(path).json())["activeConnections"] < 1:
-        assert time.monotonic() < deadline, "the page's connection never counted"
-        time.sleep(0.1)
-    return resources
+    return wait_for(
+        lambda: api.get(path).json(),
+        lambda body: body["activeConnections"] >= 1,
+        10,
+        "the page's connection to count",
+    )
 
 
 # --- tests -------------------------------------------------------------------------------------
@@ -376,10 +377,12 @@ def check_window_switch(page: Page, api: ApiProcess, frames: list[object]) -> No
     expect_panels(page, "fresh")
     # The live stream goes on (the resources panel); its 30-minute figures must not come back.
     seen = len(frames)
-    deadline = time.monotonic() + 10
-    while len(frames) < seen + 2:
-        assert time.monotonic() < deadline, "no socket update arrived"
-        page.wait_for_timeout(100)
+
+    def two_more_frames() -> bool:
+        page.wait_for_timeout(100)  # Playwright delivers the socket's frames while it waits
+        return len(frames) >= seen + 2
+
+    wait_until(two_more_frames, 10, "two more socket updates")
     expect_texts(page, {"q-total": six_hours["q-total"], "lat-count": six_hours["lat-count"]})
 
     page.get_by_test_id("window-select").select_option("30m")

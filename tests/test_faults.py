@@ -22,21 +22,29 @@ from metrics_store.record.collector import MetricsCollector
 from metrics_store.settings import Settings
 from tests.conftest import T0
 from tests.harness import make_harness
-from tests.processes import child_env
+from tests.processes import CliProcess, child_env
+from tests.waiting import wait_until
 from workers.redis_process import RedisServerProcess
-from workers.waiting import wait_until
 
 RECORDER = textwrap.dedent(
     """
     import sys, time
+    from pathlib import Path
     from metrics_store import get_metrics_collector
-    count, rate = int(sys.argv[1]), float(sys.argv[2])
+    count, rate, progress = int(sys.argv[1]), float(sys.argv[2]), Path(sys.argv[3])
     collector = get_metrics_collector()
     started = time.monotonic()
+
+    def pace(step):
+        # The load itself: a steady rate, so Redis dies and returns while events keep coming.
+        time.sleep(max(0.0, started + (step + 1) / rate - time.monotonic()))
+
     for i in range(count):
         collector.record_query("Q3", 10.0 + i % 7, 5, 4.0, is_error=(i % 13 == 0))
         collector.record_routing_decision("MODERATE", "Q3", 5.0, 1.0)
-        time.sleep(max(0.0, started + (i + 1) / rate - time.monotonic()))
+        if i % 10 == 0:
+            progress.write_text(str(i))  # steps recorded so far, for the test to wait on
+        pace(i)
     collector.flush(timeout_s=90)
     print(collector.written_events, collector.dropped_events, flush=True)
     """
@@ -54,23 +62,37 @@ def durable_redis(tmp_path: Path) -> Iterator[RedisServerProcess]:
     server.stop()
 
 
+def steps_recorded(progress: list[Path]) -> list[int]:
+    """How far each recorder has got (0 before its first report)."""
+    return [int(path.read_text() or 0) if path.exists() else 0 for path in progress]
+
+
 def test_kill_9_and_restart_redis_under_load_loses_and_doubles_nothing(
-    durable_redis: RedisServerProcess, prefix: str
+    durable_redis: RedisServerProcess, prefix: str, tmp_path: Path
 ) -> None:
     per_process, rate = 600, 300.0  # two seconds of steady traffic from each of two processes
     env = child_env(durable_redis.url, prefix)
+    progress = [tmp_path / f"recorder-{n}.progress" for n in range(2)]
     recorders = [
         subprocess.Popen(
-            [sys.executable, "-c", RECORDER, str(per_process), str(rate)],
+            [sys.executable, "-c", RECORDER, str(per_process), str(rate), str(progress[n])],
             env={**env, "METRICS_NODE": f"recorder-{n}"},
             stdout=subprocess.PIPE,
             text=True,
         )
         for n in range(2)
     ]
-    time.sleep(0.7)  # mid-stream
+    wait_until(lambda: min(steps_recorded(progress)) >= 100, 30, "both recorders mid-stream")
     durable_redis.kill()
-    time.sleep(1.0)  # both recorders keep recording into their buffers meanwhile
+    # Both recorders keep recording into their buffers meanwhile: 100 steps more each.
+    at_kill = steps_recorded(progress)
+
+    def recorded_through_the_outage() -> bool:
+        now = steps_recorded(progress)
+        return all(later >= then + 100 for later, then in zip(now, at_kill, strict=True))
+
+    wait_until(recorded_through_the_outage, 30, "both recorders to record through the outage")
+    assert all(steps < per_process - 10 for steps in steps_recorded(progress))  # still going
     durable_redis.start()  # same port, same AOF
 
     outputs = [recorder.communicate(timeout=120)[0].split() for recorder in recorders]
@@ -153,6 +175,9 @@ def test_dropped_events_are_reported_through_the_api(tmp_path: Path, prefix: str
 
 
 def test_health_forgets_collectors_that_stopped_beating(settings: Settings) -> None:
+    # The collector and the API run on clocks fixed at T0 and T0 + 60, years before Redis's:
+    # the store must trust the writers' clocks (no skew check), as for a replay.
+    settings = settings.model_copy(update={"clock_skew_tolerance_s": 0})
     clock = ManualClock(T0)
     collector = MetricsCollector(settings, clock=clock)
     collector.record_query("Q2", 1.0, 1, 1.0)
@@ -169,7 +194,6 @@ def test_health_forgets_collectors_that_stopped_beating(settings: Settings) -> N
 def test_worker_outlives_a_redis_restart(tmp_path: Path, prefix: str) -> None:
     from rq import Queue
 
-    from tests.processes import CliProcess
     from workers.jobs import enqueue_query
 
     server = RedisServerProcess(tmp_path / "redis")
@@ -191,7 +215,7 @@ def test_worker_outlives_a_redis_restart(tmp_path: Path, prefix: str) -> None:
             enqueue_query(queue, "before the outage")
             wait_until(recorded(1), 15, "the first job's query in Redis")
             server.stop()
-            time.sleep(1.5)
+            wait_until(lambda: lost_redis(worker), 15, "the worker to notice the outage")
             assert worker.process is not None and worker.process.poll() is None
             server.start()  # this one keeps nothing across a restart
             queue = Queue(queue_name, connection=redis.Redis.from_url(server.url))
@@ -208,7 +232,6 @@ def test_a_worker_killed_mid_job_records_nothing_for_it(settings: Settings) -> N
     from rq import Queue
     from rq.registry import StartedJobRegistry
 
-    from tests.processes import CliProcess
     from workers.jobs import enqueue_query, rq_connection
 
     queue_name = f"{settings.key_prefix}-jobs"
@@ -243,8 +266,14 @@ def test_a_worker_killed_mid_job_records_nothing_for_it(settings: Settings) -> N
         connection.close()
 
 
+def lost_redis(worker: CliProcess) -> bool:
+    """The worker has logged its lost connection: rq's wait for jobs, or our loop's guard."""
+    log = worker.stderr_text()
+    return "could not connect to Redis" in log or "Redis unavailable" in log
+
+
 def test_a_worker_stops_on_sigterm_while_redis_is_down(tmp_path: Path, prefix: str) -> None:
-    from tests.processes import CliProcess
+    from rq import Worker
 
     server = RedisServerProcess(tmp_path / "redis")
     server.start()
@@ -252,9 +281,14 @@ def test_a_worker_stops_on_sigterm_while_redis_is_down(tmp_path: Path, prefix: s
     worker = CliProcess(["worker", "--queues", f"{prefix}-jobs"], env)
     worker.start()
     try:
-        time.sleep(1.0)  # registered and waiting for jobs
+        with redis.Redis.from_url(server.url) as connection:
+            wait_until(
+                lambda: len(Worker.all(connection=connection)) == 1,
+                15,
+                "the worker to register and wait for jobs",
+            )
         server.stop()
-        time.sleep(1.5)  # now retrying its connection
+        wait_until(lambda: lost_redis(worker), 15, "the worker to retry its connection")
         assert worker.process is not None
         worker.process.terminate()
         worker.process.wait(timeout=10)  # promptly, not after a kill

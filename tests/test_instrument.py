@@ -50,7 +50,7 @@ def test_track_query_records_an_error_and_lets_it_propagate(harness: StoreHarnes
 def test_track_query_in_async_code(harness: StoreHarness) -> None:
     async def serve() -> None:
         async with track_query("Q4", harness.collector) as query:
-            await asyncio.sleep(0)
+            await asyncio.to_thread(lambda: None)  # the query spans real awaited work
             query.tokens_generated = 7
         with pytest.raises(RuntimeError):
             async with track_query("Q4", harness.collector):

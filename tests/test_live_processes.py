@@ -22,6 +22,7 @@ from websockets.exceptions import ConnectionClosed
 from metrics_store.live.replicas import replica_pid
 from metrics_store.redis.keys import Keys
 from tests.processes import ApiProcess, CliProcess, child_env, close_code, start_replicas
+from tests.waiting import wait_for, wait_until
 from workers.redis_process import RedisServerProcess, free_port
 
 # The guide's "WebSocket Testing (Python)" example, verbatim; only its address is replaced.
@@ -43,28 +44,29 @@ asyncio.run(test_ws())
 
 @dataclass
 class Received:
-    """What one client got: (seconds since it connected, text) per message."""
+    """What one client got: the text of each message, in order."""
 
-    messages: list[tuple[float, str]] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
 
     @property
     def timestamps(self) -> list[str]:
-        return [orjson.loads(text)["timestamp"] for _, text in self.messages]
+        return [orjson.loads(text)["timestamp"] for text in self.messages]
+
+    @property
+    def ticks(self) -> list[int]:
+        return [tick_of(timestamp) for timestamp in self.timestamps]
 
     def by_timestamp(self) -> dict[str, str]:
-        return {orjson.loads(text)["timestamp"]: text for _, text in self.messages}
+        return {orjson.loads(text)["timestamp"]: text for text in self.messages}
 
 
-async def record(ws: ClientConnection, seconds: float, started: float) -> Received:
+async def record(ws: ClientConnection, count: int) -> Received:
+    """The client's next `count` messages (each within a few ticks, or the test fails)."""
     received = Received()
-    deadline = started + seconds
-    while (left := deadline - time.monotonic()) > 0:
-        try:
-            text = await asyncio.wait_for(ws.recv(), left)
-        except TimeoutError:
-            break
+    while len(received.messages) < count:
+        text = await asyncio.wait_for(ws.recv(), 10.0)
         assert isinstance(text, str)  # a text frame, as browsers' JSON.parse needs
-        received.messages.append((time.monotonic() - started, text))
+        received.messages.append(text)
     return received
 
 
@@ -86,10 +88,13 @@ def active_connections(api: ApiProcess) -> int:
 
 
 def wait_for_connections(api: ApiProcess, expected: int, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while (seen := active_connections(api)) != expected:
-        assert time.monotonic() < deadline, f"activeConnections {seen}, expected {expected}"
-        time.sleep(0.1)
+    what = f"activeConnections to be {expected}"
+    wait_for(lambda: active_connections(api), lambda seen: seen == expected, timeout_s, what)
+
+
+def down(api: ApiProcess) -> bool:
+    """The replica answers 503: it has seen Redis go."""
+    return api.get("/api/metrics/queries").status_code == 503
 
 
 def assert_strictly_increasing(timestamps: list[str]) -> None:
@@ -116,19 +121,18 @@ def test_both_replicas_send_the_same_bytes_once_a_second(
     a, b = pair
 
     async def scenario() -> tuple[Received, Received]:
-        started = time.monotonic()
         # A client that never reads sits on replica a all along: it must not slow a's others.
         slow = connect(a.ws_url, max_queue=1, close_timeout=0.5)
         async with slow, connect(a.ws_url) as ca, connect(b.ws_url) as cb:
-            return await asyncio.gather(record(ca, 5.0, started), record(cb, 5.0, started))
+            return await asyncio.gather(record(ca, 5), record(cb, 5))
 
     on_a, on_b = asyncio.run(scenario())
     for received in (on_a, on_b):
-        assert 3 <= len(received.messages) <= 7, received.messages
-        assert received.messages[0][0] < 1.5  # the first update comes at once
         assert_strictly_increasing(received.timestamps)
-        gaps = [t2 - t1 for (t1, _), (t2, _) in itertools.pairwise(received.messages)]
-        assert max(gaps) < 2.5, gaps
+        # One update per second's tick: a client may miss a tick under load (latest wins),
+        # never two in a row, the slow client on a notwithstanding.
+        gaps = [t2 - t1 for t1, t2 in itertools.pairwise(received.ticks)]
+        assert set(gaps) <= {1, 2}, received.timestamps
     common = on_a.by_timestamp().keys() & on_b.by_timestamp().keys()
     assert len(common) >= 3
     for timestamp in common:
@@ -216,9 +220,12 @@ async def _kill_the_ticker_scenario(
         survivor, survivor_ws, clients_left = (b, cb, 2) if ticker is a else (a, ca, 1)
         last = orjson.loads(await survivor_ws.recv())["timestamp"]
         ticker.kill()  # SIGKILL: no goodbye, no deregistration
-        killed_at = time.monotonic()
-        await next_after(survivor_ws, last, 2.0)
-        assert time.monotonic() - killed_at < 2.0
+        # The next update may be the dead ticker's last; the one after is the survivor's own.
+        newer = await next_after(survivor_ws, last, 5.0)
+        taken_over = await next_after(survivor_ws, newer, 5.0)
+        assert tick_of(taken_over) - tick_of(last) <= 4  # the stream skipped a tick or two
+        winner_id = client.get(keys.tick_lock(tick_of(taken_over)))
+        assert winner_id is not None and replica_pid(winner_id.decode()) == survivor.pid
         # The dead replica's clients stop counting once its beat is older than the TTL (2 s).
         await asyncio.to_thread(wait_for_connections, survivor, clients_left, 5.0)
 
@@ -255,7 +262,9 @@ async def _redis_restart_scenario(replicas: list[ApiProcess], server: RedisServe
             orjson.loads(await ca.recv())["timestamp"], orjson.loads(await cb.recv())["timestamp"]
         )
         await asyncio.to_thread(server.stop)
-        await asyncio.sleep(1.5)
+        # Both replicas see the outage (their REST answers 503) before Redis comes back.
+        for api in (a, b):
+            await asyncio.to_thread(wait_until, lambda api=api: down(api), 10, "a 503")
         await asyncio.to_thread(server.start)  # the same port, an empty server
         newer = await asyncio.gather(next_after(ca, last, 10.0), next_after(cb, last, 10.0))
         assert all(timestamp > last for timestamp in newer)
@@ -273,7 +282,8 @@ def test_watch_prints_updates_and_reconnects_with_backoff(redis_url: str, prefix
     api = ApiProcess(child_env(redis_url, prefix), port=port)
     try:
         watch.start()
-        time.sleep(1.0)  # nothing listens yet: it must say so, and keep trying
+        # Nothing listens yet: it must say so, and keep trying.
+        wait_until(lambda: "reconnecting in" in watch.stderr_text(), 10, "watch to retry")
         api.start()
         assert watch.process is not None
         assert watch.process.wait(timeout=15) == 0

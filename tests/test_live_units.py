@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -53,11 +54,28 @@ def test_slot_refuses_frames_not_newer_than_the_newest() -> None:
     assert slot.pending == 0
 
 
+async def let_ready_tasks_run() -> None:
+    """One pass of the event loop: each task that can run does, up to its next await.
+
+    Not a wait for time: asyncio.sleep(0) is asyncio's own way to yield to the other tasks."""
+    await asyncio.sleep(0)
+
+
+async def run_loop_until(check: Callable[[], bool], what: str, passes: int = 100) -> None:
+    """Pass the event loop until `check` holds; fail after `passes` passes (no clock)."""
+    for _ in range(passes):
+        if check():
+            return
+        await let_ready_tasks_run()
+    raise AssertionError(f"not after {passes} passes of the event loop: {what}")
+
+
 def test_closed_slot_wakes_its_taker_with_none() -> None:
     async def scenario() -> tuple[Frame | None, int | None]:
         slot = LatestSlot()
         waiting = asyncio.ensure_future(slot.take())
-        await asyncio.sleep(0)
+        await let_ready_tasks_run()  # the taker now waits in take()
+        assert not waiting.done()
         slot.close(GOING_AWAY)
         assert not slot.offer(frame(1))
         return await waiting, slot.close_code
@@ -107,12 +125,10 @@ def test_a_stuck_client_does_not_delay_the_others_and_holds_one_frame() -> None:
             return None
 
         tasks = [asyncio.ensure_future(serve_client(s, hub, no_latest)) for s in (fast, stuck)]  # type: ignore[arg-type]
-        await asyncio.sleep(0.01)
-        assert hub.count == 2
+        await run_loop_until(lambda: hub.count == 2, "both clients in the hub")
         for second in range(100):
             hub.publish(frame(second))
-            await asyncio.sleep(0)
-        await asyncio.sleep(0.01)
+            await run_loop_until(lambda n=second + 1: len(fast.sent) == n, "the fast client's send")
         assert fast.sent == [frame(s).text for s in range(100)]
         assert stuck.sent == []
         assert all(slot.pending <= 1 for slot in hub._slots)

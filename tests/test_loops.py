@@ -31,8 +31,8 @@ from metrics_store.read.shapes import MetricsUpdate
 from metrics_store.record.collector import MetricsCollector, reset_metrics_collector
 from metrics_store.redis.keys import Keys
 from metrics_store.settings import Settings, get_settings
+from tests.waiting import wait_until, wait_until_async
 from workers import jobs
-from workers.waiting import wait_until
 
 
 def errors_of(loop: str) -> int:
@@ -149,11 +149,10 @@ def test_ticker_survives_a_failed_tick(settings: Settings) -> None:
         ticker = Ticker(client, reader, LiveStore(client, settings), SystemClock(), "replica-x")
         task = asyncio.create_task(ticker.run())
         try:
-            for _ in range(100):
-                await asyncio.sleep(0.1)
-                if latest := await client.get(keys.latest_update):
-                    return latest
-            return None
+            published = "a tick after the failed one"
+            await wait_until_async(lambda: client.exists(keys.latest_update), 10, published)
+            latest: bytes | None = await client.get(keys.latest_update)
+            return latest
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
@@ -182,13 +181,18 @@ def test_relay_resubscribes_after_a_bug(settings: Settings) -> None:
         live = LiveStore(client, settings)
         hub = FlakyHub()
         task = asyncio.create_task(Relay(live, hub).run())
+        sent = 0
+
+        async def relayed_three() -> bool:
+            """Publish one more update; whether the hub has had three."""
+            nonlocal sent
+            sent += 1
+            update = f'{{"type": "metrics_update", "timestamp": "t{sent:04d}"}}'
+            await live.publish_update(update.encode())
+            return len(hub.published) >= 3
+
         try:
-            for second in range(200):
-                update = f'{{"type": "metrics_update", "timestamp": "t{second:04d}"}}'
-                await live.publish_update(update.encode())
-                await asyncio.sleep(0.05)
-                if len(hub.published) >= 3:
-                    break
+            await wait_until_async(relayed_three, 10, "three updates relayed")
             return len(hub.published)
         finally:
             task.cancel()

@@ -7,7 +7,6 @@ import json
 import re
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from api.main import create_app
 from metrics_store.clock import SystemClock
 from metrics_store.record.collector import MetricsCollector
 from metrics_store.settings import Settings
+from tests import waiting
 from tests.processes import ApiProcess, child_env
 from tests.prometheus_server import PROMETHEUS_HINT, PrometheusServer
 from tests.tools import require_tool
@@ -231,8 +231,7 @@ def deploy_prometheus(tmp_path: Path, guarded_replica: ApiProcess) -> Iterator[P
 
 
 def record_traffic(settings: Settings) -> None:
-    live = settings.model_copy(update={"clock_skew_tolerance_s": 300.0})
-    collector = MetricsCollector(live)
+    collector = MetricsCollector(settings)
     try:
         for i in range(20):
             collector.record_query("Q2", 100.0 + i, 10, 50.0, is_error=i % 10 == 0)
@@ -244,14 +243,15 @@ def record_traffic(settings: Settings) -> None:
 
 def wait_for(prometheus: PrometheusServer, promql: str, timeout_s: float = 40) -> float:
     """The first positive value of `promql` (one series); fails after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    last: object = None
-    while time.monotonic() < deadline:
-        last = prometheus.query(promql)
-        if last and float(last[0]["value"][1]) > 0:
-            return float(last[0]["value"][1])
-        time.sleep(0.5)
-    raise AssertionError(f"{promql}: {last}; log: {prometheus.log_text()[-1500:]}")
+
+    def value() -> float:
+        result = prometheus.query(promql)
+        return float(result[0]["value"][1]) if result else 0.0
+
+    try:
+        return waiting.wait_for(value, lambda v: v > 0, timeout_s, f"{promql} above 0")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; log: {prometheus.log_text()[-1500:]}") from None
 
 
 def test_the_deploy_config_scrapes_with_the_token_and_every_query_runs(

@@ -60,11 +60,14 @@ def core_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def run_in(
     cwd: Path, args: list[str], env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run from outside the checkout (`cwd`), so the venv's own install is what gets imported."""
+    """Run from outside the checkout (`cwd`), so the venv's own install is what gets imported.
+
+    PYTHONPATH is dropped: a run with the checkout on it (PYTHONPATH=$PWD) would import that."""
+    inherited = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     return subprocess.run(
         args,
         cwd=cwd,
-        env={**os.environ, **(env or {})},
+        env={**inherited, **(env or {})},
         capture_output=True,
         text=True,
         timeout=120,
@@ -97,6 +100,29 @@ def test_the_core_install_has_none_of_the_extras(core_venv: Path, tmp_path: Path
     assert "ModuleNotFoundError" in imported.stderr
     find = f"import importlib.util as u; print([m for m in {OPTIONAL!r} if u.find_spec(m)])"
     assert run_in(tmp_path, [python, "-c", find]).stdout.strip() == "[]"
+
+
+# What the project ships: the three runtime packages and their metadata, nothing of tests/
+# or bench/ (their helpers, tests/waiting.py and tests/sentinel_topology.py, included).
+SHIPPED_TOP_LEVEL = {"metrics_store", "api", "workers"}
+
+LIST_INSTALLED = """
+from importlib.metadata import files
+for path in files("metrics-store"):
+    print(path)
+"""
+
+
+def test_the_install_ships_the_runtime_packages_and_no_test_helpers(
+    core_venv: Path, tmp_path: Path
+) -> None:
+    listed = run_in(tmp_path, [str(core_venv / "python"), "-c", LIST_INSTALLED])
+    assert listed.returncode == 0, listed.stderr
+    paths = listed.stdout.split()
+    top_level = {p.split("/")[0] for p in paths if not p.startswith("../")}
+    assert {t for t in top_level if not t.endswith(".dist-info")} == SHIPPED_TOP_LEVEL
+    assert "workers/sampler.py" in paths  # the listing is the real one
+    assert not [p for p in paths if p.endswith(("waiting.py", "sentinel_topology.py"))]
 
 
 def test_the_console_script_runs_with_the_core_alone(core_venv: Path, tmp_path: Path) -> None:

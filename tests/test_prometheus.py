@@ -4,7 +4,6 @@ Debian's promtool, and a real Prometheus scraping two replicas."""
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,14 +26,9 @@ from metrics_store.settings import Settings
 from tests.processes import ApiProcess, child_env
 from tests.prometheus_server import PROMETHEUS_HINT, PrometheusServer
 from tests.tools import require_tool
+from tests.waiting import wait_for
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
-
-
-@pytest.fixture
-def live_settings(settings: Settings) -> Settings:
-    """The wall clock: Prometheus scrapes now, and liveness is judged by now."""
-    return settings.model_copy(update={"clock_skew_tolerance_s": 300.0})
 
 
 def record_known_events(settings: Settings) -> None:
@@ -59,9 +53,9 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return found
 
 
-def test_counters_hold_what_was_recorded(live_settings: Settings) -> None:
-    record_known_events(live_settings)
-    with TestClient(create_app(live_settings, SystemClock())) as client:
+def test_counters_hold_what_was_recorded(settings: Settings) -> None:
+    record_known_events(settings)
+    with TestClient(create_app(settings, SystemClock())) as client:
         answer = client.get("/metrics")
     assert answer.status_code == 200
     assert answer.headers["content-type"].startswith("text/plain; version=0.0.4")
@@ -87,9 +81,9 @@ def test_counters_hold_what_was_recorded(live_settings: Settings) -> None:
     assert found[f"{ttft}_count", (("tier", "Q3"),)] == 0  # recorded without TTFT
 
 
-def test_openmetrics_when_asked_and_its_parser_accepts_it(live_settings: Settings) -> None:
-    record_known_events(live_settings)
-    with TestClient(create_app(live_settings, SystemClock())) as client:
+def test_openmetrics_when_asked_and_its_parser_accepts_it(settings: Settings) -> None:
+    record_known_events(settings)
+    with TestClient(create_app(settings, SystemClock())) as client:
         answer = client.get("/metrics", headers={"Accept": OPENMETRICS})
     assert answer.headers["content-type"].startswith("application/openmetrics-text")
     families = {family.name: family for family in parse_openmetrics(answer.text)}
@@ -97,10 +91,10 @@ def test_openmetrics_when_asked_and_its_parser_accepts_it(live_settings: Setting
     assert answer.text.endswith("# EOF\n")
 
 
-def test_promtool_finds_nothing_to_complain_about(live_settings: Settings) -> None:
+def test_promtool_finds_nothing_to_complain_about(settings: Settings) -> None:
     promtool = require_tool("promtool", install_hint=PROMETHEUS_HINT)
-    record_known_events(live_settings)
-    with TestClient(create_app(live_settings, SystemClock())) as client:
+    record_known_events(settings)
+    with TestClient(create_app(settings, SystemClock())) as client:
         text = client.get("/metrics").text
     checked = subprocess.run(
         [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60
@@ -109,8 +103,8 @@ def test_promtool_finds_nothing_to_complain_about(live_settings: Settings) -> No
     assert checked.stdout.strip() == "" and checked.stderr.strip() == ""  # not even a warning
 
 
-def test_the_token_guards_metrics_too(live_settings: Settings) -> None:
-    guarded = live_settings.model_copy(
+def test_the_token_guards_metrics_too(settings: Settings) -> None:
+    guarded = settings.model_copy(
         update={"api_token": SecretStr("s3cret-token-of-32-characters-xx")}
     )
     with TestClient(create_app(guarded, SystemClock())) as client:
@@ -124,8 +118,8 @@ def test_the_token_guards_metrics_too(live_settings: Settings) -> None:
 
 # --- a real Prometheus scraping two replicas ------------------------------------------------
 @pytest.fixture
-def replicas(live_settings: Settings) -> Iterator[list[ApiProcess]]:
-    env = child_env(live_settings.redis_url, live_settings.key_prefix, METRICS_NODE="prom-node")
+def replicas(settings: Settings) -> Iterator[list[ApiProcess]]:
+    env = child_env(settings.redis_url, settings.key_prefix, METRICS_NODE="prom-node")
     started = [ApiProcess(env), ApiProcess(env)]
     for replica in started:
         replica.start()
@@ -144,22 +138,21 @@ def prometheus(tmp_path: Path, replicas: list[ApiProcess]) -> Iterator[Prometheu
     server.stop()
 
 
+def value_of(prometheus: PrometheusServer, promql: str) -> float | None:
+    """The first sample's value of `promql`, or None while it has none."""
+    result = prometheus.query(promql)
+    return float(result[0]["value"][1]) if result else None
+
+
 def wait_for_value(prometheus: PrometheusServer, promql: str, expected: float) -> None:
-    deadline = time.monotonic() + 30
-    last: object = None
-    while time.monotonic() < deadline:
-        result = prometheus.query(promql)
-        last = result
-        if result and float(result[0]["value"][1]) == expected:
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"{promql}: {last}, expected {expected}")
+    what = f"{promql} to be {expected}"
+    wait_for(lambda: value_of(prometheus, promql), lambda v: v == expected, 30, what)
 
 
 def test_a_real_prometheus_sees_the_fleet_and_no_reset_across_a_replica_restart(
-    live_settings: Settings, replicas: list[ApiProcess], prometheus: PrometheusServer
+    settings: Settings, replicas: list[ApiProcess], prometheus: PrometheusServer
 ) -> None:
-    record_known_events(live_settings)
+    record_known_events(settings)
     # Two replicas, one fleet: each target reports the same totals.
     wait_for_value(prometheus, "sum(llm_queries_total) / count(up)", 8)
     wait_for_value(prometheus, f'sum(llm_queries_total{{instance="{_target(replicas[0])}"}})', 8)
@@ -167,9 +160,12 @@ def test_a_real_prometheus_sees_the_fleet_and_no_reset_across_a_replica_restart(
     # The same address, a new process: counters live in Redis, so it resumes, not resets.
     replicas[0] = ApiProcess(replicas[0].env, port=replicas[0].port)
     replicas[0].start()
-    record_known_events(live_settings)
+    record_known_events(settings)
     wait_for_value(prometheus, f'sum(llm_queries_total{{instance="{_target(replicas[0])}"}})', 16)
-    time.sleep(2)  # a couple more scrapes of the restarted replica
+    # A couple more scrapes of the restarted replica, so resets() would see a fall to zero.
+    scrapes = f'count_over_time(up{{instance="{_target(replicas[0])}"}}[5m])'
+    seen = value_of(prometheus, scrapes) or 0.0
+    wait_for(lambda: value_of(prometheus, scrapes), lambda n: (n or 0) >= seen + 2, 30, scrapes)
     wait_for_value(prometheus, "sum(resets(llm_queries_total[5m]))", 0)
     # The exact median of Q2's latencies (103 ms) lies in the bucket (0.0625 s, 0.125 s].
     median = prometheus.query(
@@ -183,9 +179,9 @@ def _target(replica: ApiProcess) -> str:
 
 
 def test_metrics_answers_503_with_the_error_body_while_redis_is_away(
-    live_settings: Settings,
+    settings: Settings,
 ) -> None:
-    away = live_settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})
+    away = settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})
     with TestClient(create_app(away, SystemClock())) as client:
         answer = client.get("/metrics")
     assert answer.status_code == 503

@@ -22,9 +22,9 @@ from metrics_store.redis.topology import async_client, describe_redis, sync_clie
 from metrics_store.settings import Settings
 from tests.conftest import delete_prefix
 from tests.processes import CliProcess, child_env
+from tests.sentinel_topology import SentinelTopology
 from workers.jobs import enqueue_query, rq_connection
 from workers.redis_process import free_port
-from workers.sentinel_topology import SentinelTopology
 
 SECRET = "hunter2-secret"
 

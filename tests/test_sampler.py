@@ -25,12 +25,12 @@ from metrics_store.redis.topology import sync_client
 from metrics_store.settings import Settings
 from tests.conftest import T0
 from tests.fake_nvml import GIB, FakeGpu, FakeNvml
+from tests.waiting import wait_until
 from workers.gpu import GpuSource, NvmlSource
 from workers.hardware import HardwareReading, RecordedSource
 from workers.redis_process import RedisServerProcess, free_port
 from workers.sampler import ByteCountSource, Sampler, Sources
 from workers.services import JobQueueSource, RedisMemorySource
-from workers.waiting import wait_until
 
 GB = 10**9
 

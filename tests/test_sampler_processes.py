@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import psutil
 
 from tests.processes import ApiProcess, CliProcess, child_env
+from tests.waiting import wait_for
 
 # Quick beats and a short node TTL, so a stopped node drops out of the test within a second
 # or two; the API process reads with the same TTL.
@@ -20,13 +20,10 @@ def poll_resources(
     api: ApiProcess, until: Callable[[dict[str, Any]], bool], timeout_s: float = 15.0
 ) -> dict[str, Any]:
     """The first /resources body that satisfies `until`; fails after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        body: dict[str, Any] = api.get("/api/metrics/resources").json()
-        if until(body):
-            return body
-        assert time.monotonic() < deadline, f"not reached in {timeout_s} s; last: {body}"
-        time.sleep(0.1)
+    body: dict[str, Any] = wait_for(
+        lambda: api.get("/api/metrics/resources").json(), until, timeout_s, "a /resources body"
+    )
+    return body
 
 
 def node_names(body: dict[str, Any]) -> list[str]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +30,7 @@ from tests.secure_redis import (
     tls_supported,
 )
 from tests.tools import skip_or_fail_in_ci
+from tests.waiting import wait_until
 from workers.redis_process import free_port
 
 SAMPLER_NODE = "sampler-node"
@@ -63,21 +63,13 @@ Get = Callable[[str], httpx.Response]
 
 def wait_for_node(get: Get, node: str) -> None:
     """Until the API reports the sampler's node: its snapshot reached Redis."""
-    deadline = time.monotonic() + WAIT_S
-    while get(f"/api/metrics/resources?node={node}").status_code != 200:
-        assert time.monotonic() < deadline, f"no snapshot of {node}"
-        time.sleep(0.1)
+    path = f"/api/metrics/resources?node={node}"
+    wait_until(lambda: get(path).status_code == 200, WAIT_S, f"a snapshot of {node}")
 
 
 def wait_for_http(get: Get) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while True:
-        try:
-            get("/api/openapi.json")
-            return
-        except httpx.TransportError:
-            assert time.monotonic() < deadline, "the API did not come up"
-            time.sleep(0.1)
+    what = "the API to come up"
+    wait_until(lambda: get("/api/openapi.json"), WAIT_S, what, passing=(httpx.TransportError,))
 
 
 def run_the_store(url: str, prefix: str) -> None:

@@ -17,9 +17,9 @@ from rq import Queue
 from metrics_store.clock import SystemClock
 from metrics_store.redis.topology import sync_client
 from metrics_store.settings import Settings
+from tests.waiting import wait_until
 from workers.redis_process import RedisServerProcess, free_port
 from workers.services import JobQueueSource, RedisMemorySource, faiss_index_bytes
-from workers.waiting import wait_until
 
 RQ = str(Path(sys.executable).with_name("rq"))
 REPO = Path(__file__).resolve().parent.parent

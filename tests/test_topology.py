@@ -3,23 +3,12 @@ simulator as processes; the numbers move, and both APIs show the same ones."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
 from rq import Queue
 
 from metrics_store.settings import Settings
 from tests.processes import ApiProcess, CliProcess, child_env
+from tests.waiting import wait_until
 from workers.jobs import rq_connection
-
-
-def poll(check: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_compose_topology_as_processes(settings: Settings) -> None:
@@ -32,10 +21,10 @@ def test_compose_topology_as_processes(settings: Settings) -> None:
         def total(api: ApiProcess) -> int:
             return int(api.get("/api/metrics/queries").json()["totalQueries"])
 
-        poll(lambda: total(api_1) >= 10, 30, "queries on replica 1")
+        wait_until(lambda: total(api_1) >= 10, 30, "queries on replica 1")
         first = total(api_1)
-        poll(lambda: total(api_1) > first, 15, "the numbers to move")
-        poll(lambda: total(api_2) >= first, 5, "replica 2 to see the same events")
+        wait_until(lambda: total(api_1) > first, 15, "the numbers to move")
+        wait_until(lambda: total(api_2) >= first, 5, "replica 2 to see the same events")
 
         resources = api_2.get("/api/metrics/resources").json()
         assert [node["node"] for node in resources["nodes"]] == ["node-1"]

@@ -15,8 +15,8 @@ import psutil
 import pytest
 import redis
 
+from tests.waiting import PASSING_ERRORS, wait_until
 from workers.redis_process import free_port
-from workers.waiting import PASSING_ERRORS, wait_until
 
 # Until the API listens and Redis answers, a check fails with one of these: not yet.
 SERVER_STARTING = (httpx.TransportError, *PASSING_ERRORS)

@@ -15,6 +15,7 @@ from metrics_store.read.reader import MetricsReader
 from metrics_store.settings import Settings
 from tests.harness import make_harness
 from tests.processes import CliProcess, child_env
+from tests.waiting import wait_until
 from workers.jobs import enqueue_query, rq_connection
 
 
@@ -73,11 +74,12 @@ def test_simulate_stopped_by_a_signal_flushes_and_exits_0(settings: Settings, si
     with CliProcess(["simulate", "--direct", "--rate", "40"], env) as simulate:
         harness = make_harness("redis", settings, time.time())
         try:
-            deadline = time.monotonic() + 30
-            while harness.read(MetricsReader.queries).totalQueries < 10:
-                assert time.monotonic() < deadline, simulate.stderr_text()
-                time.sleep(0.1)
+
+            def ten_recorded() -> bool:
                 harness.clock.set(time.time())  # the reader's window ends at its clock
+                return harness.read(MetricsReader.queries).totalQueries >= 10
+
+            wait_until(ten_recorded, 30, "ten of the simulator's queries")
             assert simulate.process is not None
             simulate.process.send_signal(signum)
             assert simulate.process.wait(timeout=30) == 0, simulate.stderr_text()

@@ -14,9 +14,9 @@ from typing import Any
 
 import redis
 
+from tests.waiting import wait_until
 from workers.process_tree import StartedInWith
 from workers.redis_process import RedisServerProcess, free_port
-from workers.waiting import wait_until
 
 SERVICE = "mymaster"
 DOWN_AFTER_MS = 1000
