@@ -32,7 +32,7 @@ import redis
 from metrics_store import get_metrics_collector, get_settings
 from metrics_store.record.collector import MetricsCollector
 from metrics_store.redis.keys import Keys
-from workers.waiting import wait_until
+from tests.waiting import wait_until
 
 PARENT = 0
 CHILDREN = (1, 2, 3)

@@ -26,7 +26,7 @@ from tests.fork_driver import (
     stored_by_process,
 )
 from tests.processes import child_env
-from workers.waiting import wait_until
+from tests.waiting import wait_until
 
 EVERY_PROCESS_ONCE = {PARENT: PARENT_EVENTS, **{child: CHILD_EVENTS for child in CHILDREN}}
 

@@ -4,6 +4,7 @@ Debian's promtool, and a real Prometheus scraping two replicas."""
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -190,13 +191,13 @@ def test_metrics_answers_503_with_the_error_body_while_redis_is_away(
 
 
 def test_fleet_wide_figures_are_counted_once_and_agree_with_resources(
-    live_settings: Settings,
+    settings: Settings,
 ) -> None:
     """Every node's sampler reads the same queues and the same Redis: /metrics must not
     repeat them per node, and must give the figure /resources gives."""
     now = time.time()
     readings = {"node-a": (now - 1.0, 7, 3, 10 * 2**20), "node-b": (now, 9, 4, 12 * 2**20)}
-    client = redis.Redis.from_url(live_settings.redis_url)
+    client = redis.Redis.from_url(settings.redis_url)
     for node, (sampled_at, queued, active, memory) in readings.items():
         snapshot = NodeSnapshot(
             node=node,
@@ -205,9 +206,9 @@ def test_fleet_wide_figures_are_counted_once_and_agree_with_resources(
             jobs_active=active,
             redis_used_memory_bytes=memory,
         )
-        client.hset(Keys(live_settings.key_prefix).snapshots, node, snapshot.model_dump_json())
+        client.hset(Keys(settings.key_prefix).snapshots, node, snapshot.model_dump_json())
     client.close()
-    with TestClient(create_app(live_settings, SystemClock())) as api:
+    with TestClient(create_app(settings, SystemClock())) as api:
         resources = api.get("/api/metrics/resources").json()
         found = samples(api.get("/metrics").text)
     assert {n["node"] for n in resources["nodes"]} == {"node-a", "node-b"}

@@ -26,8 +26,8 @@ from metrics_store.redis.client import redis_now
 from metrics_store.redis.keys import Keys
 from metrics_store.settings import Settings
 from tests.processes import child_env
+from tests.waiting import wait_until
 from workers.redis_process import RedisServerProcess
-from workers.waiting import wait_until
 
 # Longer than the flusher once kept a refused batch (10 tries, about 3 s) before dropping it.
 REFUSAL_S = 10.0
