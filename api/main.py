@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -28,29 +28,12 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     """A new API app; settings default to the environment's, the clock to the wall clock."""
     # Read here, not in the lifespan: CORS and the token's OpenAPI scheme shape the app itself.
     resolved = settings or get_settings()
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        client = async_client(resolved)
-        reader = MetricsReader(client, resolved, clock)
-        live = LiveStream(client, reader, resolved, clock)
-        app.state.reader = reader
-        app.state.live = live
-        # Nothing here touches Redis: the app starts (and answers 503) while Redis is away,
-        # and the live loops connect by themselves once it is back.
-        live.start()
-        try:
-            yield
-        finally:
-            await live.stop()
-            await client.aclose()
-
     app = FastAPI(
         title="metrics-store",
         summary="Live telemetry of an LLM-serving backend, from Redis.",
         description="REST endpoints below; the live stream is the WebSocket "
         "`/api/metrics/ws` (one `metrics_update` a second; see docs/live-stream.md).",
-        lifespan=lifespan,
+        lifespan=_lifespan(resolved, clock),
         docs_url="/api/docs",
         openapi_url="/api/openapi.json",
         redoc_url=None,
@@ -66,6 +49,30 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     app.include_router(live_router)
     mount_dashboard(app)
     return app
+
+
+def _lifespan(
+    settings: Settings, clock: Clock | None
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """The app's Redis client, reader and live stream, from start-up to shutdown."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        client = async_client(settings)
+        reader = MetricsReader(client, settings, clock)
+        live = LiveStream(client, reader, settings, clock)
+        app.state.reader = reader
+        app.state.live = live
+        # Nothing here touches Redis: the app starts (and answers 503) while Redis is away,
+        # and the live loops connect by themselves once it is back.
+        live.start()
+        try:
+            yield
+        finally:
+            await live.stop()
+            await client.aclose()
+
+    return lifespan
 
 
 STATIC_DIR = Path(__file__).parent / "static"

@@ -6,7 +6,10 @@ import argparse
 import importlib
 import time
 
-SUITES = ("ingest", "query", "live", "memory", "histogram_memory", "ha", "prometheus", "cluster")
+SUITES = (
+    "ingest", "query", "live", "memory", "histogram_memory", "ha", "prometheus", "cluster",
+    "revisions",
+)  # fmt: skip
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ measured in the same run, the two modes alternated.
   events just ingested, target <= 2x.
 
 The cluster has three primaries and no replicas (`--cluster-replicas 0`): replication is
-issue 12's cost, measured in bench/ha.py, not a cluster's.
+replication's cost, measured in bench/ha.py, not a cluster's.
 """
 
 from __future__ import annotations

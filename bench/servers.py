@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
 
 import httpx
 
@@ -15,11 +16,15 @@ from workers.redis_process import free_port
 
 
 @contextmanager
-def serve(module_args: list[str], env: dict[str, str], probe: str) -> Iterator[str]:
-    """Run `python -m <module_args> --port P`; yield its base URL once `probe` answers."""
+def serve(
+    module_args: list[str], env: dict[str, str], probe: str, cwd: Path | None = None
+) -> Iterator[str]:
+    """Run `python -m <module_args> --port P` (in `cwd`); yield its base URL once `probe`
+    answers."""
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", *module_args, "--port", str(port)],
+        cwd=cwd,
         env={**os.environ, **env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

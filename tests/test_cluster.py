@@ -75,9 +75,10 @@ def test_batches_go_to_each_primary_in_turn_on_its_home_shard(
 
 
 def test_redis_cache_size_is_the_memory_of_every_primary(redis_cluster: ClusterTopology) -> None:
-    client = sync_client(Settings(redis_url=redis_cluster.url, redis_cluster=True))
+    settings = Settings(redis_url=redis_cluster.url, redis_cluster=True)
+    client = sync_client(settings)
     try:
-        reported = RedisMemorySource(client).read()
+        reported = RedisMemorySource(client, topology_for(settings).used_memory).read()
     finally:
         client.close()
     each = []

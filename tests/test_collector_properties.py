@@ -2,7 +2,7 @@
 
 Each of the contract's three calls gets arguments drawn from valid values and from what a
 caller gets wrong: wrong types, bools, numeric strings, NaN and infinities, negatives, huge
-ints, wrong-case names, subclasses. An oracle written from DESIGN.md (not from
+ints, wrong-case names, subclasses. An oracle written from the collector contract (not from
 metrics_store.record.validation) says which field, if any, is bad. Then either
 - the call raised ValueError naming the first bad field, and the store's data is unchanged; or
 - the data changed by exactly that event: one new stream entry whose fields parse back to the
@@ -133,7 +133,7 @@ def flags() -> st.SearchStrategy[object]:
     return mostly(st.booleans(), st.sampled_from([0, 1, "true", None, MyInt(1), 1.0]))
 
 
-# --- the oracle: DESIGN.md's rules, stated directly -----------------------------------------
+# --- the oracle: the collector contract's rules, stated directly ----------------------------
 def is_number(value: object, maximum: float) -> bool:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False

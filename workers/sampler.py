@@ -27,7 +27,7 @@ from metrics_store.live import process_health
 from metrics_store.live.snapshots import NodeSnapshot, SnapshotWriter
 from metrics_store.loops import LoopGuard, run_forever
 from metrics_store.redis.keys import Keys
-from metrics_store.redis.topology import describe_redis, jobs_client, sync_client
+from metrics_store.redis.topology import describe_redis, jobs_client, sync_client, topology_for
 from metrics_store.settings import Settings, get_settings
 from workers.gpu import GpuSource, NvmlSource
 from workers.hardware import HardwareSource, PsutilSource, RateMeter
@@ -61,12 +61,15 @@ class Sources:
 def default_sources(settings: Settings, client: redis.Redis) -> Sources:
     """The real machine: psutil, pynvml, the configured index files, cache Redis and queues."""
     cache_url = settings.resolved_cache_redis_url
-    cache_client = client if cache_url == settings.redis_url else sync_client(settings, cache_url)
+    if cache_url == settings.redis_url:  # the store's own Redis, whatever its topology
+        cache = RedisMemorySource(client, topology_for(settings).used_memory)
+    else:
+        cache = RedisMemorySource(sync_client(settings, cache_url))
     return Sources(
         hardware=PsutilSource(),
         gpus=NvmlSource(),
         faiss_index=FaissIndexSource(settings.faiss_index_path),
-        cache_memory=RedisMemorySource(cache_client),
+        cache_memory=cache,
         jobs=_job_queues(settings),
     )
 

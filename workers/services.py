@@ -13,8 +13,9 @@ import stat
 from collections.abc import Sequence
 
 import redis
-from redis.cluster import RedisCluster
 from rq import Queue
+
+from metrics_store.redis.client import UsedMemory, server_used_memory
 
 log = logging.getLogger(__name__)
 
@@ -72,26 +73,19 @@ class RedisMemorySource:
     (each replica holds a copy of its primary's).
     """
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, used_memory: UsedMemory = server_used_memory) -> None:
         self._client = client
+        self._used_memory = used_memory
         self._log = _OnceLog("cache Redis (INFO memory)")
 
     def read(self) -> int:
         try:
-            used = self._used_memory()
+            used = self._used_memory(self._client)
         except (redis.RedisError, OSError, KeyError, ValueError) as exc:
             self._log.failed(exc)
             return 0
         self._log.succeeded()
         return used
-
-    def _used_memory(self) -> int:
-        if not isinstance(self._client, RedisCluster):
-            return int(self._client.info("memory")["used_memory"])
-        replies = self._client.info("memory", target_nodes=RedisCluster.PRIMARIES)
-        if "used_memory" in replies:  # one primary: its reply as it is, not by node
-            return int(replies["used_memory"])
-        return sum(int(info["used_memory"]) for info in replies.values())
 
 
 class JobQueueSource:

@@ -12,6 +12,7 @@ callers stay one type; the few operations that differ are the topology's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -31,6 +32,15 @@ from metrics_store.settings import Settings
 # No hidden retries: the collector retries with its own backoff, and an API request should
 # answer 503 within the timeouts rather than wait through redis-py's retries.
 HEALTH_CHECK_INTERVAL_S = 30
+
+
+# How much memory a Redis's data takes: one server's, or a Cluster's over its primaries.
+UsedMemory = Callable[[redis.Redis], int]
+
+
+def server_used_memory(client: redis.Redis) -> int:
+    """`used_memory` from INFO memory of one server."""
+    return int(client.info("memory")["used_memory"])
 
 
 def redis_now(client: redis.Redis) -> float:

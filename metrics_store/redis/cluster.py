@@ -117,6 +117,15 @@ def server_of(client: redis.Redis, key: str) -> redis.Redis:
     return cluster.get_redis_connection(node)
 
 
+def used_memory(client: redis.Redis) -> int:
+    """The memory the data takes cluster-wide: `used_memory` summed over the primaries (each
+    replica holds a copy of its primary's)."""
+    replies = cast(RedisCluster, client).info("memory", target_nodes=RedisCluster.PRIMARIES)
+    if "used_memory" in replies:  # one primary: its reply as it is, not by node
+        return int(replies["used_memory"])
+    return sum(int(info["used_memory"]) for info in replies.values())
+
+
 def refresh_slots(client: redis.Redis) -> None:
     """After a failure on a node reached by `server_of`: read the slot map anew."""
     with contextlib.suppress(redis.RedisError, OSError):  # the next attempt tries again

@@ -53,6 +53,9 @@ from dataclasses import dataclass
 class Keys:
     """The key names of one store, or of one of its shards, derived from its prefix.
 
+    One property or method per key: the schema in code, so its size follows the schema's
+    (docs/redis-schema.md), not a class that does many things.
+
     Data keys are spelled on `root`, control keys on `control_root`. Without a shard both are
     ``{prefix}`` (single Redis and Sentinel: one slot, as ever). A shard's `root` is
     ``{prefix:<shard>}``, another hash tag, so every data key, including any added later on

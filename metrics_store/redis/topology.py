@@ -119,6 +119,10 @@ class Topology(ABC):
         """The client of the one server holding `key` (WAIT must share the write's connection)."""
         return client
 
+    def used_memory(self, client: redis.Redis) -> int:
+        """How much memory the store's data takes in Redis (`redisCacheSize`)."""
+        return builders.server_used_memory(client)
+
     def after_write_failure(self, client: redis.Redis) -> None:  # noqa: B027 (nothing to do)
         """After a failed write: let the next attempt find the right server."""
 
@@ -200,6 +204,9 @@ class ClusterRedis(Topology):
 
     def server_of(self, client: redis.Redis, key: str) -> redis.Redis:
         return cluster.server_of(client, key)
+
+    def used_memory(self, client: redis.Redis) -> int:
+        return cluster.used_memory(client)
 
     def after_write_failure(self, client: redis.Redis) -> None:
         cluster.refresh_slots(client)

@@ -1,0 +1,143 @@
+"""Revisions: this tree against an earlier commit, in one run, on one Redis.
+
+A restructuring must not cost speed. The earlier commit is checked out into a temporary git
+worktree; each side then runs as its own child processes (their code on `PYTHONPATH`, their
+working directory its tree), taking turns, so both meet the same machine at the same moments:
+
+- ingest: one collector process records queries with TTFT and queue time and flushes; its
+  events/s counts only events the collector reports written;
+- REST: one API process per side answers every endpoint under wrk at concurrency 16, on the
+  same store.
+
+    python -m bench.revisions --base 09fc966      # or: python -m bench --only revisions
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from bench.common import Summary, Table, private_redis, progress, write_results
+from bench.load import load_events, load_snapshots
+from bench.servers import serve
+from bench.wrk import run_wrk
+from metrics_store.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+# The last commit before metrics_store was split into rooms (record/, read/, live/, redis/).
+DEFAULT_BASE = "09fc966"
+ENDPOINTS = ("queries", "tiers", "resources", "routing", "latency")
+
+INGEST = """
+import sys, time
+from metrics_store import get_metrics_collector
+count = int(sys.argv[1])
+collector = get_metrics_collector()
+collector.flush(timeout_s=30)
+started = time.perf_counter()
+for i in range(count):
+    collector.record_query("Q2", 100.0 + i % 900, 64, 50.0, ttft_ms=20.0 + i % 50,
+                           queue_time_ms=3.0 + i % 7)
+collector.flush(timeout_s=600)
+elapsed = time.perf_counter() - started
+print(collector.written_events / elapsed if collector.written_events == count else 0.0)
+"""
+
+
+@contextmanager
+def checkout(commit: str) -> Iterator[Path]:
+    """`commit`'s tree in a temporary git worktree, removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="bench-base-") as tmp:
+        tree = Path(tmp) / "tree"
+        git = ["git", "-C", str(ROOT)]
+        subprocess.run([*git, "worktree", "add", "--detach", str(tree), commit], check=True)
+        try:
+            yield tree
+        finally:
+            subprocess.run([*git, "worktree", "remove", "--force", str(tree)], check=False)
+
+
+def side_env(tree: Path, redis_url: str, prefix: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "PYTHONPATH": str(tree),
+        "REDIS_URL": redis_url,
+        "METRICS_KEY_PREFIX": prefix,
+        # Every event recorded is kept: the caller waits for room instead of dropping.
+        "METRICS_BUFFER_FULL_POLICY": "block",
+    }
+
+
+def ingest_rate(tree: Path, redis_url: str, count: int) -> float:
+    env = side_env(tree, redis_url, f"i{uuid.uuid4().hex[:6]}")
+    done = subprocess.run(
+        [sys.executable, "-c", INGEST, str(count)],
+        cwd=tree, env=env, capture_output=True, text=True, timeout=900, check=True,
+    )  # fmt: skip
+    rate = float(done.stdout.strip().splitlines()[-1])
+    if rate == 0.0:
+        raise RuntimeError(f"{tree}: not every event was written")
+    return rate
+
+
+def measure(trees: dict[str, Path], events: int, ingest_events: int, runs: int) -> dict[str, Any]:
+    figures: dict[str, dict[str, list[float]]] = {side: {} for side in trees}
+    with private_redis() as server:
+        for run in range(runs):
+            for side, tree in trees.items():
+                progress(f"run {run + 1}/{runs}: {side} ingests {ingest_events:,} events")
+                rate = ingest_rate(tree, server.url, ingest_events)
+                figures[side].setdefault("ingest", []).append(rate)
+        settings = Settings(redis_url=server.url, key_prefix=f"r{uuid.uuid4().hex[:6]}")
+        progress(f"loading {events:,} events into the 30-minute window")
+        load_events(settings, events, span_s=settings.window_s - settings.bucket_s)
+        load_snapshots(settings, nodes=4)
+        for run in range(runs):
+            for side, tree in trees.items():
+                env = side_env(tree, server.url, settings.key_prefix)
+                args = ["workers.cli", "api"]
+                with serve(args, env, "/api/metrics/queries", cwd=tree) as api:
+                    for name in ENDPOINTS:
+                        progress(f"run {run + 1}/{runs}: {side} /{name} at concurrency 16")
+                        result = run_wrk(f"{api}/api/metrics/{name}", 16, 3.0)
+                        if result.errors:
+                            raise RuntimeError(f"{side} /{name} answered errors")
+                        figures[side].setdefault(name, []).append(result.requests_per_s)
+    return {side: {k: Summary.of(v) for k, v in per.items()} for side, per in figures.items()}
+
+
+def table(base: str, figures: dict[str, Any]) -> Table:
+    out = Table(
+        f"This tree against {base}, same run (median [min-max]; ratio this/base)",
+        ["figure", "base", "this tree", "ratio"],
+    )
+    for name in ("ingest", *ENDPOINTS):
+        old, new = figures["base"][name], figures["this tree"][name]
+        label = "ingest events/s" if name == "ingest" else f"/{name} req/s @16"
+        out.add(label, old.show(), new.show(), f"{new.median / old.median:.2f}")
+    return out
+
+
+def run(full: bool, base: str = DEFAULT_BASE) -> None:
+    events, ingest_events, runs = (1_000_000, 500_000, 5) if full else (10_000, 100_000, 3)
+    with checkout(base) as base_tree:
+        figures = measure({"base": base_tree, "this tree": ROOT}, events, ingest_events, runs)
+    result = table(base, figures)
+    print(result.render())
+    write_results("revisions", {"base": base, "figures": figures, "table": result.rows})
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="bench.revisions", description=__doc__)
+    parser.add_argument("--base", default=DEFAULT_BASE, help=f"commit (default {DEFAULT_BASE})")
+    parser.add_argument("--full", action="store_true")
+    options = parser.parse_args()
+    run(options.full, options.base)
