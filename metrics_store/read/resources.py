@@ -42,8 +42,8 @@ def gpu_status(gpu: StoredGpu) -> GpuStatus:
 
 
 def _cluster_wide(snapshots: Sequence[NodeSnapshot]) -> NodeSnapshot | None:
-    """The freshest snapshot: the source of the values every node reports alike."""
-    return max(snapshots, key=lambda s: s.sampled_at, default=None)
+    """The freshest snapshot, by Redis's clock: the source of the values all nodes share."""
+    return max(snapshots, key=lambda s: s.stored_at or 0.0, default=None)
 
 
 def node_resources(
