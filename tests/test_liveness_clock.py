@@ -12,11 +12,16 @@ import sys
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import orjson
 import pytest
 import redis
 from websockets.asyncio.client import connect
 
+from metrics_store.clock import ManualClock
+from metrics_store.record.collector import MetricsCollector
+from metrics_store.redis.client import redis_now
 from metrics_store.redis.keys import Keys
+from metrics_store.settings import Settings
 from tests.processes import ApiProcess, CliProcess, child_env
 from workers.waiting import wait_until
 
@@ -149,3 +154,27 @@ def test_an_api_replica_a_minute_fast_sees_what_the_others_see(redis_url: str, p
             "sampler",
             "sampler",
         ]
+
+
+def test_a_replays_heartbeats_follow_redis_clock_too(
+    redis_url: str, prefix: str, client: redis.Redis
+) -> None:
+    # Tolerance 0 trusts the writer's clock for its events (a replay a year back), never for
+    # liveness: its beats and records are stamped by Redis's clock.
+    replay = Settings(
+        redis_url=redis_url, key_prefix=prefix, node="node-replay", clock_skew_tolerance_s=0
+    )
+    keys = Keys(prefix)
+    before = redis_now(client)
+    collector = MetricsCollector(replay, clock=ManualClock(before - 365 * 86400))
+    try:
+        collector.record_query("Q2", 1.0, 1, 1.0)
+        collector.update_model_availability("Q2", 1, 1)
+        collector.flush(timeout_s=20)
+        after = redis_now(client)
+        assert before <= (client.zscore(keys.live_nodes, "node-replay") or 0.0) <= after
+        stamps = [orjson.loads(raw)["at"] for raw in client.hgetall(keys.collectors).values()]
+        stamps += [orjson.loads(raw)["at"] for raw in client.hgetall(keys.processes).values()]
+        assert stamps and all(before <= at <= after for at in stamps)
+    finally:
+        collector.close()

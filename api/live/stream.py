@@ -62,7 +62,6 @@ class LiveStream:
         self._live = live
         self._keys = keys  # handed to process_health, which owns the processes hash
         self._node = settings.node
-        self._clock = clock
         self._beats = 0
         self._beat_interval_s = settings.heartbeat_interval_s
         self._tasks: list[asyncio.Task[None]] = []
