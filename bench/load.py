@@ -12,6 +12,7 @@ import redis
 from metrics_store.live.snapshots import NodeSnapshot
 from metrics_store.record.batch import BatchEncoder
 from metrics_store.record.events import Event
+from metrics_store.redis.client import redis_now
 from metrics_store.redis.keys import Keys
 from metrics_store.redis.scripts import INGEST, lua_script
 from metrics_store.settings import Settings
@@ -61,11 +62,11 @@ def load_snapshots(settings: Settings, nodes: int) -> None:
     """Hardware snapshots of `nodes` live nodes, as samplers would write them."""
     client = redis.Redis.from_url(settings.redis_url)
     keys = Keys(settings.key_prefix)
+    ahead = redis_now(client) + 3600  # the nodes stay live for the whole run without a sampler
     for n in range(nodes):
         snapshot = NodeSnapshot(
-            # Dated an hour ahead: the nodes stay live for the whole run without a sampler.
-            node=f"node-{n}", sampled_at=time.time() + 3600, cpu_percent=40.0, cpu_cores=16,
-            memory_used_bytes=12 * 2**30, memory_total_bytes=32 * 2**30,
+            node=f"node-{n}", sampled_at=time.time(), stored_at=ahead, cpu_percent=40.0,
+            cpu_cores=16, memory_used_bytes=12 * 2**30, memory_total_bytes=32 * 2**30,
             vram_used_bytes=8 * 2**30, vram_total_bytes=24 * 2**30,
         )  # fmt: skip
         client.hset(keys.snapshots, snapshot.node, orjson.dumps(snapshot.model_dump()))

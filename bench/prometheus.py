@@ -55,9 +55,12 @@ def seed_fleet(settings: Settings, nodes: int) -> None:
         report: list[Event] = [("a", now, tier, 2, 3) for tier in settings.tiers]
         encoded = encoder.encode(report, uuid.uuid4().hex, now)
         ingest.run(client, encoded.keys, encoded.args)
-        # ... then its snapshot through the sampler's writer, dated an hour ahead so the node
-        # stays live for the whole run without a sampler (the writer's beat wins: it is last).
-        writer.write(_snapshot(node, now + 3600))
+        # ... then its snapshot through the sampler's writer; its stamps (Redis's clock) are
+        # then moved an hour ahead, so the node stays live for the whole run without a sampler.
+        ahead = writer.write(_snapshot(node, now)) + 3600
+        stamped = _snapshot(node, now).model_copy(update={"stored_at": ahead})
+        client.hset(keys.snapshots, node, stamped.model_dump_json())
+        client.zadd(keys.live_nodes, {node: ahead})
     client.close()
 
 

@@ -13,6 +13,7 @@ import redis
 from metrics_store.clock import ManualClock
 from metrics_store.live.snapshots import NodeSnapshot, StoredGpu
 from metrics_store.record.collector import MetricsCollector
+from metrics_store.redis.client import redis_now
 from metrics_store.redis.keys import Keys
 from metrics_store.settings import Settings
 
@@ -103,7 +104,7 @@ def record_events(settings: Settings) -> None:
     # Availability counts only live nodes; beat for this one rather than wait on the flusher.
     client = redis.Redis.from_url(settings.redis_url)
     try:
-        client.zadd(Keys(settings.key_prefix).live_nodes, {settings.node: time.time()})
+        client.zadd(Keys(settings.key_prefix).live_nodes, {settings.node: redis_now(client)})
     finally:
         client.close()
 
@@ -145,11 +146,13 @@ def _gpu(figures: dict[str, Any]) -> StoredGpu:
 
 
 def write_snapshots(redis_url: str, prefix: str) -> None:
-    """What each node's sampler would have written a moment ago."""
+    """What each node's sampler would have written a moment ago (stamped by Redis's clock)."""
     client = redis.Redis.from_url(redis_url)
     try:
+        stored_at = redis_now(client)
         for snapshot in node_snapshots(time.time()):
-            client.hset(Keys(prefix).snapshots, snapshot.node, snapshot.model_dump_json())
+            stamped = snapshot.model_copy(update={"stored_at": stored_at})
+            client.hset(Keys(prefix).snapshots, snapshot.node, stamped.model_dump_json())
     finally:
         client.close()
 

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 import redis
 from fastapi.testclient import TestClient
@@ -19,6 +20,7 @@ from metrics_store.clock import ManualClock
 from metrics_store.errors import EventsLost
 from metrics_store.read.reader import MetricsReader
 from metrics_store.record.collector import MetricsCollector
+from metrics_store.redis.keys import Keys
 from metrics_store.settings import Settings
 from tests.conftest import T0
 from tests.harness import make_harness
@@ -187,7 +189,18 @@ def test_health_forgets_collectors_that_stopped_beating(settings: Settings) -> N
         assert [c["node"] for c in client.get("/api/metrics/health").json()["collectors"]] == [
             "node-a"
         ]
+    # Liveness follows Redis's clock: the API's own, a minute on, changes nothing ...
     with TestClient(create_app(settings, ManualClock(T0 + 60))) as client:
+        assert len(client.get("/api/metrics/health").json()["collectors"]) == 1
+    # ... while a beat older than the TTL by Redis's clock is no longer live.
+    keys = Keys(settings.key_prefix)
+    store = redis.Redis.from_url(settings.redis_url)
+    for field, raw in store.hgetall(keys.collectors).items():
+        record = orjson.loads(raw)
+        record["at"] -= settings.node_ttl_s + 1
+        store.hset(keys.collectors, field, orjson.dumps(record))
+    store.close()
+    with TestClient(create_app(settings, ManualClock(T0))) as client:
         assert client.get("/api/metrics/health").json()["collectors"] == []
 
 

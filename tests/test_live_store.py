@@ -66,8 +66,8 @@ def test_leaving_the_subscription_unsubscribes(settings: Settings) -> None:
 
 def test_forgotten_replicas_leave_both_registry_keys(settings: Settings) -> None:
     async def scenario(live: LiveStore, client: aioredis.Redis, keys: Keys) -> None:
-        await live.beat_replica("node-a:1:aaaaaa", connections=2, now_s=1000.0)
-        await live.beat_replica("node-a:2:bbbbbb", connections=5, now_s=1000.0)
+        await live.beat_replica("node-a:1:aaaaaa", connections=2)
+        await live.beat_replica("node-a:2:bbbbbb", connections=5)
         await live.forget_replicas("node-a:1:aaaaaa")
         assert await client.zrange(keys.replicas, 0, -1) == [b"node-a:2:bbbbbb"]
         assert await client.hgetall(keys.connections) == {b"node-a:2:bbbbbb": b"5"}

@@ -194,20 +194,22 @@ def test_exactly_one_replica_computes_each_tick(settings: Settings) -> None:
 def test_registry_counts_live_replicas_and_forgets_removed_ones(settings: Settings) -> None:
     async def scenario() -> None:
         client = aioredis.Redis.from_url(settings.redis_url)
-        clock = ManualClock(T0)
-        reader = MetricsReader(client, settings, clock)
-        one = ReplicaRegistry(client, settings, "node-a:101:aaaaaa", clock)
-        two = ReplicaRegistry(client, settings, "node-a:102:bbbbbb", clock)
-        await one.beat(3)
+        # Years off Redis's clock: the reader's own clock decides nothing about liveness.
+        reader = MetricsReader(client, settings, ManualClock(T0))
+        keys = Keys(settings.key_prefix)
+        one = ReplicaRegistry(client, settings, "node-a:101:aaaaaa")
+        two = ReplicaRegistry(client, settings, "node-a:102:bbbbbb")
+        stamp = await one.beat(3)
         await two.beat(2)
+        assert await client.zscore(keys.replicas, one.replica_id) == stamp  # Redis's clock
         assert (await reader.resources()).activeConnections == 5
         await two.remove()
         assert (await reader.resources()).activeConnections == 3
-        clock.advance(settings.node_ttl_s + 1)  # `one` stopped beating: killed
+        # `one` stopped beating (killed): its last beat is older than the TTL by Redis's clock.
+        await client.zadd(keys.replicas, {one.replica_id: stamp - settings.node_ttl_s - 1})
         assert (await reader.resources()).activeConnections == 0
-        clock.advance(REPLICA_PRUNE_AFTER_S)
+        await client.zadd(keys.replicas, {one.replica_id: stamp - REPLICA_PRUNE_AFTER_S - 1})
         await two.beat(1)  # any beat prunes the long dead
-        keys = Keys(settings.key_prefix)
         assert await client.hkeys(keys.connections) == [b"node-a:102:bbbbbb"]
         assert await client.zrange(keys.replicas, 0, -1) == [b"node-a:102:bbbbbb"]
         await client.aclose()

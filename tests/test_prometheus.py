@@ -20,9 +20,8 @@ from pydantic import SecretStr
 
 from api.main import create_app
 from metrics_store.clock import SystemClock
-from metrics_store.live.snapshots import NodeSnapshot
+from metrics_store.live.snapshots import NodeSnapshot, SnapshotWriter
 from metrics_store.record.collector import MetricsCollector
-from metrics_store.redis.keys import Keys
 from metrics_store.settings import Settings
 from tests.processes import ApiProcess, child_env
 from tests.prometheus_server import PROMETHEUS_HINT, PrometheusServer
@@ -195,18 +194,19 @@ def test_fleet_wide_figures_are_counted_once_and_agree_with_resources(
 ) -> None:
     """Every node's sampler reads the same queues and the same Redis: /metrics must not
     repeat them per node, and must give the figure /resources gives."""
-    now = time.time()
-    readings = {"node-a": (now - 1.0, 7, 3, 10 * 2**20), "node-b": (now, 9, 4, 12 * 2**20)}
+    # node-b writes last: by Redis's clock, its snapshot is the freshest.
+    readings = {"node-a": (7, 3, 10 * 2**20), "node-b": (9, 4, 12 * 2**20)}
     client = redis.Redis.from_url(settings.redis_url)
-    for node, (sampled_at, queued, active, memory) in readings.items():
+    writer = SnapshotWriter(client, settings)
+    for node, (queued, active, memory) in readings.items():
         snapshot = NodeSnapshot(
             node=node,
-            sampled_at=sampled_at,
+            sampled_at=time.time(),
             jobs_queued=queued,
             jobs_active=active,
             redis_used_memory_bytes=memory,
         )
-        client.hset(Keys(settings.key_prefix).snapshots, node, snapshot.model_dump_json())
+        writer.write(snapshot)
     client.close()
     with TestClient(create_app(settings, SystemClock())) as api:
         resources = api.get("/api/metrics/resources").json()

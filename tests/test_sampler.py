@@ -19,7 +19,7 @@ from metrics_store.live.snapshots import NodeSnapshot, StoredGpu
 from metrics_store.loops import PROCESS_LOOPS
 from metrics_store.read.reader import MetricsReader
 from metrics_store.read.shapes import ResourceMetrics
-from metrics_store.redis.client import redacted_url
+from metrics_store.redis.client import redacted_url, redis_now
 from metrics_store.redis.keys import Keys
 from metrics_store.redis.topology import sync_client
 from metrics_store.settings import Settings
@@ -121,7 +121,8 @@ def test_snapshot_holds_exact_rates_from_recorded_counters(harness: Harness) -> 
 
     assert [first.disk_read_mbps, second.disk_read_mbps, third.disk_read_mbps] == [0.0, 2.5, 0.5]
     stored = harness.stored("node-a")
-    assert stored == third
+    assert stored.stored_at is not None  # Redis's stamp, added as it was stored
+    assert stored.model_copy(update={"stored_at": None}) == third
     assert stored.sampled_at == T0 + 3
     assert (stored.cpu_percent, stored.cpu_cores) == (50.0, 4)
     assert (stored.memory_used_bytes, stored.memory_total_bytes) == (3 * GIB, 8 * GIB)
@@ -132,12 +133,18 @@ def test_snapshot_holds_exact_rates_from_recorded_counters(harness: Harness) -> 
 
 def test_one_write_stores_the_snapshot_and_heartbeat_and_nothing_else(harness: Harness) -> None:
     sampler = harness.sampler()
-    for _ in range(5):
+    for _ in range(4):
         sampler.sample_once()
         harness.clock.advance(1)
+    before = redis_now(harness.client)
+    sampler.sample_once()
+    after = redis_now(harness.client)
 
-    assert harness.stored("node-a").sampled_at == T0 + 4
-    assert harness.client.zscore(harness.keys.live_nodes, "node-a") == T0 + 4
+    stored = harness.stored("node-a")
+    assert stored.sampled_at == T0 + 4  # the sampler's clock: shown, never compared
+    # The heartbeat and the freshness stamp are Redis's clock, years away from the sampler's.
+    assert stored.stored_at is not None and before <= stored.stored_at <= after
+    assert harness.client.zscore(harness.keys.live_nodes, "node-a") == stored.stored_at
     prune_after_s = harness.settings.node_prune_after_s
     assert 0 < harness.client.ttl(harness.keys.snapshots) <= prune_after_s
     # No write-only data: the sampler writes only keys that a reader reads (/resources reads
@@ -146,13 +153,24 @@ def test_one_write_stores_the_snapshot_and_heartbeat_and_nothing_else(harness: H
     assert written == {harness.keys.snapshots, harness.keys.live_nodes}
 
 
+def silence(harness: Harness, node: str, for_s: float) -> None:
+    """Make `node` look silent for `for_s` seconds by Redis's clock: its stamps moved back."""
+    stored = harness.stored(node)
+    assert stored.stored_at is not None
+    back = stored.stored_at - for_s
+    moved = stored.model_copy(update={"stored_at": back}).model_dump_json()
+    harness.client.hset(harness.keys.snapshots, node, moved)
+    harness.client.zadd(harness.keys.live_nodes, {node: back})
+
+
 def test_nodes_silent_for_long_are_pruned(harness: Harness) -> None:
     harness.sampler(node="old").sample_once()
-    harness.clock.advance(harness.settings.node_prune_after_s - 1)
+    silence(harness, "old", harness.settings.node_prune_after_s - 60)
     harness.sampler(node="new").sample_once()
     assert harness.client.hexists(harness.keys.snapshots, "old")  # stale, not yet forgotten
 
-    harness.clock.advance(2)
+    silence(harness, "old", 61)  # now silent for longer than node_prune_after_s
+    harness.clock.advance(-3600)  # the writer's clock decides nothing: it may run backwards
     harness.samplers[-1].sample_once()
     assert harness.client.hkeys(harness.keys.snapshots) == [b"new"]
     assert harness.client.zrange(harness.keys.live_nodes, 0, -1) == [b"new"]
@@ -181,10 +199,10 @@ def test_a_silent_node_drops_out_after_the_node_ttl(harness: Harness) -> None:
     a, b = harness.sampler("node-a"), harness.sampler("node-b")
     a.sample_once()
     b.sample_once()
-    harness.clock.advance(harness.settings.node_ttl_s)
-    a.sample_once()  # node-b has stopped
+    silence(harness, "node-b", harness.settings.node_ttl_s - 1)  # node-b has stopped
+    a.sample_once()
     assert [n.node for n in harness.resources().nodes] == ["node-a", "node-b"]
-    harness.clock.advance(1)
+    silence(harness, "node-b", 2)  # by Redis's clock, longer ago than the TTL
     a.sample_once()
     assert [n.node for n in harness.resources().nodes] == ["node-a"]
 

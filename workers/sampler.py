@@ -6,7 +6,9 @@
 
 Each sample reads the sources (psutil, NVML, the FAISS files, the cache Redis, the rq queues),
 builds a `NodeSnapshot` and writes it through `metrics_store.live.snapshots` in one script call:
-the snapshot, the node's heartbeat and the pruning of long-dead nodes, atomically. Nothing here
+the snapshot, the node's heartbeat and the pruning of long-dead nodes, atomically, each stamp and
+comparison by Redis's clock (a sampler whose clock runs hours fast prunes nobody, and drops out
+within the node TTL once stopped); this node's clock stamps the sample (`sampled_at`). Nothing here
 blocks to measure: CPU and I/O rates compare with the previous sample. While Redis is away the
 sampler logs once, keeps sampling (so rates stay right) and writes again when Redis is back.
 """
@@ -178,6 +180,7 @@ class Sampler:
         if not self.write(self.sample()):
             raise StoreUnavailable("the snapshot was not written")
         self._samples += 1
+        # Its `at` is replaced by Redis's clock as it is stored (process_health.publish).
         record = process_health.current_record(self._settings.node, "sampler", self._clock.now())
         prune = self._samples % process_health.PRUNE_EVERY_BEATS == 1
         process_health.publish(self._client, self._keys, record, prune=prune)

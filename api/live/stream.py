@@ -56,12 +56,11 @@ class LiveStream:
         self.hub = ClientHub()
         self.ticker = Ticker(client, reader, live, clock, self.replica_id)
         self.relay = Relay(live, self.hub)
-        self.registry = ReplicaRegistry(client, settings, self.replica_id, clock)
+        self.registry = ReplicaRegistry(client, settings, self.replica_id)
         self._client = client
         self._live = live
         self._keys = keys  # handed to process_health, which owns the processes hash
         self._node = settings.node
-        self._clock = clock
         self._beats = 0
         self._beat_interval_s = settings.heartbeat_interval_s
         self._tasks: list[asyncio.Task[None]] = []
@@ -116,9 +115,11 @@ class LiveStream:
 
     async def _beat(self) -> float:
         """The replica's beat, and this process's loop health with it."""
-        await self.registry.beat(self.hub.count)
+        # Stamped by Redis's clock (the registry's script returns it): liveness never asks
+        # this replica's own clock, which may run minutes off.
+        now_s = await self.registry.beat(self.hub.count)
         self._beats += 1
-        record = process_health.current_record(self._node, "api", self._clock.now())
+        record = process_health.current_record(self._node, "api", now_s)
         prune = self._beats % process_health.PRUNE_EVERY_BEATS == 1
         await process_health.publish_async(self._client, self._keys, record, prune=prune)
         return self._beat_interval_s

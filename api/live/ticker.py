@@ -6,6 +6,11 @@ lock (`LiveStore.claim_tick`, a `SET ... NX PX`); the one that gets it computes
 update and publishes it (`LiveStore.publish_update`). The others go back to sleep, so the
 cluster computes one update a second whatever the number of replicas, and losing the winner
 costs at most that one tick.
+
+The tick is the update's event time, read on the replica's Clock like every event stamp (within
+the skew tolerance of Redis's): it names the second whose windows are computed. Liveness is not
+the tick's: the update's nodes, replicas and connections are judged by Redis's clock inside the
+read itself, so a replica whose clock runs a minute fast still lists the live nodes.
 """
 
 from __future__ import annotations

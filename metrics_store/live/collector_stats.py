@@ -2,20 +2,23 @@
 
 Every collector's flusher writes its counters into the `{p}:live:collectors` hash with its
 heartbeat, so events dropped during an outage are visible through the API
-(`/api/metrics/health`) once Redis is back, not only in that process's log.
+(`/api/metrics/health`) once Redis is back, not only in that process's log. The record's `at`
+and the node's beat are Redis's clock (stamp_record.lua), whatever the collector's clock says.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 
 import orjson
 import redis
 
 from metrics_store.loops import PROCESS_INSTANCE
+from metrics_store.redis.client import redis_now
 from metrics_store.redis.keys import Keys
+from metrics_store.redis.scripts import STAMP_RECORD, lua_script
 
 log = logging.getLogger(__name__)
 
@@ -31,15 +34,16 @@ class CollectorCounters:
     written: int
     dropped: int
     pending: int
-    at: float
+    at: float  # stored: Redis's clock as it was written (the collector's is replaced)
     refused: int = 0  # refused for a clock too far from Redis's
 
     @property
     def field(self) -> str:
         return f"{self.node}:{self.pid}:{self.instance}"
 
-    def to_json(self) -> bytes:
-        return orjson.dumps(self.__dict__)
+    def unstamped_json(self) -> bytes:
+        """The record without `at`, which the script stamps by Redis's clock."""
+        return orjson.dumps({k: v for k, v in asdict(self).items() if k != "at"})
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> CollectorCounters | None:
@@ -55,23 +59,25 @@ class CollectorCounters:
 
 
 def counters_now(
-    node: str, written: int, dropped: int, pending: int, at: float, refused: int = 0
+    node: str, written: int, dropped: int, pending: int, refused: int = 0
 ) -> CollectorCounters:
+    """This process's counters, to be stamped by Redis's clock as `beat` writes them."""
     return CollectorCounters(
-        node, os.getpid(), PROCESS_INSTANCE, written, dropped, pending, at, refused
+        node, os.getpid(), PROCESS_INSTANCE, written, dropped, pending, 0.0, refused
     )
 
 
-def beat(client: redis.Redis, keys: Keys, counters: CollectorCounters) -> None:
-    """The node's heartbeat and this collector's counters, in one round trip."""
-    pipe = client.pipeline(transaction=False)
-    pipe.zadd(keys.live_nodes, {counters.node: counters.at})
-    pipe.hset(keys.collectors, counters.field, counters.to_json())
-    pipe.execute()
+def beat(client: redis.Redis, keys: Keys, counters: CollectorCounters) -> float:
+    """The node's heartbeat and this collector's counters, stamped by Redis's clock, in one
+    round trip (`counters.at` is not used). Returns Redis's clock (the stamp)."""
+    args: list[str | bytes] = [counters.field, counters.unstamped_json(), counters.node]
+    return float(lua_script(STAMP_RECORD).run(client, [keys.collectors, keys.live_nodes], args))
 
 
-def forget_silent(client: redis.Redis, keys: Keys, now_s: float) -> None:
-    """Delete the counters of collectors that stopped beating long ago (crashed processes)."""
+def forget_silent(client: redis.Redis, keys: Keys) -> None:
+    """Delete the counters of collectors silent for FORGET_AFTER_S by Redis's clock (crashed
+    processes)."""
+    now_s = redis_now(client)
     stale = []
     for field, raw in client.hgetall(keys.collectors).items():
         counters = CollectorCounters.from_json(raw)

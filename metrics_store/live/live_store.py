@@ -6,13 +6,15 @@
     payload = await live.latest_update()                # a client joining between ticks
     async with live.subscribe_updates() as updates:     # each replica's relay
         payload = await updates.next_update(timeout_s=1.0)
-    await live.beat_replica(replica_id, connections=3, now_s=now_s)   # {p}:live:replicas,
-    await live.forget_replicas(replica_id)                            # {p}:live:connections
+    await live.beat_replica(replica_id, connections=3)   # {p}:live:replicas,
+    await live.forget_replicas(replica_id)               # {p}:live:connections
 
 How the channel is published and subscribed to is the topology's (`Topology.channels`): on a
 Redis Cluster a sharded channel on the control keys' slot.
 The HTTP layer (api/live/) calls these and never spells a key. The reader stages the
 registry's reads (`read_connections`, `read_replica_count`) into its one-call read plans.
+The registry follows Redis's clock alone: a beat is stamped, and the long dead pruned, by
+`TIME` inside beat_replica.lua; a read counts the replicas stamped within the TTL of `TIME`.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import redis.asyncio as aioredis
 
 from metrics_store.redis.keys import Keys
 from metrics_store.redis.read_plan import ReadPlan, Staged, pairs
+from metrics_store.redis.scripts import BEAT_REPLICA, lua_script
 from metrics_store.redis.topology import Channels, topology_for
 from metrics_store.settings import Settings
 
@@ -121,16 +124,14 @@ class LiveStore:
         return UpdateSubscription(self._client, self._keys.updates_channel, self._channels)
 
     # --- the replica registry ------------------------------------------------------------------
-    async def beat_replica(self, replica_id: str, connections: int, now_s: float) -> None:
-        """Record that a replica is alive with `connections` clients; prune the long dead."""
-        # MULTI: a reader never sees the new beat with the old count, or the reverse.
-        pipe = self._client.pipeline(transaction=self._transactions)
-        pipe.zadd(self._keys.replicas, {replica_id: now_s})
-        pipe.hset(self._keys.connections, replica_id, connections)
-        pipe.zrangebyscore(self._keys.replicas, "-inf", now_s - REPLICA_PRUNE_AFTER_S)
-        *_, dead = await pipe.execute()
-        if dead:
-            await self.forget_replicas(*dead)
+    async def beat_replica(self, replica_id: str, connections: int) -> float:
+        """Record that a replica is alive with `connections` clients; prune the long dead.
+
+        Returns Redis's clock, the beat's stamp (one script call: atomic, one round trip)."""
+        keys = [self._keys.replicas, self._keys.connections]
+        args: list[str | float] = [replica_id, connections, REPLICA_PRUNE_AFTER_S]
+        stamp = await lua_script(BEAT_REPLICA).run_async(self._client, keys, args)
+        return float(stamp)
 
     async def forget_replicas(self, *replica_ids: str | bytes) -> None:
         """Take replicas out of the registry (a clean shutdown, or pruning the long dead)."""
@@ -143,9 +144,9 @@ class LiveStore:
 
 
 # --- the registry's reads, staged into the reader's one-call plans ------------------------------
-def read_connections(plan: ReadPlan, keys: Keys, alive_since: float) -> Staged[int]:
-    """WebSocket clients held by the replicas that beat since `alive_since`, summed."""
-    plan.zrangebyscore(keys.replicas, alive_since, "+inf")
+def read_connections(plan: ReadPlan, keys: Keys, ttl_s: float) -> Staged[int]:
+    """WebSocket clients held by the replicas that beat within `ttl_s` of Redis's clock."""
+    plan.since(keys.replicas, ttl_s)
     plan.hgetall(keys.connections)
 
     def parse(replies: Sequence[Any]) -> int:
@@ -156,7 +157,7 @@ def read_connections(plan: ReadPlan, keys: Keys, alive_since: float) -> Staged[i
     return Staged(2, parse)
 
 
-def read_replica_count(plan: ReadPlan, keys: Keys, alive_since: float) -> Staged[int]:
-    """How many replicas beat since `alive_since`."""
-    plan.zcount(keys.replicas, alive_since, "+inf")
-    return Staged(1, lambda replies: int(replies[0]))
+def read_replica_count(plan: ReadPlan, keys: Keys, ttl_s: float) -> Staged[int]:
+    """How many replicas beat within `ttl_s` of Redis's clock."""
+    plan.since(keys.replicas, ttl_s)
+    return Staged(1, lambda replies: len(replies[0]))

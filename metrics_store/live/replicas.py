@@ -1,12 +1,13 @@
 """The API replica registry: which replicas are alive and how many WebSocket clients each holds.
 
-Each replica beats once a second: one MULTI pipeline writes its epoch seconds into
-`{p}:live:replicas` and its client count into `{p}:live:connections` (both owned by
+Each replica beats once a second: one script call stamps it in `{p}:live:replicas` by Redis's
+clock (never the replica's own: one running a minute fast would count for a minute after it
+died) and writes its client count into `{p}:live:connections` (both owned by
 `metrics_store/live/live_store.py`). Readers count only the replicas whose beat is younger than
-`node_ttl_s`, so a killed replica's clients stop counting within that time without anyone
-cleaning up after it. A clean shutdown removes the replica at once. Entries of replicas dead
-for `REPLICA_PRUNE_AFTER_S` are deleted by whichever replica beats next, so the registry stays
-small however many replicas come and go.
+`node_ttl_s` by Redis's clock, so a killed replica's clients stop counting within that time
+without anyone cleaning up after it. A clean shutdown removes the replica at once. Entries of
+replicas dead for `REPLICA_PRUNE_AFTER_S` are deleted by whichever replica beats next, so the
+registry stays small however many replicas come and go.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import secrets
 
 import redis.asyncio as aioredis
 
-from metrics_store.clock import Clock, SystemClock
 from metrics_store.live.live_store import LiveStore
 from metrics_store.settings import Settings
 
@@ -44,15 +44,15 @@ class ReplicaRegistry:
         client: aioredis.Redis,
         settings: Settings,
         replica_id: str,
-        clock: Clock | None = None,
     ) -> None:
         self.replica_id = replica_id
         self._store = LiveStore(client, settings)
-        self._clock = clock or SystemClock()
 
-    async def beat(self, connections: int) -> None:
-        """Record that this replica is alive with `connections` clients; prune the long dead."""
-        await self._store.beat_replica(self.replica_id, connections, self._clock.now())
+    async def beat(self, connections: int) -> float:
+        """Record that this replica is alive with `connections` clients; prune the long dead.
+
+        Returns Redis's clock, the beat's stamp."""
+        return await self._store.beat_replica(self.replica_id, connections)
 
     async def remove(self) -> None:
         """Take this replica out of the registry (clean shutdown)."""

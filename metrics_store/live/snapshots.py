@@ -1,13 +1,17 @@
 """Per-node hardware snapshots: their stored format, their writer and their reader, in one place.
 
 This module alone touches `{p}:live:snapshots` (and writes the node's beat in `{p}:live:nodes`
-with it). The stored format is its own model in raw units (bytes, MB/s, percent, watts), apart
-from the HTTP shapes of `metrics_store.read.shapes`: `metrics_store.read.resources` turns
+with it). Freshness follows Redis's clock: the write script stamps each snapshot's `stored_at`
+and the node's beat with `TIME`, and a read keeps the snapshots stored within the node TTL of
+`TIME`; the sampler's own `sampled_at` is shown, never compared.
+
+The stored format is its own model in raw units (bytes, MB/s, percent, watts), apart from the
+HTTP shapes of `metrics_store.read.shapes`: `metrics_store.read.resources` turns
 the one into the other, so renaming an API field never changes what is in Redis, nor the reverse.
 
     writer = SnapshotWriter(client, settings)   # the sampler, on a sync client
     writer.write(snapshot)                      # one script call; raises redis errors
-    staged = read_live_snapshots(plan, keys, fresh_after=now_s - settings.node_ttl_s)
+    staged = read_live_snapshots(plan, keys, ttl_s=settings.node_ttl_s)
 """
 
 from __future__ import annotations
@@ -47,7 +51,12 @@ class NodeSnapshot(StoredModel):
     """One sample of one node. Stored as JSON in the `{p}:live:snapshots` hash under its node."""
 
     node: str
-    sampled_at: float = Field(description="Epoch seconds of the sample.")
+    sampled_at: float = Field(description="Epoch seconds of the sample, by the node's clock.")
+    stored_at: float | None = Field(
+        default=None,
+        description="Redis's clock when the snapshot was stored, stamped by the write script: "
+        "freshness is judged by it. None only before it is written.",
+    )
     cpu_percent: float = 0.0
     cpu_cores: int = 0
     memory_used_bytes: int = 0
@@ -73,27 +82,29 @@ class SnapshotWriter:
         self._keys = Keys(settings.key_prefix)
         self._script = lua_script(WRITE_SNAPSHOT).bind(client)
 
-    def write(self, snapshot: NodeSnapshot) -> None:
-        """Store `snapshot` as its node's latest; redis-py's errors reach the caller."""
-        keep_s = self._settings.node_prune_after_s
+    def write(self, snapshot: NodeSnapshot) -> float:
+        """Store `snapshot` as its node's latest; Redis's clock as it did (its `stored_at`).
+
+        redis-py's errors reach the caller."""
         keys = [self._keys.snapshots, self._keys.live_nodes]
-        prune_before = snapshot.sampled_at - keep_s  # nodes silent since then are forgotten
-        args: list[str | float] = [snapshot.node, snapshot.model_dump_json(), snapshot.sampled_at]
-        args += [keep_s, prune_before]
-        self._script(keys=keys, args=args)
+        unstamped = snapshot.model_dump_json(exclude={"stored_at"})
+        args: list[str | int] = [snapshot.node, unstamped, self._settings.node_prune_after_s]
+        _, stored_at = self._script(keys=keys, args=args)
+        return float(stored_at)
 
 
-def read_live_snapshots(
-    plan: ReadPlan, keys: Keys, fresh_after: float
-) -> Staged[list[NodeSnapshot]]:
-    """The snapshots sampled at or after `fresh_after` (one HGETALL, O(nodes))."""
+def read_live_snapshots(plan: ReadPlan, keys: Keys, ttl_s: float) -> Staged[list[NodeSnapshot]]:
+    """The snapshots stored within `ttl_s` of Redis's clock (TIME and one HGETALL, O(nodes))."""
+    plan.time()
     plan.hgetall(keys.snapshots)
 
     def parse(replies: Sequence[Any]) -> list[NodeSnapshot]:
-        snapshots = _valid_snapshots(pairs(replies[0]).values())
-        return [snapshot for snapshot in snapshots if snapshot.sampled_at >= fresh_after]
+        fresh_after = float(replies[0]) - ttl_s
+        snapshots = _valid_snapshots(pairs(replies[1]).values())
+        # A snapshot without Redis's stamp (an older sampler's) cannot be judged: left out.
+        return [s for s in snapshots if s.stored_at is not None and s.stored_at >= fresh_after]
 
-    return Staged(1, parse)
+    return Staged(2, parse)
 
 
 def _valid_snapshots(raws: Iterable[bytes]) -> list[NodeSnapshot]:

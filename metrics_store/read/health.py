@@ -1,4 +1,9 @@
-"""`/api/metrics/health` from its stored records: collectors, processes and their loops."""
+"""`/api/metrics/health` from its stored records: collectors, processes and their loops.
+
+Who is alive is judged by Redis's clock alone: the read takes `TIME` in the same script call as
+the records, and every stamp it compares with was written by Redis's clock (the heartbeats and
+the records' `at`), so neither the writers' clocks nor this reader's decide liveness.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +11,34 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from metrics_store.live.collector_stats import CollectorCounters
+from metrics_store.live.live_store import read_replica_count
 from metrics_store.live.process_health import StoredProcess
 from metrics_store.read.shapes import CollectorHealth, HealthStatus, LoopHealth, ProcessHealth
-from metrics_store.redis.read_plan import pairs
+from metrics_store.redis.keys import Keys
+from metrics_store.redis.read_plan import ReadPlan, Staged, pairs
 from metrics_store.timefmt import iso_utc
 
 
+def stage_health(plan: ReadPlan, keys: Keys, ttl_s: float) -> Staged[HealthStatus]:
+    """Stage /health's reads: whatever beat within `ttl_s` of Redis's clock is alive."""
+    plan.time()
+    plan.since(keys.live_nodes, ttl_s)
+    replicas = read_replica_count(plan, keys, ttl_s)
+    plan.hgetall(keys.collectors)
+    plan.hgetall(keys.processes)
+    plan.hgetall(keys.refused)
+
+    def parse(replies: Sequence[Any]) -> HealthStatus:
+        alive_since = float(replies[0]) - ttl_s
+        count = replicas.parse(replies[2:3])
+        return health_status([replies[1], count, *replies[3:]], alive_since)
+
+    return Staged(6, parse)
+
+
 def health_status(replies: Sequence[Any], alive_since: float) -> HealthStatus:
-    """Replies: live nodes, live replica count, collectors, processes, refused (hashes)."""
+    """Replies: live nodes, live replica count, collectors, processes, refused (hashes);
+    `alive_since` is by Redis's clock, as the records' stamps are."""
     nodes, replicas, collector_records, process_records, refused = replies
     collectors = _live_collectors(pairs(collector_records).values(), alive_since)
     processes = _live_processes(pairs(process_records).values(), alive_since)

@@ -21,11 +21,11 @@ import redis.asyncio as aioredis
 from metrics_store.buckets import bucket_start, chart_starts, plan_window, tile_window
 from metrics_store.clock import Clock, SystemClock
 from metrics_store.errors import StoreUnavailable, UnknownNode
-from metrics_store.live.live_store import read_connections, read_replica_count
+from metrics_store.live.live_store import read_connections
 from metrics_store.live.snapshots import read_live_snapshots
 from metrics_store.read import aggregates
 from metrics_store.read.fleet import AllTimeHistogram, Fleet, Totals
-from metrics_store.read.health import health_status
+from metrics_store.read.health import stage_health
 from metrics_store.read.latency import LatencyPlanner
 from metrics_store.read.resources import resource_metrics
 from metrics_store.read.shapes import (
@@ -279,7 +279,7 @@ class MetricsReader:
     ) -> Staged[RoutingMetrics]:
         s = self._settings
         self._sum_window(plan, "r", now_s, window_s)
-        plan.zrangebyscore(self._keys.live_nodes, now_s - s.node_ttl_s, "+inf")
+        plan.since(self._keys.live_nodes, s.node_ttl_s)  # liveness: Redis's clock
         plan.hgetall(self._keys.availability)
 
         def parse(replies: Sequence[Any]) -> RoutingMetrics:
@@ -292,9 +292,8 @@ class MetricsReader:
         return Staged(3, parse)
 
     def _stage_resources(self, plan: FanOutPlan, now_s: float) -> Staged[ResourceMetrics]:
-        alive_since = now_s - self._settings.node_ttl_s
-        snapshots = read_live_snapshots(plan, self._keys, alive_since)
-        connections = read_connections(plan, self._keys, alive_since)
+        snapshots = read_live_snapshots(plan, self._keys, self._settings.node_ttl_s)
+        connections = read_connections(plan, self._keys, self._settings.node_ttl_s)
 
         def parse(replies: Sequence[Any]) -> ResourceMetrics:
             live, clients = parse_staged(replies, (snapshots, connections))
@@ -303,29 +302,18 @@ class MetricsReader:
         return Staged(snapshots.commands + connections.commands, parse)
 
     def _stage_health(self, plan: FanOutPlan, now_s: float) -> Staged[HealthStatus]:
-        alive_since = now_s - self._settings.node_ttl_s
-        plan.zrangebyscore(self._keys.live_nodes, alive_since, "+inf")
-        replicas = read_replica_count(plan, self._keys, alive_since)
-        plan.hgetall(self._keys.collectors)
-        plan.hgetall(self._keys.processes)
-        plan.hgetall(self._keys.refused)
-
-        def parse(replies: Sequence[Any]) -> HealthStatus:
-            count = replicas.parse(replies[1:2])
-            return health_status([replies[0], count, *replies[2:]], alive_since)
-
-        return Staged(5, parse)
+        return stage_health(plan, self._keys, self._settings.node_ttl_s)
 
     def _stage_fleet(self, plan: FanOutPlan, now_s: float) -> Staged[Fleet]:
-        alive_since = now_s - self._settings.node_ttl_s
+        ttl_s = self._settings.node_ttl_s
         # The totals are data keys: each shard's (one on a single Redis), summed over shards.
         plan.sum_shards(lambda i: [self._shards[i].totals])
         plan.hgetall(self._keys.availability)
         histograms = [(f, t) for t in self._settings.tiers for f in ALL_TIME_FIGURES]
         for figure, tier in histograms:
             plan.hgetall_shards(partial(self._histogram_totals, figure, tier))
-        snapshots = read_live_snapshots(plan, self._keys, alive_since)
-        connections = read_connections(plan, self._keys, alive_since)
+        snapshots = read_live_snapshots(plan, self._keys, ttl_s)
+        connections = read_connections(plan, self._keys, ttl_s)
         health = self._stage_health(plan, now_s)
         fixed = 2 + len(histograms)
 

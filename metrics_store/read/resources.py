@@ -42,9 +42,10 @@ def gpu_status(gpu: StoredGpu) -> GpuStatus:
 
 
 def cluster_wide(snapshots: Sequence[NodeSnapshot]) -> NodeSnapshot | None:
-    """The freshest snapshot: the one source of the values every node reports alike (Redis's
-    memory, the job queues), so that /resources and /metrics agree and count them once."""
-    return max(snapshots, key=lambda s: s.sampled_at, default=None)
+    """The freshest snapshot, by Redis's clock: the one source of the values every node
+    reports alike (Redis's memory, the job queues), so that /resources and /metrics agree
+    and count them once."""
+    return max(snapshots, key=lambda s: s.stored_at or 0.0, default=None)
 
 
 def node_resources(

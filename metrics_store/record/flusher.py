@@ -63,7 +63,7 @@ class Flusher:
         self._guard = LoopGuard(
             "collector-flusher", base_s=0.05, cap_s=settings.retry_max_backoff_s
         )
-        self._upkeep = Upkeep(client, topology, clock, self._counters_at, stopping)
+        self._upkeep = Upkeep(client, topology, clock, self._counters, stopping)
         self._retrier = Retrier(
             settings,
             clock,
@@ -173,8 +173,8 @@ class Flusher:
         self._writer.discard()
         self._buffer.fail_markers()
 
-    def _counters_at(self, now_s: float) -> CollectorCounters:
+    def _counters(self) -> CollectorCounters:
         c = self.counters
         dropped = c.dropped + self._buffer.dropped
         pending = self.pending_events()
-        return counters_now(self._settings.node, c.written, dropped, pending, now_s, c.refused)
+        return counters_now(self._settings.node, c.written, dropped, pending, c.refused)

@@ -13,7 +13,7 @@
 -- control call a control key in KEYS[1], [2], [5] and [7]: each names its slot, unwritten.)
 -- ARGV[1] = batch id ttl (s)          ARGV[2] = stream MAXLEN (approximate)
 -- ARGV[3] = retention (s)             ARGV[4] = recent-list length
--- ARGV[5] = node name                 ARGV[6] = now (epoch s), the node's heartbeat
+-- ARGV[5] = node name                 ARGV[6] = the writer's clock (epoch s), checked
 -- ARGV[7] = number of recent-query lists
 -- ARGV[8..13] = how many query entries, routing entries, increments, pushes, availabilities,
 --               retirements
@@ -52,10 +52,11 @@ end
 -- others. From a writer whose clock is right, events may be old (buffered through an outage)
 -- but not older than retention, and not from the future.
 local tolerance = tonumber(ARGV[14])
-local beat = ARGV[6]
+local time = redis.call('TIME')
+local now = tonumber(time[1]) + tonumber(time[2]) / 1000000
+-- The heartbeat is Redis's clock even for a store that trusts its writers' event stamps.
+local beat = now
 if tolerance > 0 then
-  local time = redis.call('TIME')
-  local now = tonumber(time[1]) + tonumber(time[2]) / 1000000
   local events = tonumber(ARGV[8]) + tonumber(ARGV[9]) + tonumber(ARGV[12])
   local skewed = math.abs(tonumber(ARGV[6]) - now) > tolerance
   local too_old = tonumber(ARGV[15]) < now - tonumber(ARGV[3])
@@ -63,7 +64,6 @@ if tolerance > 0 then
   if events > 0 and (skewed or too_old or too_new) then
     return redis.error_reply('CLOCKSKEW ' .. string.format('%.6f', now))
   end
-  beat = now
 end
 
 -- The marker makes a retried batch idempotent: a retry after a timeout whose first attempt

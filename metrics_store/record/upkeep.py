@@ -10,6 +10,7 @@ every process shares.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 import redis
@@ -23,8 +24,8 @@ from metrics_store.redis.client import redis_now
 from metrics_store.redis.keys import Keys
 from metrics_store.redis.topology import Topology
 
-# What the flusher reports each beat: its counters, stamped by the shared clock given.
-CountersAt = Callable[[float], CollectorCounters]
+# What the flusher reports each beat: its counters (Redis's clock stamps them).
+CountersNow = Callable[[], CollectorCounters]
 
 
 class Upkeep:
@@ -35,7 +36,7 @@ class Upkeep:
         client: redis.Redis,
         topology: Topology,
         clock: Clock,
-        counters_at: CountersAt,
+        counters_now: CountersNow,
         stopping: threading.Event,
     ) -> None:
         self._client = client
@@ -43,11 +44,12 @@ class Upkeep:
         self._settings = topology.settings
         self._keys = Keys(self._settings.key_prefix)
         self._clock = clock
-        self._counters_at = counters_at
+        self._counters_now = counters_now
         self._stopping = stopping
         self._beat_guard = LoopGuard("collector-heartbeat")
         self._prune_guard = LoopGuard("collector-retention")
         self._beats = 0
+        # Monotonic: a clock stepped back must not stop the prunes until it catches up.
         self._prune_due = 0.0
 
     def run(self) -> None:
@@ -60,34 +62,33 @@ class Upkeep:
     def once(self) -> None:
         """One beat, and a prune when one is due; failures are the guards' to count."""
         self._beat_guard.call(self._heartbeat)
-        now = self._clock.now()
+        now = time.monotonic()
         if now >= self._prune_due:
             self._prune_guard.call(self._prune)
             self._prune_due = now + self._settings.bucket_s
 
-    def _shared_now(self) -> float:
-        """The clock every writer shares: Redis's; or, for a store that trusts its writers'
-        clocks (tolerance 0: replays, simulated time), this node's."""
-        if self._settings.clock_skew_tolerance_s == 0:
-            return self._clock.now()
-        return redis_now(self._client)
-
     def _heartbeat(self) -> None:
-        # Stamped by the shared clock, like the beats of the ingest script: a node whose clock
-        # is hours fast must not look alive for hours after it stops.
-        now_s = self._shared_now()
-        collector_stats.beat(self._client, self._keys, self._counters_at(now_s))
+        # Stamped by Redis's clock inside the write (whatever this node's clock says, even
+        # at tolerance 0): a node whose clock is hours fast must not look alive for hours
+        # after it stops, nor one hours slow look dead.
+        now_s = collector_stats.beat(self._client, self._keys, self._counters_now())
         self._beats += 1
         record = process_health.current_record(self._settings.node, "collector", now_s)
         prune = self._beats % process_health.PRUNE_EVERY_BEATS == 1
         process_health.publish(self._client, self._keys, record, prune=prune)
         if prune:  # now and then: forget crashed collectors' counters
-            collector_stats.forget_silent(self._client, self._keys, now_s)
+            collector_stats.forget_silent(self._client, self._keys)
+
+    def _retention_now(self) -> float:
+        """Retention's clock: Redis's, so one node's fast clock cannot retire the buckets
+        everyone else is still writing; or, for a store that trusts its writers' clocks
+        (tolerance 0: replays, simulated time), this node's, as its events are stamped."""
+        if self._settings.clock_skew_tolerance_s == 0:
+            return self._clock.now()
+        return redis_now(self._client)
 
     def _prune(self) -> None:
-        # Retention follows Redis's clock, so one node's fast clock cannot retire the
-        # buckets everyone else is still writing.
-        now_s = self._shared_now()
+        now_s = self._retention_now()
         for shard in self._topology.shards:  # each shard indexes its own buckets
             prune_retired_buckets(
                 self._client, shard, now_s, transaction=self._topology.transactions

@@ -14,6 +14,9 @@
 --   ZSUM     <n keys>  0                 ZUNION's answer for keys of several slots (a
 --                                        cluster node's shards; see read_on_node.lua)
 --   EXISTS   <n keys>  0                 for each key, 1 if it exists, else 0
+--   TIME     0         0                 Redis's clock: epoch seconds, as a string
+--   SINCE    1         1 age_s           the members scored (by Redis's clock) within age_s of
+--                                        Redis's clock: liveness never asks the reader's clock
 -- Returns one reply per read, in order. Only these reads exist: the script writes nothing.
 
 -- Every field's (or member's) value summed over the flat [field, value, ...] replies of
@@ -39,6 +42,11 @@ local function sum_pairs(command, first, nkeys, ...)
     reply[#reply + 1] = string.format('%.17g', totals[field])
   end
   return reply
+end
+
+local function redis_now()
+  local time = redis.call('TIME')
+  return tonumber(time[1]) + tonumber(time[2]) / 1000000
 end
 
 local replies = {}
@@ -81,6 +89,10 @@ while i <= #ARGV do
     for j = first, first + nkeys - 1 do  -- one key per command: they may be in several slots
       reply[#reply + 1] = redis.call('EXISTS', KEYS[j])
     end
+  elseif op == 'TIME' then
+    reply = string.format('%.6f', redis_now())
+  elseif op == 'SINCE' then
+    reply = redis.call('ZRANGEBYSCORE', KEYS[first], redis_now() - tonumber(ARGV[a]), '+inf')
   elseif op == 'HGETALL' then
     reply = redis.call('HGETALL', KEYS[first])
   else

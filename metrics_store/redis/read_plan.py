@@ -65,6 +65,14 @@ class ReadPlan:
     def zcount(self, key: Key, low: float | str, high: float | str) -> None:
         self._add("ZCOUNT", (key,), (repr(low) if isinstance(low, float) else low, high))
 
+    def time(self) -> None:
+        """Redis's clock (epoch seconds, as a string): the clock liveness is judged by."""
+        self._add("TIME", (), ())
+
+    def since(self, key: Key, age_s: float) -> None:
+        """The members of sorted set `key` scored within `age_s` of Redis's clock."""
+        self._add("SINCE", (key,), (repr(float(age_s)),))
+
     def hsum(self, keys: Sequence[Key]) -> None:
         """Every field's value summed over the hashes `keys`: flat [field, total, ...]."""
         self._add("HSUM", keys, ())

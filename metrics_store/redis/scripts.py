@@ -33,6 +33,8 @@ INGEST = "ingest"
 READ = "read"
 READ_ON_NODE = "read_on_node"  # read.lua for the shards of one cluster node
 WRITE_SNAPSHOT = "write_snapshot"
+STAMP_RECORD = "stamp_record"
+BEAT_REPLICA = "beat_replica"
 
 # A script whose file is a prelude to another's text: the two run as one script.
 _PRELUDE_TO = {READ_ON_NODE: READ}
@@ -43,6 +45,8 @@ _PACKAGE_OF = {
     READ: "metrics_store.redis",
     READ_ON_NODE: "metrics_store.redis",
     WRITE_SNAPSHOT: "metrics_store.live",
+    STAMP_RECORD: "metrics_store.live",
+    BEAT_REPLICA: "metrics_store.live",
 }
 
 Arg = str | bytes | int | float
