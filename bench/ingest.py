@@ -1,5 +1,6 @@
 """Ingest: the collector's sustained events/s against the raw batched-Lua baseline, and the
-caller-side cost of record_query against prometheus_client's Histogram.observe()."""
+caller-side cost of record_query against prometheus_client's Histogram.observe(); then the
+ingest call's format against the base commit's (bench/ingest_format.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import psutil
 import redis
 import redis.asyncio as aioredis
 
+from bench import ingest_format
 from bench.common import Summary, Table, private_redis, progress, repeat, write_results
 from metrics_store.errors import EventsLost
 from metrics_store.read.reader import MetricsReader
@@ -231,4 +233,6 @@ def run(full: bool) -> dict[str, Any]:
         "table": table.rows,
     }
     write_results("ingest", results)
+    progress(f"the ingest call's format against {ingest_format.BASE}'s, interleaved")
+    results["format"] = ingest_format.run(full)
     return results

@@ -11,6 +11,7 @@ so the totals hold 10^7 events. /metrics itself is asked to confirm the count.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import Any
@@ -36,9 +37,6 @@ VOLUMES = (10_000, 10_000_000)
 SPAN_S = 60.0  # the sample's events lie in the last minute: well inside the clock tolerance
 P99_TARGET_MS = 100.0
 RATIO_TARGET = 1.2
-# The ingest script's ARGV layout (metrics_store/record/ingest.lua): 9 head values (queries and
-# decisions at 8 and 9), then 8 counts (increment triples first), then the event entries.
-HEAD, COUNTS = 9, 9  # ingest.lua: ARGV[1..9], then ARGV[10..18]; sections from ARGV[19]
 
 
 def seed_fleet(settings: Settings, nodes: int) -> None:
@@ -77,11 +75,12 @@ def _snapshot(node: str, sampled_at: float) -> NodeSnapshot:
 def scaled(batch: EncodedBatch, factor: int) -> EncodedBatch:
     """The batch with every counter increment (bucket and all-time) multiplied by `factor`."""
     args = list(batch.args)
-    entries = int(args[7]) + int(args[8])
-    triples = int(args[HEAD])
-    first = HEAD + COUNTS + entries
-    for amount in range(first + 2, first + 3 * triples, 3):
-        args[amount] = float(args[amount]) * factor
+    at = 1  # ingest.lua: the header in ARGV[1] names each section and its length, in order
+    for name, length in json.loads(str(args[0]))["sections"]:
+        if name == "increments":  # triples: KEYS index, member, amount
+            for amount in range(at + 2, at + length, 3):
+                args[amount] = float(args[amount]) * factor
+        at += length
     return EncodedBatch(batch.keys, args)
 
 

@@ -1,4 +1,13 @@
-"""Encode a batch of events as the KEYS and ARGV of the ingest script (see lua/ingest.lua).
+"""Encode a batch of events as one call of the ingest script (ingest.lua, beside this module).
+
+The call's KEYS name every key it writes, each once. Its ARGV open with the batch's header,
+a JSON object of named fields whose `version` is `FORMAT_VERSION`; the header also names
+the sections that follow in ARGV, in order, each with its length. The script reads every
+field and section by name, and refuses a batch of another version, or with a section it does
+not know, before writing anything: this module and the script cannot drift apart silently.
+(The bulk stays plain ARGV values rather than going inside the JSON: decoding it cost Redis
+5 % more CPU per event, and Redis is the ceiling shared by every collector; the figures are
+in docs/performance.md.)
 
 The batch's counters are summed here, per bucket and member, so Redis does a handful of
 ZINCRBYs per bucket instead of several per event.
@@ -13,10 +22,13 @@ from __future__ import annotations
 from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
+
+import orjson
 
 from metrics_store.buckets import Level, bucket_levels
 from metrics_store.histogram import bin_index
-from metrics_store.record.events import Event, QueryEvent
+from metrics_store.record.events import AvailabilityEvent, Event, QueryEvent, RoutingEvent
 from metrics_store.redis.keys import (
     ALL_TIME_FIGURES,
     FIGURE_LATENCY,
@@ -40,9 +52,14 @@ from metrics_store.redis.keys import (
 )
 from metrics_store.settings import Settings
 
+# The layout of the header and its sections; ingest.lua's FORMAT says which one it reads.
+# Version 1 was 19 positional ARGV values before the sections, which the script now refuses.
+FORMAT_VERSION = 2
+
 Arg = str | int | float
-# KEYS index of the all-time totals (see lua/ingest.lua's header).
+# Lua's 1-based KEYS (ingest.lua's header): 7 fixed keys, the batch marker, the recent lists.
 TOTALS_INDEX = 7
+FIRST_RECENT_INDEX = 9
 # Sums of one batch, per (fine bucket start, label): [count, sum, flagged, tokens or decision ms]
 QuerySums = defaultdict[tuple[int, str], list[float]]
 RoutingSums = defaultdict[tuple[int, str, str], list[float]]
@@ -77,7 +94,7 @@ class HistogramSums:
 @dataclass(frozen=True)
 class EncodedBatch:
     keys: list[str]
-    args: list[Arg]
+    args: list[Arg]  # the header (JSON text), then its sections' values
     # Cluster: the control writes, to run once `keys`' shard took the data (the same batch id
     # marks it on the control slot, so a retry adds nothing twice). None: this call has them.
     control: EncodedBatch | None = None
@@ -108,6 +125,70 @@ class _KeyTable:
             self.retirements[found] = (retires_at, ttl_s)
         return found
 
+    def retirement_section(self) -> list[Arg]:
+        """The `retirements` section: KEYS index, epoch second it retires, TTL (s)."""
+        out: list[Arg] = []
+        for index, (retires_at, ttl_s) in self.retirements.items():
+            out += (index, retires_at, ttl_s)
+        return out
+
+
+class _Fold:
+    """One batch's events as the script writes them: stream entries, per-bucket sums and the
+    newest queries of each tier (only those are formatted: the recent lists keep `keep`)."""
+
+    def __init__(self, bucket_s: int, keep: int, node: str) -> None:
+        self._bucket_s = bucket_s
+        self._keep = keep
+        self._node = node
+        self.queries: list[Arg] = []
+        self.decisions: list[Arg] = []
+        self.availability: list[Arg] = []
+        self.query_sums: QuerySums = defaultdict(lambda: [0, 0.0, 0, 0])
+        self.routing_sums: RoutingSums = defaultdict(lambda: [0, 0.0, 0, 0.0])
+        self.histograms = HistogramSums()
+        self.recent: dict[str, deque[QueryEvent]] = {}
+
+    def add(self, events: list[Event]) -> None:
+        query, routing, availability = self._query, self._routing, self._availability
+        for event in events:
+            if event[0] == "q":
+                query(event)
+            elif event[0] == "r":
+                routing(event)
+            else:
+                availability(event)
+
+    def _query(self, event: QueryEvent) -> None:
+        _, ts, tier, latency, tokens, generation, error, _, _ = event
+        flag = "1" if error else "0"
+        self.queries.append(f"{ts!r} {tier} {latency!r} {tokens} {generation!r} {flag}")
+        fine_start = int(ts // self._bucket_s) * self._bucket_s
+        self.histograms.add_query(fine_start, event)
+        sums = self.query_sums[fine_start, tier]
+        sums[0] += 1
+        sums[1] += latency
+        sums[2] += error
+        sums[3] += tokens
+        newest = self.recent.get(tier)
+        if newest is None:
+            newest = self.recent[tier] = deque(maxlen=self._keep)
+        newest.append(event)
+
+    def _routing(self, event: RoutingEvent) -> None:
+        _, ts, complexity, tier, score, decision_ms, fallback = event
+        flag = "1" if fallback else "0"
+        self.decisions.append(f"{ts!r} {complexity} {tier} {score!r} {decision_ms!r} {flag}")
+        cell = self.routing_sums[int(ts // self._bucket_s) * self._bucket_s, complexity, tier]
+        cell[0] += 1
+        cell[1] += score
+        cell[2] += fallback
+        cell[3] += decision_ms
+
+    def _availability(self, event: AvailabilityEvent) -> None:
+        _, _, tier, available, total = event
+        self.availability += (f"{self._node}:{tier}", f"{available}/{total}")
+
 
 class BatchEncoder:
     """Turns events into one ingest-script call; built once per collector and shard.
@@ -136,8 +217,7 @@ class BatchEncoder:
             keys.totals,  # a data key: each shard keeps its own, readers sum them
         ]
         self._recent = [keys.recent_queries(tier) for tier in settings.tiers]
-        # KEYS index of each tier's recent list: after the 7 fixed keys and the batch marker.
-        self._recent_index = {tier: 9 + i for i, tier in enumerate(settings.tiers)}
+        self._recent_index = {t: FIRST_RECENT_INDEX + i for i, t in enumerate(settings.tiers)}
 
     def encode(
         self, events: list[Event], batch_id: str, now_s: float, refused: int = 0
@@ -146,98 +226,41 @@ class BatchEncoder:
 
         `refused` counts events taken out of the batch for their clock, recorded with it.
         """
-        bucket_s = self._settings.bucket_s
-        keep = self._settings.sparkline_points
-        query_entries: list[Arg] = []
-        routing_entries: list[Arg] = []
-        availability: list[Arg] = []
-        query_sums: QuerySums = defaultdict(lambda: [0, 0.0, 0, 0])
-        routing_sums: RoutingSums = defaultdict(lambda: [0, 0.0, 0, 0.0])
-        histograms = HistogramSums()
-        recent: dict[str, deque[QueryEvent]] = {}
-        for event in events:
-            if event[0] == "q":
-                _, ts, tier, latency, tokens, generation, error, _, _ = event
-                flag = "1" if error else "0"
-                query_entries.append(f"{ts!r} {tier} {latency!r} {tokens} {generation!r} {flag}")
-                fine_start = int(ts // bucket_s) * bucket_s
-                histograms.add_query(fine_start, event)
-                sums = query_sums[fine_start, tier]
-                sums[0] += 1
-                sums[1] += latency
-                sums[2] += error
-                sums[3] += tokens
-                if tier not in recent:
-                    recent[tier] = deque(maxlen=keep)
-                recent[tier].append(event)  # formatted below: only the newest few are kept
-            elif event[0] == "r":
-                _, ts, complexity, tier, score, decision_ms, fallback = event
-                flag = "1" if fallback else "0"
-                routing_entries.append(
-                    f"{ts!r} {complexity} {tier} {score!r} {decision_ms!r} {flag}"
-                )
-                cell = routing_sums[int(ts // bucket_s) * bucket_s, complexity, tier]
-                cell[0] += 1
-                cell[1] += score
-                cell[2] += fallback
-                cell[3] += decision_ms
-            else:
-                _, _, tier, available, total = event
-                availability += (f"{self._settings.node}:{tier}", f"{available}/{total}")
-
+        s = self._settings
+        fold = _Fold(s.bucket_s, s.sparkline_points, s.node)
+        fold.add(events)
         table = _KeyTable([*self._fixed, self._keys.written_batch(batch_id), *self._recent])
-        increments = self._query_increments(query_sums, table)
-        increments += self._routing_increments(routing_sums, table)
-        increments += _total_increments(query_sums, routing_sums)
-        groups, histogram_args = self._histogram_increments(histograms, table)
-        retirements: list[Arg] = []
-        for index, (retires_at, ttl_s) in table.retirements.items():
-            retirements += (index, retires_at, ttl_s)
-        pushes: list[Arg] = []
-        for tier, newest in recent.items():
-            for _, ts, _, latency, tokens, generation, _, _, _ in newest:
-                # The stamp orders the newest queries of several shards (reader.py merges).
-                entry = f"{tokens} {generation!r} {latency!r} {ts!r}"
-                pushes += (self._recent_index[tier], entry)
-        stamps = [event[1] for event in events]
-        if self._control is not None:
-            control = self._encode_control(batch_id, now_s, availability, stamps, refused)
-            availability, refused = [], 0
-        else:
+        stamps = _stamp_range(events)
+        header = self._header(now_s, stamps, len(self._recent))
+        sections = self._data_sections(fold, table)
+        if self._control is None:
+            header.update(refused=refused, heartbeat=True)
+            sections["availability"] = fold.availability
             control = None
-        head = self._head(now_s, len(query_entries), len(routing_entries))
-        counts = [
-            len(increments) // 3,
-            len(pushes) // 2,
-            len(availability) // 2,
-            len(retirements) // 3,
-            self._settings.clock_skew_tolerance_s,
-            min(stamps, default=0.0),
-            max(stamps, default=0.0),
-            refused,
-            0
-            if self._control is not None
-            else 1,  # the heartbeat: here, or the flusher's beat (cluster)
-            groups,
-        ]
-        sections = [
-            query_entries,
-            routing_entries,
-            increments,
-            pushes,
-            availability,
-            retirements,
-            histogram_args,
-        ]
-        args = head + counts + [arg for section in sections for arg in section]
-        return EncodedBatch(table.keys, args, control)
+        else:  # the heartbeat: the flusher's own beat, by Redis's clock (collector_stats.py)
+            control = self._encode_control(batch_id, now_s, fold.availability, stamps, refused)
+        return EncodedBatch(table.keys, _arguments(header, sections), control)
+
+    def _data_sections(self, fold: _Fold, table: _KeyTable) -> dict[str, list[Arg]]:
+        """The sections a data call writes; numbering their keys fills `table`."""
+        increments = self._query_increments(fold.query_sums, table)
+        increments += self._routing_increments(fold.routing_sums, table)
+        increments += _total_increments(fold.query_sums, fold.routing_sums)
+        return {
+            "queries": fold.queries,
+            "decisions": fold.decisions,
+            "increments": increments,
+            "pushes": self._pushes(fold.recent),
+            "histograms": self._histogram_section(fold.histograms, table),
+            "retirements": table.retirement_section(),  # last: the sections above fill it
+        }
 
     def _encode_control(
         self,
         batch_id: str,
         now_s: float,
         availability: list[Arg],
-        stamps: list[float],
+        stamps: tuple[float, float],
         refused: int,
     ) -> EncodedBatch | None:
         """The control call of a split batch: availability and refused count."""
@@ -255,29 +278,43 @@ class BatchEncoder:
             c.query_stream,  # KEYS[7], the totals' place: they are data, on the shard
             c.written_batch(batch_id),
         ]
-        head = self._head(now_s, 0, 0, recent_lists=0)
-        # Tolerance 0: the data call already checked the clocks against Redis's. No heartbeat
-        # (ARGV[18] 0): it would take this call's unchecked clock; the flusher's own beat,
-        # by Redis's clock, keeps the node live.
-        oldest, newest = min(stamps, default=0.0), max(stamps, default=0.0)
-        counts = [0, 0, len(availability) // 2, 0, 0, oldest, newest, refused, 0, 0]
-        return EncodedBatch(keys, head + counts + availability)
+        header = self._header(now_s, stamps, recent_lists=0)
+        # Tolerance 0: the data call already checked the clocks against Redis's. No heartbeat:
+        # it would take this call's unchecked clock; the flusher's own beat, by Redis's
+        # clock, keeps the node live.
+        header.update(skew_tolerance_s=0, refused=refused)
+        return EncodedBatch(keys, _arguments(header, {"availability": availability}))
 
-    def _head(
-        self, now_s: float, queries: int, decisions: int, recent_lists: int | None = None
-    ) -> list[Arg]:
+    def _header(
+        self, now_s: float, stamps: tuple[float, float], recent_lists: int
+    ) -> dict[str, Any]:
+        """The header's fields, but for its sections (`_arguments` adds them)."""
         s = self._settings
-        return [
-            s.batch_id_ttl_s,
-            s.stream_maxlen,
-            s.retention_s,
-            s.sparkline_points,
-            s.node,
-            now_s,
-            len(self._recent) if recent_lists is None else recent_lists,
-            queries,
-            decisions,
-        ]
+        return {
+            "version": FORMAT_VERSION,
+            "batch_ttl_s": s.batch_id_ttl_s,
+            "stream_maxlen": s.stream_maxlen,
+            "retention_s": s.retention_s,
+            "recent_len": s.sparkline_points,
+            "recent_lists": recent_lists,
+            "node": s.node,
+            "now_s": now_s,
+            "skew_tolerance_s": s.clock_skew_tolerance_s,
+            "oldest_s": stamps[0],
+            "newest_s": stamps[1],
+            "refused": 0,
+            "heartbeat": False,
+        }
+
+    def _pushes(self, recent: dict[str, deque[QueryEvent]]) -> list[Arg]:
+        """The `pushes` section: KEYS index of a tier's recent list, entry; oldest first."""
+        out: list[Arg] = []
+        for tier, newest in recent.items():
+            index = self._recent_index[tier]
+            for _, ts, _, latency, tokens, generation, _, _, _ in newest:
+                # The stamp orders the newest queries of several shards (reader.py merges).
+                out += (index, f"{tokens} {generation!r} {latency!r} {ts!r}")
+        return out
 
     def _bucket_indexes(self, table: _KeyTable, kind: str, fine_start: int) -> list[int]:
         """KEYS indexes of the fine bucket and of each rollup bucket holding it."""
@@ -297,10 +334,10 @@ class BatchEncoder:
             out.append(table.bucket(name(level.size_s, start), retires_at, level.retention_s))
         return out
 
-    def _histogram_increments(
-        self, histograms: HistogramSums, table: _KeyTable
-    ) -> tuple[int, list[Arg]]:
-        """Groups of the histogram section: each bucket level's key, the sum, then the bins."""
+    def _histogram_section(self, histograms: HistogramSums, table: _KeyTable) -> list[Arg]:
+        """The `histograms` section, group after group: n, the KEYS indexes of its n buckets
+        (one per level, and the all-time hash where kept), m, then m pairs field, amount: the
+        sum first, then each occupied bin and its count; added to every one of the n."""
         out: list[Arg] = []
         for (fine_start, figure, tier), total in histograms.sums.items():
 
@@ -314,7 +351,7 @@ class BatchEncoder:
             out += (len(indexes), *indexes, len(bins) + 1, HISTOGRAM_SUM, repr(total))
             for index, count in bins.items():
                 out += (index, count)
-        return len(histograms.sums), out
+        return out
 
     def _query_increments(self, sums: QuerySums, table: _KeyTable) -> list[Arg]:
         out: list[Arg] = []
@@ -336,6 +373,23 @@ class BatchEncoder:
                 if fallbacks:
                     out += (bucket, ROUTING_FALLBACKS, fallbacks)
         return out
+
+
+def _stamp_range(events: list[Event]) -> tuple[float, float]:
+    """The oldest and newest stamps of a batch (0, 0 for none): the script checks both."""
+    if not events:
+        return 0.0, 0.0
+    stamps = [event[1] for event in events]
+    return min(stamps), max(stamps)
+
+
+def _arguments(header: dict[str, Any], sections: dict[str, list[Arg]]) -> list[Arg]:
+    """ARGV: the header, naming each section and its length in order, then their values."""
+    header["sections"] = [[name, len(values)] for name, values in sections.items()]
+    args: list[Arg] = [orjson.dumps(header).decode()]  # text: `Arg` has no bytes
+    for values in sections.values():
+        args += values
+    return args
 
 
 def _total_increments(queries: QuerySums, routing: RoutingSums) -> list[Arg]:

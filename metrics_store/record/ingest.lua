@@ -8,147 +8,243 @@
 -- KEYS[5] = bucket index (sorted set)  KEYS[6] = refused events per node (hash)
 -- KEYS[7] = all-time totals (sorted set, never expires)
 -- KEYS[8] = this batch's id marker
--- KEYS[9..8+ARGV[7]] = the recent-query list of each configured tier; then the bucket keys
+-- KEYS[9..8+recent_lists] = the recent-query list of each configured tier; then the bucket keys
 -- (Redis Cluster, batch.py: a shard's data call holds a data key in KEYS[3], [4] and [6], the
 -- control call a control key in KEYS[1], [2], [5] and [7]: each names its slot, unwritten.)
--- ARGV[1] = batch id ttl (s)          ARGV[2] = stream MAXLEN (approximate)
--- ARGV[3] = retention (s)             ARGV[4] = recent-list length
--- ARGV[5] = node name                 ARGV[6] = the writer's clock (epoch s), checked
--- ARGV[7] = number of recent-query lists
--- ARGV[8..13] = how many query entries, routing entries, increments, pushes, availabilities,
---               retirements
--- ARGV[14] = clock skew tolerance (s; 0 = trust the writer's clock)
--- ARGV[15], ARGV[16] = the oldest and newest event stamps of the batch (epoch s)
--- ARGV[17] = events of this batch already refused for their clock (counted here)
--- ARGV[18] = 1: record the node's heartbeat in KEYS[3]; 0: not (Redis Cluster, where this call's
---            keys are one data shard's and the flusher's heartbeat keeps the node live)
--- ARGV[19] = how many histogram groups
--- ARGV[20..] = those sections in that order, the histogram groups last:
---   query entry:   "ts tier latency_ms tokens generation_ms error"      (1 value)
---   routing entry: "ts complexity tier score decision_ms fallback"      (1 value)
---   increment:     KEYS index of the bucket, member, amount            (3 values)
---   push:          KEYS index of the recent list, entry                (2 values)
---   availability:  field "<node>:<tier>", value "<available>/<total>"  (2 values)
---   retirement:    KEYS index of a bucket, epoch second it retires, its TTL (s)  (3 values)
---   histogram group: n, the KEYS indexes of its n buckets (one per level), m, then m pairs
---                  field, amount: first "sum" and the total ms (HINCRBYFLOAT), then each
---                  occupied bin and its count (HINCRBY), added to every one of the n buckets
+--
+-- ARGV[1] = the header: a JSON object (metrics_store/record/batch.py), read by name.
+--   version           the format: FORMAT below, or the batch is refused unwritten
+--   batch_ttl_s       how long the batch id marker lives (s)
+--   stream_maxlen     the streams' approximate MAXLEN
+--   retention_s       how long a recent list lives after its last write (s)
+--   recent_len        entries each recent list keeps
+--   recent_lists      how many recent lists follow KEYS[8]
+--   node              the writer's node name
+--   now_s             the writer's clock as it encoded the batch (epoch s)
+--   skew_tolerance_s  how far that clock may be from Redis's (0: trust the writer's clock)
+--   oldest_s, newest_s  the batch's oldest and newest event stamps (epoch s)
+--   refused           events of this batch already refused for their clock (counted here)
+--   heartbeat         true: record the node's beat in KEYS[3]; false: not (Redis Cluster,
+--                     where the flusher's own beat keeps the node live)
+--   sections          [[name, length], ...]: the sections filling ARGV[2..], in that order
+-- ARGV[2..] = the sections (one the header leaves out is empty):
+--   queries       "ts tier latency_ms tokens generation_ms error"      (1 value per query)
+--   decisions     "ts complexity tier score decision_ms fallback"      (1 value per decision)
+--   increments    KEYS index of a sorted set, member, amount           (3 values each)
+--   pushes        KEYS index of a recent list, entry                   (2 values each)
+--   availability  field "<node>:<tier>", value "<available>/<total>"   (2 values each)
+--   histograms    groups: n, the KEYS indexes of its n buckets (one per level), m, then m
+--                 pairs field, amount: first "sum" and the total ms (HINCRBYFLOAT), then each
+--                 occupied bin and its count (HINCRBY), added to every one of the n buckets
+--   retirements   KEYS index of a bucket, epoch second it retires, its TTL (s)  (3 each)
 -- Returns the number of stream entries written, or -1 if this batch id was written before;
 -- an error "CLOCKSKEW <redis now>" if the writer's clock is further than the tolerance from
 -- Redis's, or an event is older than retention or stamped in the future (nothing written: the
--- collector sets those events aside and sends the rest).
+-- collector sets those events aside and sends the rest); an error "ERR ingest batch ..." for
+-- a batch of another format or with a section this script does not know (nothing written).
 
--- A batch written before (its reply lost) is done, whatever the clock says now. Its marker
--- lives on from this retry: a batch may be retried for longer than the marker's first life
--- (replicas that have not acknowledged it yet), and must still count once.
-if redis.call('EXISTS', KEYS[8]) == 1 then
-  redis.call('EXPIRE', KEYS[8], ARGV[1])
-  return -1
+local FORMAT = 2
+local SECTIONS = {
+  queries = true, decisions = true, increments = true, pushes = true,
+  availability = true, histograms = true, retirements = true,
+}
+
+local function refuse(problem)
+  return nil, 'ERR ingest batch ' .. problem .. ', this script reads v' .. FORMAT
 end
 
--- Redis's clock is the one clock every writer shares. A writer whose own clock (ARGV[6], read
+-- Where each named section lies in ARGV (name -> {first, last}), or nil and the problem if
+-- a section is unknown or repeated, or the sections do not fill ARGV exactly.
+local function place_sections(sections)
+  local places, at = {}, 2
+  for _, section in ipairs(sections) do
+    local name, length = section[1], section[2]
+    if not SECTIONS[name] or places[name] or type(length) ~= 'number' then
+      return nil, 'section ' .. tostring(name) .. ' is unknown or repeated'
+    end
+    places[name] = {at, at + length - 1}
+    at = at + length
+  end
+  if at ~= #ARGV + 1 then
+    return nil, 'sections span ' .. (at - 2) .. ' values, ARGV holds ' .. (#ARGV - 1)
+  end
+  return places
+end
+
+-- The header, or nil and the error to answer. Checked before anything is read or written: a
+-- collector and a script of different versions must fail loudly, not misread each other.
+local function read_batch()
+  local ok, batch = pcall(cjson.decode, ARGV[1] or '')
+  if not ok or type(batch) ~= 'table' then
+    -- v1's ARGV[1] was the batch id TTL, a bare number
+    local v1 = ok and type(batch) == 'number' and #ARGV > 1
+    return refuse(v1 and 'format v1 (positional arguments)' or 'header is not a JSON object')
+  end
+  if batch.version ~= FORMAT then
+    return refuse('format v' .. tostring(batch.version))
+  end
+  local places, problem = place_sections(batch.sections or {})
+  if not places then
+    return refuse('format v' .. FORMAT .. ': ' .. problem)
+  end
+  batch.places = places
+  return batch
+end
+
+-- The first and last ARGV index of a section (an empty range for an absent one).
+local function span(batch, name)
+  local place = batch.places[name]
+  if place then
+    return place[1], place[2]
+  end
+  return 1, 0
+end
+
+-- Redis's clock is the one clock every writer shares. A writer whose own clock (now_s, read
 -- as it encoded this batch) is off by more than the tolerance must not write at all: its
 -- stamps would land in buckets hours away, where retention deletes them or they crowd out
 -- others. From a writer whose clock is right, events may be old (buffered through an outage)
 -- but not older than retention, and not from the future.
-local tolerance = tonumber(ARGV[14])
-local time = redis.call('TIME')
-local now = tonumber(time[1]) + tonumber(time[2]) / 1000000
--- The heartbeat is Redis's clock even for a store that trusts its writers' event stamps.
-local beat = now
-if tolerance > 0 then
-  local events = tonumber(ARGV[8]) + tonumber(ARGV[9]) + tonumber(ARGV[12])
-  local skewed = math.abs(tonumber(ARGV[6]) - now) > tolerance
-  local too_old = tonumber(ARGV[15]) < now - tonumber(ARGV[3])
-  local too_new = tonumber(ARGV[16]) > now + tolerance
-  if events > 0 and (skewed or too_old or too_new) then
-    return redis.error_reply('CLOCKSKEW ' .. string.format('%.6f', now))
+-- Returns the heartbeat's time (Redis's clock, even for a store that trusts its writers'
+-- event stamps: liveness is never judged by a writer's clock), or nil and the CLOCKSKEW error.
+local function check_clock(batch, events)
+  local time = redis.call('TIME')
+  local now = tonumber(time[1]) + tonumber(time[2]) / 1000000
+  local tolerance = batch.skew_tolerance_s
+  if tolerance <= 0 then
+    return now
   end
-end
-
--- The marker makes a retried batch idempotent: a retry after a timeout whose first attempt
--- did reach Redis finds the marker and writes nothing.
-if not redis.call('SET', KEYS[8], '1', 'NX', 'EX', ARGV[1]) then
-  return -1
-end
-
-local maxlen, node = ARGV[2], ARGV[5]
-local queries, decisions = tonumber(ARGV[8]), tonumber(ARGV[9])
-local increments, pushes = tonumber(ARGV[10]), tonumber(ARGV[11])
-local availabilities, retirements = tonumber(ARGV[12]), tonumber(ARGV[13])
-local i = 20
-if tonumber(ARGV[17]) > 0 then
-  redis.call('HINCRBY', KEYS[6], node, ARGV[17])
+  local skewed = math.abs(batch.now_s - now) > tolerance
+  local too_old = batch.oldest_s < now - batch.retention_s
+  local too_new = batch.newest_s > now + tolerance
+  if events > 0 and (skewed or too_old or too_new) then
+    return nil, 'CLOCKSKEW ' .. string.format('%.6f', now)
+  end
+  return now
 end
 
 -- An entry travels as one space-separated argument: one argument per event instead of six
 -- keeps the client's encoding cost down; the stream still gets one field per value.
 local SIX = '^(%S+) (%S+) (%S+) (%S+) (%S+) (%S+)$'
-for _ = 1, queries do
-  local ts, tier, latency, tokens, generation, err = string.match(ARGV[i], SIX)
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*',
-    'ts', ts, 'node', node, 'tier', tier, 'latency_ms', latency,
-    'tokens', tokens, 'generation_ms', generation, 'error', err)
-  i = i + 1
+
+local function append_queries(first, last, node, maxlen)
+  for i = first, last do
+    local ts, tier, latency, tokens, generation, err = string.match(ARGV[i], SIX)
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*',
+      'ts', ts, 'node', node, 'tier', tier, 'latency_ms', latency,
+      'tokens', tokens, 'generation_ms', generation, 'error', err)
+  end
 end
-for _ = 1, decisions do
-  local ts, complexity, tier, score, ms, fallback = string.match(ARGV[i], SIX)
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*',
-    'ts', ts, 'node', node, 'complexity', complexity, 'tier', tier,
-    'score', score, 'decision_ms', ms, 'fallback', fallback)
-  i = i + 1
+
+local function append_decisions(first, last, node, maxlen)
+  for i = first, last do
+    local ts, complexity, tier, score, ms, fallback = string.match(ARGV[i], SIX)
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*',
+      'ts', ts, 'node', node, 'complexity', complexity, 'tier', tier,
+      'score', score, 'decision_ms', ms, 'fallback', fallback)
+  end
 end
-for _ = 1, increments do
-  redis.call('ZINCRBY', KEYS[tonumber(ARGV[i])], ARGV[i + 2], ARGV[i + 1])
-  i = i + 3
+
+local function add_increments(first, last)
+  for i = first, last, 3 do
+    redis.call('ZINCRBY', KEYS[tonumber(ARGV[i])], ARGV[i + 2], ARGV[i + 1])
+  end
 end
-for _ = 1, pushes do
-  redis.call('LPUSH', KEYS[tonumber(ARGV[i])], ARGV[i + 1])
-  i = i + 2
+
+local function push_recent(first, last)
+  for i = first, last, 2 do
+    redis.call('LPUSH', KEYS[tonumber(ARGV[i])], ARGV[i + 1])
+  end
 end
-for _ = 1, availabilities do
-  redis.call('HSET', KEYS[4], ARGV[i], ARGV[i + 1])
-  i = i + 2
+
+-- The availability hash never expires: a node reports only when its models change, and its
+-- latest report stands while it is live (readers skip dead nodes; nodes x tiers bounds it).
+local function set_availability(first, last)
+  for i = first, last, 2 do
+    redis.call('HSET', KEYS[4], ARGV[i], ARGV[i + 1])
+  end
 end
--- The index lets collectors delete buckets by the store's own clock (metrics_store/record/retention.py);
--- EXPIRE below is the backstop for a store nobody writes to any more.
--- Each bucket lives for its level's retention after its last write (coarse history buckets
--- for days, fine ones for hours): EXPIRE here, once per key, not per event.
-for _ = 1, retirements do
-  local key = KEYS[tonumber(ARGV[i])]
-  redis.call('ZADD', KEYS[5], 'GT', ARGV[i + 1], key)
-  redis.call('EXPIRE', key, ARGV[i + 2])
-  i = i + 3
-end
+
 -- The histograms were summed per fine bucket by the collector; each group's bins go into the
 -- bucket of every level at once, so the roll-ups are exact sums written in the same call.
-for _ = 1, tonumber(ARGV[19]) do
-  local n = tonumber(ARGV[i])
-  local first = i + 1
-  local m = tonumber(ARGV[first + n])
-  local f = first + n + 1
-  for j = first, first + n - 1 do
-    local key = KEYS[tonumber(ARGV[j])]
-    redis.call('HINCRBYFLOAT', key, ARGV[f], ARGV[f + 1])
-    for b = f + 2, f + 2 * m - 1, 2 do
-      redis.call('HINCRBY', key, ARGV[b], ARGV[b + 1])
+local function add_histograms(first, last)
+  local i = first
+  while i <= last do
+    local n = tonumber(ARGV[i])
+    local m = tonumber(ARGV[i + n + 1])
+    local f = i + n + 2
+    for j = i + 1, i + n do
+      local key = KEYS[tonumber(ARGV[j])]
+      redis.call('HINCRBYFLOAT', key, ARGV[f], ARGV[f + 1])
+      for b = f + 2, f + 2 * m - 1, 2 do
+        redis.call('HINCRBY', key, ARGV[b], ARGV[b + 1])
+      end
     end
+    i = f + 2 * m
   end
-  i = f + 2 * m
+end
+
+-- The index lets collectors delete buckets by the store's own clock
+-- (metrics_store/record/retention.py); EXPIRE is the backstop for a store nobody writes to
+-- any more. Each bucket lives for its level's retention after its last write (coarse history
+-- buckets for days, fine ones for hours): EXPIRE here, once per key, not per event; after
+-- every other write, as EXPIRE leaves a key that does not exist yet without a TTL.
+local function retire(first, last)
+  for i = first, last, 3 do
+    local key = KEYS[tonumber(ARGV[i])]
+    redis.call('ZADD', KEYS[5], 'GT', ARGV[i + 1], key)
+    redis.call('EXPIRE', key, ARGV[i + 2])
+  end
 end
 
 -- Once per list, not per event: each recent list lives for the retention period after its
 -- last write and keeps only its newest entries.
-local retention = ARGV[3]
-local last_recent = 8 + tonumber(ARGV[7])
-local keep = tonumber(ARGV[4]) - 1
-for k = 9, last_recent do
-  redis.call('LTRIM', KEYS[k], 0, keep)
-  redis.call('EXPIRE', KEYS[k], retention)
+local function trim_recent(batch)
+  for k = 9, 8 + batch.recent_lists do
+    redis.call('LTRIM', KEYS[k], 0, batch.recent_len - 1)
+    redis.call('EXPIRE', KEYS[k], batch.retention_s)
+  end
 end
--- The availability hash never expires: a node reports only when its models change, and its
--- latest report stands while it is live (readers skip dead nodes; nodes x tiers bounds it).
-if ARGV[18] == '1' then
+
+local batch, refusal = read_batch()
+if not batch then
+  return redis.error_reply(refusal)
+end
+local first_query, last_query = span(batch, 'queries')
+local first_decision, last_decision = span(batch, 'decisions')
+local first_field, last_field = span(batch, 'availability')
+local entries = (last_query - first_query + 1) + (last_decision - first_decision + 1)
+
+-- A batch written before (its reply lost) is done, whatever the clock says now. Its marker
+-- lives on from this retry: a batch may be retried for longer than the marker's first life
+-- (replicas that have not acknowledged it yet), and must still count once.
+if redis.call('EXISTS', KEYS[8]) == 1 then
+  redis.call('EXPIRE', KEYS[8], batch.batch_ttl_s)
+  return -1
+end
+local beat, skew = check_clock(batch, entries + (last_field - first_field + 1))
+if not beat then
+  return redis.error_reply(skew)
+end
+-- The marker makes a retried batch idempotent: a retry after a timeout whose first attempt
+-- did reach Redis finds the marker and writes nothing.
+if not redis.call('SET', KEYS[8], '1', 'NX', 'EX', batch.batch_ttl_s) then
+  return -1
+end
+
+local node, maxlen = batch.node, tostring(batch.stream_maxlen)  -- text once, not per XADD
+if batch.refused > 0 then
+  redis.call('HINCRBY', KEYS[6], node, batch.refused)
+end
+append_queries(first_query, last_query, node, maxlen)
+append_decisions(first_decision, last_decision, node, maxlen)
+add_increments(span(batch, 'increments'))
+push_recent(span(batch, 'pushes'))
+set_availability(first_field, last_field)
+add_histograms(span(batch, 'histograms'))
+retire(span(batch, 'retirements'))
+trim_recent(batch)
+if batch.heartbeat then
   redis.call('ZADD', KEYS[3], beat, node)
 end
-return queries + decisions
+return entries

@@ -10,7 +10,6 @@ every process shares.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 
 import redis
@@ -49,8 +48,7 @@ class Upkeep:
         self._beat_guard = LoopGuard("collector-heartbeat")
         self._prune_guard = LoopGuard("collector-retention")
         self._beats = 0
-        # Monotonic: a clock stepped back must not stop the prunes until it catches up.
-        self._prune_due = 0.0
+        self._prune_due_s = 0.0  # by retention's clock (below)
 
     def run(self) -> None:
         interval_s = self._settings.heartbeat_interval_s
@@ -62,10 +60,7 @@ class Upkeep:
     def once(self) -> None:
         """One beat, and a prune when one is due; failures are the guards' to count."""
         self._beat_guard.call(self._heartbeat)
-        now = time.monotonic()
-        if now >= self._prune_due:
-            self._prune_guard.call(self._prune)
-            self._prune_due = now + self._settings.bucket_s
+        self._prune_guard.call(self._prune_when_due)
 
     def _heartbeat(self) -> None:
         # Stamped by Redis's clock inside the write (whatever this node's clock says, even
@@ -87,8 +82,13 @@ class Upkeep:
             return self._clock.now()
         return redis_now(self._client)
 
-    def _prune(self) -> None:
+    def _prune_when_due(self) -> None:
+        """Once per bucket of retention's clock: often enough that a bucket goes soon after it
+        retires, and never scheduled by this node's clock where that is not retention's."""
         now_s = self._retention_now()
+        if self._prune_due_s - self._settings.bucket_s <= now_s < self._prune_due_s:
+            return  # pruned within the last bucket (a clock stepped back prunes at once)
+        self._prune_due_s = now_s + self._settings.bucket_s
         for shard in self._topology.shards:  # each shard indexes its own buckets
             prune_retired_buckets(
                 self._client, shard, now_s, transaction=self._topology.transactions
