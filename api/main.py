@@ -43,7 +43,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     app.add_middleware(RequestLimits)
     install_cors(app, resolved)
     # The dashboard page and its files stay public; they hold no data.
-    guard = [Depends(require_token)] if resolved.api_token is not None else []
+    guard = [Depends(require_token)] if resolved.api.token is not None else []
     app.include_router(router, dependencies=guard)
     app.include_router(prometheus_router, dependencies=guard)
     app.include_router(live_router)

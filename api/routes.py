@@ -39,7 +39,7 @@ WindowQuery = Annotated[
     str | None,
     Query(
         max_length=16,
-        pattern=window_schema_pattern(Settings.model_fields["history_s"].default),
+        pattern=window_schema_pattern(Settings.default_of("history_s")),
         description="Window: seconds or 5m, 1h, 24h, 7d (default the 30-minute window); "
         "at most the history kept (METRICS_HISTORY_S), rounded up to whole 10-s buckets.",
     ),
@@ -47,7 +47,11 @@ WindowQuery = Annotated[
 
 
 def _window_s(window: str | None, settings: Settings) -> int | None:
-    return None if window is None else parse_window(window, settings.bucket_s, settings.history_s)
+    return (
+        None
+        if window is None
+        else parse_window(window, settings.retention.bucket_s, settings.retention.history_s)
+    )
 
 
 @router.get("/queries", response_model=QueryMetrics, response_class=OrjsonResponse)

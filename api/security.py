@@ -54,7 +54,7 @@ async def require_token(
 ) -> None:
     """The REST routes' guard: 401 (with the error body) unless the bearer token is right."""
     settings: Settings = request.app.state.settings
-    expected = settings.api_token
+    expected = settings.api.token
     given = credentials.credentials if credentials is not None else None
     if expected is not None and not token_matches(expected, given):
         raise HTTPException(401, UNAUTHORIZED_MESSAGE, headers=CHALLENGE)
@@ -99,11 +99,11 @@ def websocket_token(websocket: WebSocket) -> str | None:
 async def admit_websocket(websocket: WebSocket, settings: Settings) -> bool:
     """Check a handshake before accepting it; False once it has been refused."""
     origin = websocket.headers.get("origin")
-    if not origin_allowed(origin, websocket.headers.get("host"), settings.cors_origins):
+    if not origin_allowed(origin, websocket.headers.get("host"), settings.api.cors_origins):
         log.debug("live: refused a WebSocket from origin %r", origin)
         await _refuse(websocket, 403, "Forbidden", f"origin {origin!r} is not allowed")
         return False
-    expected = settings.api_token
+    expected = settings.api.token
     if expected is not None and not token_matches(expected, websocket_token(websocket)):
         await _refuse(websocket, 401, "Unauthorized", UNAUTHORIZED_MESSAGE, CHALLENGE)
         return False
@@ -147,10 +147,10 @@ def install_cors(app: FastAPI, settings: Settings) -> None:
 
     No credentials (cookies): the API never sets any, and the token travels in a header.
     """
-    if settings.cors_origins:
+    if settings.api.cors_origins:
         app.add_middleware(
             ErrorBodyCors,
-            allow_origins=settings.cors_origins,
+            allow_origins=settings.api.cors_origins,
             allow_methods=["GET"],
             allow_headers=["Authorization"],
             max_age=600,
@@ -159,7 +159,7 @@ def install_cors(app: FastAPI, settings: Settings) -> None:
 
 def exposure_warning(host: str, settings: Settings) -> str | None:
     """A warning when the API listens beyond this machine and asks for no token."""
-    if host in LOOPBACK_HOSTS or settings.api_token is not None:
+    if host in LOOPBACK_HOSTS or settings.api.token is not None:
         return None
     return (
         f"the API listens on {host} and METRICS_API_TOKEN is unset: anyone who can reach "

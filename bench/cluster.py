@@ -191,9 +191,9 @@ def _stored(settings: Settings) -> int:
 @contextmanager
 def api(settings: Settings, jobs_url: str) -> Iterator[str]:
     env = {
-        "REDIS_URL": settings.redis_url,
+        "REDIS_URL": settings.redis.url,
         "METRICS_KEY_PREFIX": settings.key_prefix,
-        "METRICS_REDIS_CLUSTER": "true" if settings.redis_cluster else "false",
+        "METRICS_REDIS_CLUSTER": "true" if settings.redis.cluster else "false",
         "METRICS_JOBS_REDIS_URL": jobs_url,  # rq has no cluster support
     }
     with serve(["workers.cli", "api"], env, "/api/metrics/queries") as base:

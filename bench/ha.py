@@ -30,7 +30,7 @@ from workers.redis_process import RedisServerProcess
 
 BATCH_EVENTS = 1000
 STEADY_EVENTS_S = 2000  # the collector's pace through the failover: 2 batches a second
-DEFAULT_BACKOFF_S = Settings.model_fields["retry_max_backoff_s"].default
+DEFAULT_BACKOFF_S = Settings.default_of("retry_max_backoff_s")
 
 
 @contextmanager

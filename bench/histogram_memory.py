@@ -45,7 +45,7 @@ def realistic_query(rng: random.Random, ts: float, tier: int) -> QueryEvent:
 
 
 def record(settings: Settings, minutes: int, rate: int, start_s: float) -> None:
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis.Redis.from_url(settings.redis.url)
     script = lua_script(INGEST)
     encoder = BatchEncoder(settings, Keys(settings.key_prefix))
     rng = random.Random(14)
@@ -85,7 +85,10 @@ def extrapolate(by_level: dict[int, list[tuple[int, int]]], settings: Settings) 
         ["bucket", "keys kept", "bytes/key (mean [max])", "bins (mean [max])", "MiB kept"],
     )
     levels = bucket_levels(
-        settings.bucket_s, settings.rollup_s, settings.retention_s, settings.history_s
+        settings.retention.bucket_s,
+        settings.retention.rollup_s,
+        settings.retention.retention_s,
+        settings.retention.history_s,
     )
     total = 0.0
     histograms = len(FIGURES) * len(TIERS)

@@ -94,7 +94,7 @@ def recorded_and_stored(settings: Settings, events: int) -> tuple[float, int]:
 
 def _stored_queries(settings: Settings) -> int:
     async def read() -> int:
-        client = aioredis.Redis.from_url(settings.redis_url)
+        client = aioredis.Redis.from_url(settings.redis.url)
         try:
             return (await MetricsReader(client, settings).queries()).totalQueries
         finally:
@@ -152,7 +152,7 @@ def caller_cost_ns(calls: int) -> tuple[dict[str, float], dict[str, float]]:
 
     histogram = Histogram("latency_ms", "latency", registry=CollectorRegistry())
     settings = _settings("redis://127.0.0.1:1/0", "cost")  # nothing is written: pure caller cost
-    collector = MetricsCollector(settings.model_copy(update={"buffer_max_events": calls + 10}))
+    collector = MetricsCollector(settings.replace(buffer_max_events=calls + 10))
     record, observe, clock = collector.record_query, histogram.observe, time.perf_counter_ns
     ours, theirs = [], []
     for i in range(calls):

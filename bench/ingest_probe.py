@@ -116,7 +116,7 @@ def collector_run(url: str, count: int) -> dict[str, float]:
 
 
 async def _stored_queries(settings: Settings) -> int:
-    client = aioredis.Redis.from_url(settings.redis_url)
+    client = aioredis.Redis.from_url(settings.redis.url)
     try:
         return (await MetricsReader(client, settings).queries()).totalQueries
     finally:

@@ -357,7 +357,9 @@ def run(full: bool) -> dict[str, Any]:
     with private_redis() as server:
         settings = Settings(redis_url=server.url, key_prefix=f"b{uuid.uuid4().hex[:6]}")
         # Enough data for a realistic update (~4.5 KB), whose bytes the baseline sends too.
-        load_events(settings, 10_000, span_s=settings.window_s - settings.bucket_s)
+        load_events(
+            settings, 10_000, span_s=settings.retention.window_s - settings.retention.bucket_s
+        )
         load_snapshots(settings, nodes=4)
         for i in range(mode.runs):
             progress(f"run {i + 1}/{mode.runs}: live stream, {mode.clients} clients")

@@ -40,7 +40,7 @@ def synthetic_events(count: int, start_s: float, span_s: float, seed: int = 1) -
 def load_events(settings: Settings, count: int, span_s: float, end_s: float | None = None) -> None:
     """Write `count` events over the `span_s` seconds before `end_s` (default now)."""
     end = end_s if end_s is not None else time.time()
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis.Redis.from_url(settings.redis.url)
     script = lua_script(INGEST)
     script.load(client)
     encoder = BatchEncoder(settings, Keys(settings.key_prefix))
@@ -60,7 +60,7 @@ def load_events(settings: Settings, count: int, span_s: float, end_s: float | No
 
 def load_snapshots(settings: Settings, nodes: int) -> None:
     """Hardware snapshots of `nodes` live nodes, as samplers would write them."""
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis.Redis.from_url(settings.redis.url)
     keys = Keys(settings.key_prefix)
     ahead = redis_now(client) + 3600  # the nodes stay live for the whole run without a sampler
     for n in range(nodes):
@@ -94,7 +94,7 @@ def load_history(
     ]
     recent_start = now - recent_s
     stamps += [recent_start + i / recent_rate for i in range(recent_s * recent_rate)]
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis.Redis.from_url(settings.redis.url)
     script = lua_script(INGEST)
     script.load(client)
     encoder = BatchEncoder(settings, Keys(settings.key_prefix))

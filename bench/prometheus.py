@@ -41,7 +41,7 @@ RATIO_TARGET = 1.2
 
 def seed_fleet(settings: Settings, nodes: int) -> None:
     """`nodes` live nodes, each with a snapshot and the availability of every tier."""
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis.Redis.from_url(settings.redis.url)
     ingest = lua_script(INGEST)
     writer = SnapshotWriter(client, settings)
     keys = Keys(settings.key_prefix)
@@ -49,7 +49,7 @@ def seed_fleet(settings: Settings, nodes: int) -> None:
     for n in range(nodes):
         node = f"node-{n:03d}"
         # Availability as the node's collector sends it (the ingest script) ...
-        encoder = BatchEncoder(settings.model_copy(update={"node": node}), keys)
+        encoder = BatchEncoder(settings.replace(node=node), keys)
         report: list[Event] = [("a", now, tier, 2, 3) for tier in settings.tiers]
         encoded = encoder.encode(report, uuid.uuid4().hex, now)
         ingest.run(client, encoded.keys, encoded.args)
@@ -91,7 +91,7 @@ def record(settings: Settings, events: int) -> None:
     if factor == 0:
         return
     assert rest == 0, "volumes are multiples of the sample"
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis.Redis.from_url(settings.redis.url)
     now = time.time()
     sample = synthetic_events(SAMPLE_EVENTS, now - SPAN_S, SPAN_S, seed=7)
     encoder = BatchEncoder(settings, Keys(settings.key_prefix))

@@ -41,7 +41,9 @@ def measure_volume(events: int, duration_s: float, runs: int) -> dict[str, Any]:
     with private_redis() as server:
         settings = Settings(redis_url=server.url, key_prefix=f"b{uuid.uuid4().hex[:6]}")
         progress(f"loading {events:,} events into the 30-minute window")
-        load_events(settings, events, span_s=settings.window_s - settings.bucket_s)
+        load_events(
+            settings, events, span_s=settings.retention.window_s - settings.retention.bucket_s
+        )
         load_snapshots(settings, nodes=4)
         figures: dict[str, Any] = {}
         with baseline_api(server.url) as base, metrics_api(server.url, settings.key_prefix) as api:
@@ -114,7 +116,7 @@ def measure_windows(
 def histogram_read_size(settings: Settings, window: str) -> dict[str, int]:
     """The hashes and occupied bins one /latency answer over `window` sums (every figure, tier)."""
     planner = LatencyPlanner(settings, Keys(settings.key_prefix))
-    window_s = parse_window(window, settings.bucket_s, settings.history_s)
+    window_s = parse_window(window, settings.retention.bucket_s, settings.retention.history_s)
     tiling = planner.tiling(time.time(), window_s)
     names = [
         key
@@ -122,7 +124,7 @@ def histogram_read_size(settings: Settings, window: str) -> dict[str, int]:
         for figure in FIGURES
         for key in planner.histogram_keys(figure, tier, tiling)
     ]
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis.Redis.from_url(settings.redis.url)
     pipe = client.pipeline(transaction=False)
     for name in names:
         pipe.hlen(name)

@@ -98,7 +98,9 @@ def measure(trees: dict[str, Path], events: int, ingest_events: int, runs: int) 
                 figures[side].setdefault("ingest", []).append(rate)
         settings = Settings(redis_url=server.url, key_prefix=f"r{uuid.uuid4().hex[:6]}")
         progress(f"loading {events:,} events into the 30-minute window")
-        load_events(settings, events, span_s=settings.window_s - settings.bucket_s)
+        load_events(
+            settings, events, span_s=settings.retention.window_s - settings.retention.bucket_s
+        )
         load_snapshots(settings, nodes=4)
         for run in range(runs):
             for side, tree in trees.items():

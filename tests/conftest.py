@@ -124,7 +124,7 @@ def through_sentinel(request: pytest.FixtureRequest, settings: Settings) -> Iter
 def on_cluster(request: pytest.FixtureRequest, settings: Settings) -> Iterator[Settings]:
     """`settings` in cluster mode on the session's Redis Cluster; its keys deleted afterwards."""
     cluster: ClusterTopology = request.getfixturevalue("redis_cluster")
-    cluster_settings = settings.model_copy(update={"redis_url": cluster.url, "redis_cluster": True})
+    cluster_settings = settings.replace(redis_url=cluster.url, redis_cluster=True)
     yield cluster_settings
     delete_prefix(sync_client(cluster_settings), settings.key_prefix)
 

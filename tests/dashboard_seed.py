@@ -53,7 +53,7 @@ OLD_QUERIES = 60
 
 def _record_old_traffic(settings: Settings, now: float) -> None:
     # A tolerance of 0 trusts this collector's clock: the store takes a backfill hours old.
-    backfill = settings.model_copy(update={"clock_skew_tolerance_s": 0.0})
+    backfill = settings.replace(clock_skew_tolerance_s=0.0)
     clock = ManualClock(now - OLD_TRAFFIC_AGO_S)
     collector = MetricsCollector(backfill, clock=clock)
     try:
@@ -102,7 +102,7 @@ def record_events(settings: Settings) -> None:
     finally:
         collector.close()
     # Availability counts only live nodes; beat for this one rather than wait on the flusher.
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis.Redis.from_url(settings.redis.url)
     try:
         client.zadd(Keys(settings.key_prefix).live_nodes, {settings.node: redis_now(client)})
     finally:
@@ -159,4 +159,4 @@ def write_snapshots(redis_url: str, prefix: str) -> None:
 
 def seed(settings: Settings) -> None:
     record_events(settings)
-    write_snapshots(settings.redis_url, settings.key_prefix)
+    write_snapshots(settings.redis.url, settings.key_prefix)

@@ -64,7 +64,7 @@ def run_child(mode: str, tag: int) -> int:
         return 0 if collector.written_events == CHILD_EVENTS else 1
     if mode == "live":
         settings = get_settings()
-        with redis.Redis.from_url(settings.redis_url) as client:
+        with redis.Redis.from_url(settings.redis.url) as client:
             wait_until(
                 lambda: (
                     stored_by_process(client, settings.key_prefix)[tag] == CHILD_EVENTS
@@ -104,7 +104,7 @@ def main(mode: str) -> int:
     warnings.filterwarnings("ignore", "This process .* is multi-threaded", DeprecationWarning)
     collector = get_metrics_collector()
     collector.flush(timeout_s=WAIT_S)  # its flusher connected and idle
-    admin = redis.Redis.from_url(get_settings().redis_url)
+    admin = redis.Redis.from_url(get_settings().redis.url)
     admin.client_pause(PAUSE_MS, all=False)  # writes only
     record(collector, PARENT, PARENT_EVENTS)
     print(f"parent pending at fork: {collector.pending_events}", flush=True)

@@ -37,7 +37,7 @@ class StoreHarness:
 
     def new_collector(self, **overrides: Any) -> MetricsCollector:
         """Another collector on the same store, e.g. as another node (node="node-b")."""
-        settings = self.settings.model_copy(update=overrides)
+        settings = self.settings.replace(**overrides)
         collector = MetricsCollector(settings, client=self.sync_factory(), clock=self.clock)
         self.collectors.append(collector)
         return collector
@@ -68,15 +68,15 @@ class StoreHarness:
 def make_harness(backend: str, settings: Settings, start: float) -> StoreHarness:
     # The harness moves a manual clock years away from Redis's: the store is told to trust
     # its writers' clocks, as for a replay (tests/test_clocks.py covers the default).
-    settings = settings.model_copy(update={"clock_skew_tolerance_s": 0})
+    settings = settings.replace(clock_skew_tolerance_s=0)
     clock = ManualClock(start)
     if backend == "redis":
         return StoreHarness(
             backend,
             settings,
             clock,
-            lambda: redis.Redis.from_url(settings.redis_url),
-            lambda: aioredis.Redis.from_url(settings.redis_url),
+            lambda: redis.Redis.from_url(settings.redis.url),
+            lambda: aioredis.Redis.from_url(settings.redis.url),
         )
     if backend in ("sentinel", "cluster"):
         return StoreHarness(

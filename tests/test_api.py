@@ -23,7 +23,7 @@ ENDPOINTS = ["/api/metrics/queries", "/api/metrics/tiers", "/api/metrics/resourc
 def replay_settings(topology_settings: Settings) -> Settings:
     # The API and the collector here run on a clock fixed at T0, years before Redis's: the
     # store must trust the writers' clocks (no skew check), as for a replay.
-    return topology_settings.model_copy(update={"clock_skew_tolerance_s": 0})
+    return topology_settings.replace(clock_skew_tolerance_s=0)
 
 
 @pytest.fixture

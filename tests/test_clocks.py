@@ -43,7 +43,7 @@ def real_time(redis_url: str, prefix: str) -> Settings:
 
 @pytest.fixture
 def client(real_time: Settings) -> Iterator[redis.Redis]:
-    c = redis.Redis.from_url(real_time.redis_url)
+    c = redis.Redis.from_url(real_time.redis.url)
     yield c
     c.close()
 
@@ -62,7 +62,7 @@ def test_a_fast_node_loses_its_own_events_and_nobody_elses(
         assert buckets
 
         # The fast node starts: its flusher prunes at once, by Redis's clock, not its own.
-        skewed_settings = real_time.model_copy(update={"node": "node-fast"})
+        skewed_settings = real_time.replace(node="node-fast")
         skewed = MetricsCollector(skewed_settings, clock=OffsetClock(THREE_HOURS))
         for i in range(40):
             skewed.record_query("Q3", 10.0 + i, 5, 5.0)
@@ -95,7 +95,7 @@ def test_a_fast_nodes_heartbeat_is_stamped_by_redis_clock(
     real_time: Settings, client: redis.Redis
 ) -> None:
     keys = Keys(real_time.key_prefix)
-    fast = MetricsCollector(real_time.model_copy(update={"node": "node-fast"}),
+    fast = MetricsCollector(real_time.replace(node="node-fast"),
                             clock=OffsetClock(THREE_HOURS))  # fmt: skip
     try:
         wait_until(
@@ -143,7 +143,7 @@ def test_a_batch_mixing_good_and_skewed_stamps_keeps_the_good_ones(
 def test_zero_tolerance_trusts_the_writers_clock_for_replays(
     real_time: Settings, client: redis.Redis
 ) -> None:
-    replay = real_time.model_copy(update={"clock_skew_tolerance_s": 0})
+    replay = real_time.replace(clock_skew_tolerance_s=0)
     collector = MetricsCollector(replay, clock=OffsetClock(-60.0))  # a minute-old backfill
     try:
         collector.record_query("Q2", 1.0, 1, 1.0)
@@ -167,7 +167,9 @@ def test_events_buffered_through_an_outage_longer_than_the_tolerance_are_kept(
     batch = encoder.encode(waited, "after-outage", now)  # type: ignore[arg-type]
     assert lua_script(INGEST).run(client, batch.keys, batch.args) == 5
     # Older than retention, they could not be kept: refused, with Redis's clock in the reply.
-    ancient = [("q", now - real_time.retention_s - 60, "Q2", 5.0, 1, 1.0, False, None, None)]
+    ancient = [
+        ("q", now - real_time.retention.retention_s - 60, "Q2", 5.0, 1, 1.0, False, None, None)
+    ]
     batch = encoder.encode(ancient, "too-old", now)  # type: ignore[arg-type]
     with pytest.raises(redis.ResponseError, match="CLOCKSKEW"):
         lua_script(INGEST).run(client, batch.keys, batch.args)

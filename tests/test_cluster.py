@@ -134,7 +134,7 @@ def single_and_cluster(
         monkeypatch.setattr(ShardPicker, "homes", lambda picker: list(range(len(picker._roots))))
     cluster: ClusterTopology = request.getfixturevalue("redis_cluster")
     single = make_harness("redis", settings, T0)
-    on_cluster = settings.model_copy(update={"redis_url": cluster.url, "redis_cluster": True})
+    on_cluster = settings.replace(redis_url=cluster.url, redis_cluster=True)
     clustered = make_harness("cluster", on_cluster, T0)
     yield single, clustered
     single.close()

@@ -171,7 +171,7 @@ def test_flush_returns_once_everything_recorded_is_in_redis(harness: StoreHarnes
 
 
 def test_flush_times_out_while_redis_is_unreachable(settings: Settings) -> None:
-    dead = settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})
+    dead = settings.replace(redis_url="redis://127.0.0.1:1/0")
     collector = MetricsCollector(dead)
     try:
         collector.record_query(**GOOD_QUERY)  # recording itself neither blocks nor raises
@@ -183,9 +183,7 @@ def test_flush_times_out_while_redis_is_unreachable(settings: Settings) -> None:
 
 
 def test_buffer_keeps_the_newest_events_when_full(settings: Settings) -> None:
-    dead = settings.model_copy(
-        update={"redis_url": "redis://127.0.0.1:1/0", "buffer_max_events": 10}
-    )
+    dead = settings.replace(redis_url="redis://127.0.0.1:1/0", buffer_max_events=10)
     collector = MetricsCollector(dead)
     try:
         for _ in range(25):

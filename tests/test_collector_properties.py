@@ -227,7 +227,9 @@ def expect_buckets(
     """The fine and rollup bucket keys holding `ts`, indexed with the epoch second they retire."""
     s = h.settings
     bucket_keys = []
-    for level in bucket_levels(s.bucket_s, s.rollup_s, s.retention_s, s.history_s):
+    for level in bucket_levels(
+        s.retention.bucket_s, s.retention.rollup_s, s.retention.retention_s, s.retention.history_s
+    ):
         size = level.size_s
         start = int(ts // size) * size
         key = name(size, start)
@@ -356,7 +358,7 @@ def test_record_query_refuses_whole_or_stores_exactly(
     expect_histogram(h, expected, ts, FIGURE_LATENCY, tier, latency)
     recent = h.keys.recent_queries(tier)
     newest = f"{count} {generation!r} {latency!r} {ts!r}"  # the stamp merges shards
-    expected[recent] = [newest, *before.get(recent, [])][: h.settings.sparkline_points]
+    expected[recent] = [newest, *before.get(recent, [])][: h.settings.retention.sparkline_points]
     assert_stored_exactly(before, after, expected)
 
 

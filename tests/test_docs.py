@@ -7,20 +7,15 @@ import subprocess
 from pathlib import Path
 
 from metrics_store.redis.keys import Keys
-from metrics_store.settings import Settings
+from metrics_store.settings import ENV_NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def env_name(field: str) -> str:
-    alias = Settings.model_fields[field].validation_alias
-    return "REDIS_URL" if alias is not None else f"METRICS_{field.upper()}"
 
 
 def test_every_setting_is_in_the_readme_configuration_table() -> None:
     readme = (ROOT / "README.md").read_text()
     documented = set(re.findall(r"^\| `([A-Z_]+)` \|", readme, flags=re.MULTILINE))
-    missing = {env_name(f) for f in Settings.model_fields} - documented
+    missing = set(ENV_NAMES.values()) - documented
     assert not missing, f"README configuration table lacks {sorted(missing)}"
 
 

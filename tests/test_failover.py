@@ -387,7 +387,7 @@ def test_up_pointed_at_sentinels_survives_a_failover(
     with CliProcess(args, env) as up:
         wait_until(sampled, 60, "up's sampler node")
         # ACK=1 before the kill: flush() returns once the replica holds the queries too.
-        record_and_flush(settings.model_copy(update={"redis_min_replicas_ack": 1}), 20)
+        record_and_flush(settings.replace(redis_min_replicas_ack=1), 20)
         kill_primary(topology)
         promoted_at = time.monotonic()
         record_and_flush(settings, 30)  # no replica is left to acknowledge: ACK=0 from here

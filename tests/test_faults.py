@@ -179,7 +179,7 @@ def test_dropped_events_are_reported_through_the_api(tmp_path: Path, prefix: str
 def test_health_forgets_collectors_that_stopped_beating(settings: Settings) -> None:
     # The collector and the API run on clocks fixed at T0 and T0 + 60, years before Redis's:
     # the store must trust the writers' clocks (no skew check), as for a replay.
-    settings = settings.model_copy(update={"clock_skew_tolerance_s": 0})
+    settings = settings.replace(clock_skew_tolerance_s=0)
     clock = ManualClock(T0)
     collector = MetricsCollector(settings, clock=clock)
     collector.record_query("Q2", 1.0, 1, 1.0)
@@ -194,10 +194,10 @@ def test_health_forgets_collectors_that_stopped_beating(settings: Settings) -> N
         assert len(client.get("/api/metrics/health").json()["collectors"]) == 1
     # ... while a beat older than the TTL by Redis's clock is no longer live.
     keys = Keys(settings.key_prefix)
-    store = redis.Redis.from_url(settings.redis_url)
+    store = redis.Redis.from_url(settings.redis.url)
     for field, raw in store.hgetall(keys.collectors).items():
         record = orjson.loads(raw)
-        record["at"] -= settings.node_ttl_s + 1
+        record["at"] -= settings.liveness.node_ttl_s + 1
         store.hset(keys.collectors, field, orjson.dumps(record))
     store.close()
     with TestClient(create_app(settings, ManualClock(T0))) as client:
@@ -251,7 +251,7 @@ def test_a_worker_killed_mid_job_records_nothing_for_it(settings: Settings) -> N
     connection = rq_connection(settings)
     queue = Queue(queue_name, connection=connection)
     started = StartedJobRegistry(queue_name, connection=connection)
-    slow = child_env(settings.redis_url, settings.key_prefix, METRICS_DEMO_TIME_SCALE="1")
+    slow = child_env(settings.redis.url, settings.key_prefix, METRICS_DEMO_TIME_SCALE="1")
     harness = make_harness("redis", settings, time.time())
     try:
         with CliProcess(["worker", "--queues", queue_name], slow) as doomed:
@@ -262,7 +262,7 @@ def test_a_worker_killed_mid_job_records_nothing_for_it(settings: Settings) -> N
         assert harness.read(MetricsReader.queries).totalQueries == 0  # never half a job
         assert harness.read(MetricsReader.routing).accuracyMetrics.totalDecisions == 0
 
-        fast = child_env(settings.redis_url, settings.key_prefix, METRICS_DEMO_TIME_SCALE="0")
+        fast = child_env(settings.redis.url, settings.key_prefix, METRICS_DEMO_TIME_SCALE="0")
         with CliProcess(["worker", "--queues", queue_name], fast):
             for i in range(2):
                 enqueue_query(queue, f"short {i}")
@@ -315,7 +315,7 @@ def test_a_malformed_record_costs_only_itself(settings: Settings) -> None:
     from metrics_store.redis.keys import Keys
 
     keys = Keys(settings.key_prefix)
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis.Redis.from_url(settings.redis.url)
     client.hset(keys.collectors, "ghost:1:x", b'{"node": "ghost", "unexpected": 1}')
     client.hset(keys.collectors, "junk:2:y", b"not json")
     client.hset(keys.snapshots, "broken-node", b'{"node": "broken-node"}')

@@ -18,7 +18,7 @@ RECORDED = 20_000
 
 
 def stored_queries(settings: Settings) -> int:
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis.Redis.from_url(settings.redis.url)
     try:
         return int(client.xlen(Keys(settings.key_prefix).query_stream))
     finally:
@@ -32,7 +32,7 @@ def record_as_fast_as_possible(collector: MetricsCollector, count: int) -> None:
 
 def test_drops_from_a_full_buffer_while_redis_is_up_fail_the_flush(settings: Settings) -> None:
     # A buffer far smaller than the burst: the recording thread outruns the flusher.
-    small = settings.model_copy(update={"buffer_max_events": 50, "batch_max_events": 50})
+    small = settings.replace(buffer_max_events=50, batch_max_events=50)
     collector = MetricsCollector(small)
     try:
         record_as_fast_as_possible(collector, RECORDED)
@@ -46,13 +46,11 @@ def test_drops_from_a_full_buffer_while_redis_is_up_fail_the_flush(settings: Set
 
 
 def test_the_block_policy_makes_the_caller_wait_and_loses_nothing(settings: Settings) -> None:
-    blocking = settings.model_copy(
-        update={
-            "buffer_max_events": 50,
-            "batch_max_events": 50,
-            "buffer_full_policy": "block",
-            "buffer_block_timeout_s": 30.0,
-        }
+    blocking = settings.replace(
+        buffer_max_events=50,
+        batch_max_events=50,
+        buffer_full_policy="block",
+        buffer_block_timeout_s=30.0,
     )
     collector = MetricsCollector(blocking)
     try:
@@ -67,7 +65,7 @@ def test_the_block_policy_makes_the_caller_wait_and_loses_nothing(settings: Sett
 def test_a_flush_owns_up_only_to_events_recorded_since_the_previous_one(
     settings: Settings,
 ) -> None:
-    small = settings.model_copy(update={"buffer_max_events": 50, "batch_max_events": 50})
+    small = settings.replace(buffer_max_events=50, batch_max_events=50)
     collector = MetricsCollector(small)
     try:
         record_as_fast_as_possible(collector, RECORDED)

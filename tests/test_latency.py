@@ -164,7 +164,7 @@ def test_a_window_past_a_shorter_history_gets_422_from_the_store(settings: Setti
     """The schema spells the default history; a store keeping less refuses the rest itself."""
     from metrics_store.clock import ManualClock
 
-    short = settings.model_copy(update={"history_s": 3600})
+    short = settings.replace(history_s=3600)
     with TestClient(create_app(short, ManualClock(T0))) as client:
         response = client.get("/api/metrics/latency", params={"window": "2h"})
     assert response.status_code == 422
@@ -198,4 +198,4 @@ def test_the_live_update_carries_the_latency_answer(harness: StoreHarness) -> No
     update = harness.read(MetricsReader.update)
     assert update.latency is not None
     assert update.latency.tiers[1].latencyMs.count == 1
-    assert update.latency.window.seconds == harness.settings.window_s
+    assert update.latency.window.seconds == harness.settings.retention.window_s

@@ -147,7 +147,7 @@ def test_merging_is_exact_across_processes_and_buckets(settings: Settings, redis
     answers = []
     for processes, shift_s in ((1, 0.0), (PROCESSES, -20.0)):
         prefix = f"{settings.key_prefix}-{processes}"
-        h = make_harness("redis", settings.model_copy(update={"key_prefix": prefix}), T0)
+        h = make_harness("redis", settings.replace(key_prefix=prefix), T0)
         record(redis_url, prefix, events, processes, shift_s)
         h.clock.set(T0 + shift_s)
         answers.append(h.read(lambda r: r.latency(3600)))

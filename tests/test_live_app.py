@@ -53,7 +53,7 @@ def test_first_update_comes_at_once_in_the_rest_shapes(
 ) -> None:
     # At once: the first update is the latest published, not the next tick's. A tick that
     # falls between reading the latest and receiving the first spoils a try; another follows.
-    with redis.Redis.from_url(settings.redis_url) as redis_client:
+    with redis.Redis.from_url(settings.redis.url) as redis_client:
         keys = Keys(settings.key_prefix)
         published, first = wait_for(
             lambda: first_update_if_no_tick_between(client, redis_client, keys),

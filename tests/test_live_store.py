@@ -16,7 +16,7 @@ def run_with_store(
     settings: Settings, scenario: Callable[[LiveStore, aioredis.Redis, Keys], Awaitable[None]]
 ) -> None:
     async def main() -> None:
-        client = aioredis.Redis.from_url(settings.redis_url)
+        client = aioredis.Redis.from_url(settings.redis.url)
         keys = Keys(settings.key_prefix)
         try:
             await scenario(LiveStore(client, settings), client, keys)

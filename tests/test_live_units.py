@@ -165,7 +165,7 @@ def test_exactly_one_replica_computes_each_tick(settings: Settings) -> None:
     keys = Keys(settings.key_prefix)
 
     async def scenario() -> None:
-        client = aioredis.Redis.from_url(settings.redis_url)
+        client = aioredis.Redis.from_url(settings.redis.url)
         pubsub = client.pubsub(ignore_subscribe_messages=True)
         await pubsub.subscribe(keys.updates_channel)
         clock = ManualClock(T0)
@@ -193,7 +193,7 @@ def test_exactly_one_replica_computes_each_tick(settings: Settings) -> None:
 # --- the replica registry feeds activeConnections ------------------------------------------
 def test_registry_counts_live_replicas_and_forgets_removed_ones(settings: Settings) -> None:
     async def scenario() -> None:
-        client = aioredis.Redis.from_url(settings.redis_url)
+        client = aioredis.Redis.from_url(settings.redis.url)
         # Years off Redis's clock: the reader's own clock decides nothing about liveness.
         reader = MetricsReader(client, settings, ManualClock(T0))
         keys = Keys(settings.key_prefix)
@@ -206,7 +206,7 @@ def test_registry_counts_live_replicas_and_forgets_removed_ones(settings: Settin
         await two.remove()
         assert (await reader.resources()).activeConnections == 3
         # `one` stopped beating (killed): its last beat is older than the TTL by Redis's clock.
-        await client.zadd(keys.replicas, {one.replica_id: stamp - settings.node_ttl_s - 1})
+        await client.zadd(keys.replicas, {one.replica_id: stamp - settings.liveness.node_ttl_s - 1})
         assert (await reader.resources()).activeConnections == 0
         await client.zadd(keys.replicas, {one.replica_id: stamp - REPLICA_PRUNE_AFTER_S - 1})
         await two.beat(1)  # any beat prunes the long dead

@@ -112,7 +112,7 @@ def test_flusher_survives_a_bug_and_health_shows_it(settings: Settings) -> None:
         assert flusher["lastError"] == "RuntimeError: injected: not a Redis error"
         assert flusher["failing"] is False  # it has written since
         assert Keys(settings.key_prefix).query_stream
-        stream_len = redis.Redis.from_url(settings.redis_url).xlen(
+        stream_len = redis.Redis.from_url(settings.redis.url).xlen(
             Keys(settings.key_prefix).query_stream
         )
         assert stream_len == 5
@@ -144,7 +144,7 @@ def test_ticker_survives_a_failed_tick(settings: Settings) -> None:
     before = errors_of("live-ticker")
 
     async def scenario() -> bytes | None:
-        client = aioredis.Redis.from_url(settings.redis_url)
+        client = aioredis.Redis.from_url(settings.redis.url)
         reader = FlakyReader(client, settings, SystemClock())
         ticker = Ticker(client, reader, LiveStore(client, settings), SystemClock(), "replica-x")
         task = asyncio.create_task(ticker.run())
@@ -177,7 +177,7 @@ def test_relay_resubscribes_after_a_bug(settings: Settings) -> None:
     before = errors_of("live-relay")
 
     async def scenario() -> int:
-        client = aioredis.Redis.from_url(settings.redis_url)
+        client = aioredis.Redis.from_url(settings.redis.url)
         live = LiveStore(client, settings)
         hub = FlakyHub()
         task = asyncio.create_task(Relay(live, hub).run())
@@ -206,7 +206,7 @@ def test_relay_resubscribes_after_a_bug(settings: Settings) -> None:
 def test_replica_heartbeat_survives_a_bug(settings: Settings) -> None:
     before = errors_of("live-heartbeat")
     keys = Keys(settings.key_prefix)
-    check = redis.Redis.from_url(settings.redis_url)
+    check = redis.Redis.from_url(settings.redis.url)
     app = create_app(settings, SystemClock())
     with TestClient(app) as client:
         live = app.state.live
@@ -236,10 +236,10 @@ def _async_fails_once(wrapped: Callable[..., Any]) -> Callable[..., Any]:
 @pytest.fixture
 def worker_settings(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
     """The worker's process-wide collector and demo backend, on this test's store."""
-    monkeypatch.setenv("REDIS_URL", settings.redis_url)
+    monkeypatch.setenv("REDIS_URL", settings.redis.url)
     monkeypatch.setenv("METRICS_KEY_PREFIX", settings.key_prefix)
     get_settings.cache_clear()
-    yield settings.model_copy(update={"job_queues": [f"{settings.key_prefix}-jobs"]})
+    yield settings.replace(job_queues=[f"{settings.key_prefix}-jobs"])
     reset_metrics_collector()
     jobs.demo_backend.cache_clear()
     get_settings.cache_clear()
@@ -250,12 +250,12 @@ def test_job_worker_starts_a_new_loop_after_a_bug(
 ) -> None:
     from rq import Queue
 
-    connection = redis.Redis.from_url(worker_settings.redis_url)
-    queue = Queue(worker_settings.job_queues[0], connection=connection)
+    connection = redis.Redis.from_url(worker_settings.redis.url)
+    queue = Queue(worker_settings.sampler.job_queues[0], connection=connection)
     job = queue.enqueue("tests.rq_jobs.hold", str(tmp_path))  # returns at once: it exists
     before = errors_of("job-worker")
     monkeypatch.setattr(jobs, "_worker", FailsOnce(jobs._worker))
-    jobs.run_worker(worker_settings, worker_settings.job_queues, burst=True)
+    jobs.run_worker(worker_settings, worker_settings.sampler.job_queues, burst=True)
     assert job.get_status(refresh=True) == "finished"  # served by the loop started after it
     assert errors_of("job-worker") == before + 1
     connection.close()

@@ -211,7 +211,7 @@ def test_every_series_named_in_the_dashboard_and_rules_is_served_or_recorded(
 @pytest.fixture
 def guarded_replica(settings: Settings) -> Iterator[ApiProcess]:
     env = child_env(
-        settings.redis_url, settings.key_prefix, METRICS_NODE="obs-node", METRICS_API_TOKEN=TOKEN
+        settings.redis.url, settings.key_prefix, METRICS_NODE="obs-node", METRICS_API_TOKEN=TOKEN
     )
     replica = ApiProcess(env)
     replica.start()

@@ -104,9 +104,7 @@ def test_promtool_finds_nothing_to_complain_about(settings: Settings) -> None:
 
 
 def test_the_token_guards_metrics_too(settings: Settings) -> None:
-    guarded = settings.model_copy(
-        update={"api_token": SecretStr("s3cret-token-of-32-characters-xx")}
-    )
+    guarded = settings.replace(api_token=SecretStr("s3cret-token-of-32-characters-xx"))
     with TestClient(create_app(guarded, SystemClock())) as client:
         refused = client.get("/metrics")
         allowed = client.get(
@@ -119,7 +117,7 @@ def test_the_token_guards_metrics_too(settings: Settings) -> None:
 # --- a real Prometheus scraping two replicas ------------------------------------------------
 @pytest.fixture
 def replicas(settings: Settings) -> Iterator[list[ApiProcess]]:
-    env = child_env(settings.redis_url, settings.key_prefix, METRICS_NODE="prom-node")
+    env = child_env(settings.redis.url, settings.key_prefix, METRICS_NODE="prom-node")
     started = [ApiProcess(env), ApiProcess(env)]
     for replica in started:
         replica.start()
@@ -181,7 +179,7 @@ def _target(replica: ApiProcess) -> str:
 def test_metrics_answers_503_with_the_error_body_while_redis_is_away(
     settings: Settings,
 ) -> None:
-    away = settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})
+    away = settings.replace(redis_url="redis://127.0.0.1:1/0")
     with TestClient(create_app(away, SystemClock())) as client:
         answer = client.get("/metrics")
     assert answer.status_code == 503
@@ -196,7 +194,7 @@ def test_fleet_wide_figures_are_counted_once_and_agree_with_resources(
     repeat them per node, and must give the figure /resources gives."""
     # node-b writes last: by Redis's clock, its snapshot is the freshest.
     readings = {"node-a": (7, 3, 10 * 2**20), "node-b": (9, 4, 12 * 2**20)}
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis.Redis.from_url(settings.redis.url)
     writer = SnapshotWriter(client, settings)
     for node, (queued, active, memory) in readings.items():
         snapshot = NodeSnapshot(

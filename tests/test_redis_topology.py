@@ -31,8 +31,8 @@ SECRET = "hunter2-secret"
 
 def test_sentinels_parse_from_the_environment_form() -> None:
     settings = Settings(redis_sentinels=" 10.0.0.5:26379,[::1]:26380 , sentinel-3:1 ")
-    assert settings.redis_sentinels == [("10.0.0.5", 26379), ("::1", 26380), ("sentinel-3", 1)]
-    assert settings.redis_sentinel_master == "mymaster"
+    assert settings.redis.sentinels == [("10.0.0.5", 26379), ("::1", 26380), ("sentinel-3", 1)]
+    assert settings.redis.sentinel_master == "mymaster"
     assert topology_for(settings).name == "sentinel"
     assert topology_for(Settings()).name == "single"
 

@@ -177,14 +177,14 @@ def test_the_heartbeat_stays_fresh_while_a_batch_waits_for_its_replica(
         collector.record_query("Q2", 10.0, 1, 1.0)  # no replica: this batch waits for ever
         started = time.monotonic()
         wait_until(
-            lambda: time.monotonic() - started > 2 * settings.node_ttl_s,
-            4 * settings.node_ttl_s,
+            lambda: time.monotonic() - started > 2 * settings.liveness.node_ttl_s,
+            4 * settings.liveness.node_ttl_s,
             "the batch to wait past the node's TTL",
         )
         assert collector.written_events == 0  # still waiting for its acknowledgement
         beat_s = client.zscore(Keys(prefix).live_nodes, "waiting-node")
         assert beat_s is not None
-        assert redis_now(client) - beat_s < settings.node_ttl_s
+        assert redis_now(client) - beat_s < settings.liveness.node_ttl_s
     finally:
         collector.close()
         client.close()
@@ -214,7 +214,7 @@ def test_a_batch_retried_past_its_markers_first_life_counts_once(
             collector.record_query("Q2", float(i), 1, 1.0)
         started = time.monotonic()
         wait_until(  # the script ran many times over; no replica acknowledged it
-            lambda: time.monotonic() - started > 4 * settings.batch_id_ttl_s,
+            lambda: time.monotonic() - started > 4 * settings.recording.batch_id_ttl_s,
             30,
             "the batch to outlive its marker's first life",
         )

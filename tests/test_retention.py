@@ -23,7 +23,7 @@ HOUR = 3600
 def harness(settings: Settings) -> Iterator[StoreHarness]:
     # Two hours of history as well: coarse buckets then retire within the simulated day.
     update = {"stream_maxlen": 500, "history_s": 2 * HOUR}
-    h = make_harness("redis", settings.model_copy(update=update), T0)
+    h = make_harness("redis", settings.replace(**update), T0)
     yield h
     h.close()
 
@@ -44,7 +44,10 @@ def test_a_simulated_day_reaches_a_steady_state(harness: StoreHarness) -> None:
             memory[hour] = int(harness.client.info("memory")["used_memory"])
 
     # The hour buckets are kept longest: history plus their own hour.
-    kept_h = max(harness.settings.retention_s, harness.settings.history_s + HOUR) // HOUR
+    kept_h = (
+        max(harness.settings.retention.retention_s, harness.settings.retention.history_s + HOUR)
+        // HOUR
+    )
     settled = {h: n for h, n in key_counts.items() if h > kept_h + 1}
     assert len(set(settled.values())) == 1, key_counts  # the same keys, hour after hour
     # Two hours of query, routing and latency-histogram buckets at each level; streams, index.
@@ -60,7 +63,7 @@ def test_the_collector_prunes_retired_buckets_by_itself(harness: StoreHarness) -
     harness.collector.flush()
     first_bucket = harness.keys.query_bucket(10, int(T0) // 10 * 10)
     assert harness.client.exists(first_bucket)
-    harness.clock.advance(harness.settings.retention_s + 60)
+    harness.clock.advance(harness.settings.retention.retention_s + 60)
     wait_until(lambda: not harness.client.exists(first_bucket), 10, "the flusher's prune")
     # Only the history rollups (kept for history_s) are left, none of them due yet.
     now = harness.clock.now()

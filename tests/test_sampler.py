@@ -57,7 +57,7 @@ class Harness:
         self.settings = settings
         self.clock = ManualClock(T0)
         self.keys = Keys(settings.key_prefix)
-        self.client = redis.Redis.from_url(settings.redis_url)
+        self.client = redis.Redis.from_url(settings.redis.url)
         self.samplers: list[Sampler] = []
 
     def sampler(
@@ -68,14 +68,14 @@ class Harness:
         faiss: int | ByteCountSource = 0,
         **overrides: object,
     ) -> Sampler:
-        settings = self.settings.model_copy(update={"node": node, **overrides})
+        settings = self.settings.replace(node=node, **overrides)
         client = sync_client(settings)
         sources = Sources(
             hardware=RecordedSource(readings or [host(0.0)]),
             gpus=gpus or NvmlSource(FakeNvml()),
             faiss_index=FixedBytes(faiss) if isinstance(faiss, int) else faiss,
             cache_memory=RedisMemorySource(client),
-            jobs=JobQueueSource(client, settings.job_queues),
+            jobs=JobQueueSource(client, settings.sampler.job_queues),
         )
         sampler = Sampler(settings, sources, client, self.clock)
         self.samplers.append(sampler)
@@ -88,7 +88,7 @@ class Harness:
 
     def resources(self, node: str | None = None) -> ResourceMetrics:
         async def read() -> ResourceMetrics:
-            client = aioredis.Redis.from_url(self.settings.redis_url)
+            client = aioredis.Redis.from_url(self.settings.redis.url)
             try:
                 return await MetricsReader(client, self.settings, self.clock).resources(node)
             finally:
@@ -145,7 +145,7 @@ def test_one_write_stores_the_snapshot_and_heartbeat_and_nothing_else(harness: H
     # The heartbeat and the freshness stamp are Redis's clock, years away from the sampler's.
     assert stored.stored_at is not None and before <= stored.stored_at <= after
     assert harness.client.zscore(harness.keys.live_nodes, "node-a") == stored.stored_at
-    prune_after_s = harness.settings.node_prune_after_s
+    prune_after_s = harness.settings.liveness.node_prune_after_s
     assert 0 < harness.client.ttl(harness.keys.snapshots) <= prune_after_s
     # No write-only data: the sampler writes only keys that a reader reads (/resources reads
     # the snapshots, /routing and /health the heartbeats); no per-node history list.
@@ -165,7 +165,7 @@ def silence(harness: Harness, node: str, for_s: float) -> None:
 
 def test_nodes_silent_for_long_are_pruned(harness: Harness) -> None:
     harness.sampler(node="old").sample_once()
-    silence(harness, "old", harness.settings.node_prune_after_s - 60)
+    silence(harness, "old", harness.settings.liveness.node_prune_after_s - 60)
     harness.sampler(node="new").sample_once()
     assert harness.client.hexists(harness.keys.snapshots, "old")  # stale, not yet forgotten
 
@@ -199,7 +199,7 @@ def test_a_silent_node_drops_out_after_the_node_ttl(harness: Harness) -> None:
     a, b = harness.sampler("node-a"), harness.sampler("node-b")
     a.sample_once()
     b.sample_once()
-    silence(harness, "node-b", harness.settings.node_ttl_s - 1)  # node-b has stopped
+    silence(harness, "node-b", harness.settings.liveness.node_ttl_s - 1)  # node-b has stopped
     a.sample_once()
     assert [n.node for n in harness.resources().nodes] == ["node-a", "node-b"]
     silence(harness, "node-b", 2)  # by Redis's clock, longer ago than the TTL
@@ -211,7 +211,7 @@ def test_redis_outage_logs_once_and_writing_resumes(
     settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     port = free_port()
-    away = Harness(settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{port}/0"}))
+    away = Harness(settings.replace(redis_url=f"redis://127.0.0.1:{port}/0"))
     sampler = away.sampler()
     try:
         with caplog.at_level(logging.INFO, logger="workers.sampler"):
@@ -314,7 +314,7 @@ def test_redacted_url_hides_only_the_password() -> None:
 def test_settings_refuse_a_sampler_slower_than_the_node_ttl() -> None:
     with pytest.raises(ValueError, match="sample_interval_s"):
         Settings(sample_interval_s=5.0, node_ttl_s=5.0)
-    assert Settings(job_queues="high, default").job_queues == ["high", "default"]
+    assert Settings(job_queues="high, default").sampler.job_queues == ["high", "default"]
     assert Settings(redis_url="redis://a/0").resolved_cache_redis_url == "redis://a/0"
 
 

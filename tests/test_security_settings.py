@@ -17,22 +17,22 @@ TOKEN = "t0ken-for-the-tests-0123456789"
 
 def test_defaults_bind_loopback_with_no_token_and_no_cors() -> None:
     settings = Settings()
-    assert settings.api_host == "127.0.0.1"
-    assert settings.api_token is None
-    assert settings.cors_origins == []
+    assert settings.api.host == "127.0.0.1"
+    assert settings.api.token is None
+    assert settings.api.cors_origins == []
 
 
 def test_environment_sets_token_and_origins(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("METRICS_API_TOKEN", TOKEN)
     monkeypatch.setenv("METRICS_CORS_ORIGINS", "https://Dash.example.com, http://10.0.0.5:3000")
     settings = Settings()
-    assert settings.api_token is not None and settings.api_token.get_secret_value() == TOKEN
-    assert settings.cors_origins == ["https://dash.example.com", "http://10.0.0.5:3000"]
+    assert settings.api.token is not None and settings.api.token.get_secret_value() == TOKEN
+    assert settings.api.cors_origins == ["https://dash.example.com", "http://10.0.0.5:3000"]
 
 
 def test_an_empty_token_variable_means_no_token(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("METRICS_API_TOKEN", "")
-    assert Settings().api_token is None
+    assert Settings().api.token is None
 
 
 @pytest.mark.parametrize(
@@ -51,7 +51,7 @@ def test_unsafe_values_are_refused(update: dict[str, Any], complaint: str) -> No
 
 
 def test_cors_wildcard_is_allowed_without_a_token() -> None:
-    assert Settings(cors_origins="*").cors_origins == ["*"]
+    assert Settings(cors_origins="*").api.cors_origins == ["*"]
 
 
 def test_repr_and_str_hide_the_redis_urls_and_the_token() -> None:

@@ -90,7 +90,9 @@ def test_availability_forgets_a_node_that_stopped_beating(store: StoreHarness) -
     # beat, by Redis's clock, is made older than the TTL.
     beat = store.client.zscore(store.keys.live_nodes, "node-b")
     assert beat is not None
-    store.client.zadd(store.keys.live_nodes, {"node-b": beat - store.settings.node_ttl_s - 1})
+    store.client.zadd(
+        store.keys.live_nodes, {"node-b": beat - store.settings.liveness.node_ttl_s - 1}
+    )
     store.collector.update_model_availability("Q3", 1, 4)  # node-a beats now, node-b does not
     store.collector.flush()
     q3 = read_routing(store).modelAvailability[1]

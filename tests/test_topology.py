@@ -13,7 +13,7 @@ from workers.jobs import rq_connection
 
 def test_compose_topology_as_processes(settings: Settings) -> None:
     queue = f"{settings.key_prefix}-jobs"
-    env = child_env(settings.redis_url, settings.key_prefix, METRICS_JOB_QUEUES=queue,
+    env = child_env(settings.redis.url, settings.key_prefix, METRICS_JOB_QUEUES=queue,
                     METRICS_NODE="node-1")  # fmt: skip
     with ApiProcess(env) as api_1, ApiProcess(env) as api_2, CliProcess(["sampler"], env), \
             CliProcess(["worker"], env), CliProcess(["simulate", "--rate", "20"], env):  # fmt: skip

@@ -37,7 +37,7 @@ def test_worker_process_runs_queued_jobs_and_records_each(settings: Settings) ->
     queue = Queue(queue_name, connection=connection)
     for i in range(12):
         enqueue_query(queue, "explain " * i)
-    env = child_env(settings.redis_url, settings.key_prefix, METRICS_DEMO_TIME_SCALE="0")
+    env = child_env(settings.redis.url, settings.key_prefix, METRICS_DEMO_TIME_SCALE="0")
     output = run_cli(["worker", "--queues", queue_name, "--burst"], env)
     assert f"queues {queue_name}" in output
     assert len(queue) == 0
@@ -56,7 +56,7 @@ def test_worker_process_runs_queued_jobs_and_records_each(settings: Settings) ->
 
 
 def test_simulate_direct_records_what_it_reports(settings: Settings) -> None:
-    env = child_env(settings.redis_url, settings.key_prefix)
+    env = child_env(settings.redis.url, settings.key_prefix)
     output = run_cli(["simulate", "--direct", "--rate", "40", "--duration", "1.5"], env)
     sent = int(re.findall(r"simulate: (\d+) queries", output)[-1])
     assert sent > 0
@@ -70,7 +70,7 @@ def test_simulate_direct_records_what_it_reports(settings: Settings) -> None:
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
 def test_simulate_stopped_by_a_signal_flushes_and_exits_0(settings: Settings, signum: int) -> None:
     """Ctrl-C or SIGTERM ends demo traffic quietly, with every prompt it reports recorded."""
-    env = child_env(settings.redis_url, settings.key_prefix)
+    env = child_env(settings.redis.url, settings.key_prefix)
     with CliProcess(["simulate", "--direct", "--rate", "40"], env) as simulate:
         harness = make_harness("redis", settings, time.time())
         try:
@@ -93,7 +93,7 @@ def test_simulate_stopped_by_a_signal_flushes_and_exits_0(settings: Settings, si
 
 
 def test_simulate_refuses_a_bad_rate(settings: Settings) -> None:
-    env = child_env(settings.redis_url, settings.key_prefix)
+    env = child_env(settings.redis.url, settings.key_prefix)
     done = subprocess.run(
         [sys.executable, "-m", "workers.cli", "simulate", "--rate", "0"],
         env=env,

@@ -44,8 +44,8 @@ def _bind_address(args: argparse.Namespace) -> tuple[str, int]:
     from metrics_store.settings import get_settings
 
     settings = get_settings()
-    host: str = args.host if args.host is not None else settings.api_host
-    port: int = args.port if args.port is not None else settings.api_port
+    host: str = args.host if args.host is not None else settings.api.host
+    port: int = args.port if args.port is not None else settings.api.port
     return host, port
 
 
@@ -88,7 +88,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     from workers.jobs import run_worker
 
     settings = get_settings()
-    queues = args.queues.split(",") if args.queues else settings.job_queues
+    queues = args.queues.split(",") if args.queues else settings.sampler.job_queues
     where = describe_redis(settings)
     print(f"metrics-store worker on {where}, queues {', '.join(queues)}", flush=True)
     run_worker(settings, queues, burst=args.burst)
@@ -104,7 +104,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         print("metrics-store simulate: --rate must be positive", file=sys.stderr)
         return 2
     settings = get_settings()
-    target = "the collector" if args.direct else f"rq queue {settings.job_queues[0]!r}"
+    target = "the collector" if args.direct else f"rq queue {settings.sampler.job_queues[0]!r}"
     where = describe_redis(settings)
     print(f"metrics-store simulate: {args.rate}/s into {target} on {where}", flush=True)
     # Ctrl-C or SIGTERM ends the run between two prompts: the collector flushes, exit 0.

@@ -39,7 +39,7 @@ def demo_backend() -> DemoBackend:
         settings.tiers,
         settings.complexities,
         get_metrics_collector(),
-        time_scale=settings.demo_time_scale,
+        time_scale=settings.sampler.demo_time_scale,
     )
 
 
@@ -50,7 +50,7 @@ def process_query(prompt: str) -> str:
 
 def rq_connection(settings: Settings) -> redis.Redis:
     """rq's Redis (METRICS_JOBS_REDIS_URL, else the store's): raw bytes, no client decoding."""
-    return jobs_client(settings, command_timeout_s=max(settings.redis_command_timeout_s, 5.0))
+    return jobs_client(settings, command_timeout_s=max(settings.redis.command_timeout_s, 5.0))
 
 
 def enqueue_query(queue: Queue, prompt: str) -> None:

@@ -63,14 +63,14 @@ class Sources:
 def default_sources(settings: Settings, client: redis.Redis) -> Sources:
     """The real machine: psutil, pynvml, the configured index files, cache Redis and queues."""
     cache_url = settings.resolved_cache_redis_url
-    if cache_url == settings.redis_url:  # the store's own Redis, whatever its topology
+    if cache_url == settings.redis.url:  # the store's own Redis, whatever its topology
         cache = RedisMemorySource(client, topology_for(settings).used_memory)
     else:
         cache = RedisMemorySource(sync_client(settings, cache_url))
     return Sources(
         hardware=PsutilSource(),
         gpus=NvmlSource(),
-        faiss_index=FaissIndexSource(settings.faiss_index_path),
+        faiss_index=FaissIndexSource(settings.sampler.faiss_index_path),
         cache_memory=cache,
         jobs=_job_queues(settings),
     )
@@ -80,7 +80,7 @@ def _job_queues(settings: Settings) -> JobsSource:
     """The rq queues of the jobs Redis; none where there is no such Redis (a Cluster without
     METRICS_JOBS_REDIS_URL): the queue is an optional source, reported as empty."""
     try:
-        return JobQueueSource(jobs_client(settings), settings.job_queues)
+        return JobQueueSource(jobs_client(settings), settings.sampler.job_queues)
     except MissingSetting as exc:
         log.warning("no job queues to report: %s", exc)
         return NoJobQueues()
@@ -162,7 +162,7 @@ class Sampler:
     # --- the loop ---------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
         """Sample every `sample_interval_s` until `stop` is set; no failure ends the loop."""
-        interval_s = self._settings.sample_interval_s
+        interval_s = self._settings.sampler.interval_s
         guard = LoopGuard("sampler", base_s=min(0.5, interval_s), cap_s=5 * interval_s)
         next_due = time.monotonic()
 
@@ -196,7 +196,7 @@ def run_sampler(settings: Settings | None = None) -> int:
     stop = stop_on_signals()
     print(
         f"metrics-store sampler: node {settings.node}, Redis {describe_redis(settings)}, "
-        f"every {settings.sample_interval_s:g} s",
+        f"every {settings.sampler.interval_s:g} s",
         flush=True,
     )
     sampler = Sampler.from_settings(settings)

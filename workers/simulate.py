@@ -94,7 +94,7 @@ def run_simulation(
 
 
 def _queue_sender(settings: Settings) -> Callable[[str], None]:
-    queue = Queue(settings.job_queues[0], connection=rq_connection(settings))
+    queue = Queue(settings.sampler.job_queues[0], connection=rq_connection(settings))
     return lambda prompt: enqueue_query(queue, prompt)
 
 

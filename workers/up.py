@@ -64,7 +64,7 @@ def start_redis(data_dir: Path) -> tuple[str, RedisServerProcess | FakeRedisServ
     if topology_for(get_settings()).external:
         # The sentinels name the primary (a cluster node, the others); REDIS_URL (or its
         # default) still carries the password and TLS; the children read the environment.
-        return get_settings().redis_url, None
+        return get_settings().redis.url, None
     if os.environ.get("REDIS_URL"):
         return os.environ["REDIS_URL"], None
     if shutil.which("redis-server"):

@@ -62,7 +62,7 @@ class LiveStream:
         self._keys = keys  # handed to process_health, which owns the processes hash
         self._node = settings.node
         self._beats = 0
-        self._beat_interval_s = settings.heartbeat_interval_s
+        self._beat_interval_s = settings.liveness.heartbeat_interval_s
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:

@@ -88,7 +88,11 @@ class SnapshotWriter:
         redis-py's errors reach the caller."""
         keys = [self._keys.snapshots, self._keys.live_nodes]
         unstamped = snapshot.model_dump_json(exclude={"stored_at"})
-        args: list[str | int] = [snapshot.node, unstamped, self._settings.node_prune_after_s]
+        args: list[str | int] = [
+            snapshot.node,
+            unstamped,
+            self._settings.liveness.node_prune_after_s,
+        ]
         _, stored_at = self._script(keys=keys, args=args)
         return float(stored_at)
 

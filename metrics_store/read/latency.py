@@ -61,13 +61,19 @@ class LatencyPlanner:
         self._keys = keys
         self._shards = list(shards) if shards is not None else [keys]
         self.levels: list[Level] = bucket_levels(
-            settings.bucket_s, settings.rollup_s, settings.retention_s, settings.history_s
+            settings.retention.bucket_s,
+            settings.retention.rollup_s,
+            settings.retention.retention_s,
+            settings.retention.history_s,
         )
         self._cache: dict[tuple[int, int], Tiling] = {}
 
     def tiling(self, now_s: float, window_s: int) -> Tiling:
         """The kept buckets tiling the window that ends with the current fine bucket."""
-        end = bucket_start(now_s, self._settings.bucket_s) + self._settings.bucket_s
+        end = (
+            bucket_start(now_s, self._settings.retention.bucket_s)
+            + self._settings.retention.bucket_s
+        )
         found = self._cache.get((end, window_s))
         if found is None:
             if len(self._cache) > 16:  # only the current bucket's windows are ever wanted

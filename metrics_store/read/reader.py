@@ -165,11 +165,12 @@ class MetricsReader:
     def _shard_bucket_keys(self, shard: Keys, kind: str, bucket: int) -> BucketKeys:
         s = self._settings
         name = shard.query_bucket if kind == "q" else shard.routing_bucket
-        plan = plan_window(bucket, s.bucket_s, s.rollup_s, s.window_s)
-        window = [name(s.bucket_s, start) for start in plan.fine_starts]
-        window += [name(s.rollup_s, start) for start in plan.rollup_starts]
+        plan = plan_window(bucket, s.retention.bucket_s, s.retention.rollup_s, s.retention.window_s)
+        window = [name(s.retention.bucket_s, start) for start in plan.fine_starts]
+        window += [name(s.retention.rollup_s, start) for start in plan.rollup_starts]
         chart = [
-            name(s.bucket_s, start) for start in chart_starts(bucket, s.bucket_s, s.chart_points)
+            name(s.retention.bucket_s, start)
+            for start in chart_starts(bucket, s.retention.bucket_s, s.retention.chart_points)
         ]
         return BucketKeys([k.encode() for k in window], [k.encode() for k in chart])
 
@@ -178,7 +179,7 @@ class MetricsReader:
     ) -> None:
         """Every counter summed over the window's buckets, by Redis itself (ZUNION sums)."""
         if window_s is None:
-            keys = self._bucket_keys(kind, bucket_start(now_s, self._settings.bucket_s))
+            keys = self._bucket_keys(kind, bucket_start(now_s, self._settings.retention.bucket_s))
             plan.sum_shards(lambda i: keys[i].window)
             return
         tiling = self._latency.tiling(now_s, window_s)
@@ -195,8 +196,8 @@ class MetricsReader:
     ) -> Staged[QueryMetrics]:
         s = self._settings
         if window_s is None:
-            starts = chart_starts(now_s, s.bucket_s, s.chart_points)
-            point_s = s.bucket_s
+            starts = chart_starts(now_s, s.retention.bucket_s, s.retention.chart_points)
+            point_s = s.retention.bucket_s
             sizes = [1] * len(starts)  # one fine bucket per point
             cached = self._bucket_keys("q", starts[-1])
             chart_keys: ShardKeys = lambda i: cached[i].chart  # noqa: E731
@@ -230,12 +231,17 @@ class MetricsReader:
         length since the epoch, like buckets, so that every point tiles with kept buckets.
         """
         s = self._settings
-        point_s = _round_up(-(-window_s // s.chart_points), s.bucket_s)
-        if window_s + 2 * point_s > s.retention_s:  # the oldest point may outlive fine buckets
+        point_s = _round_up(-(-window_s // s.retention.chart_points), s.retention.bucket_s)
+        if (
+            window_s + 2 * point_s > s.retention.retention_s
+        ):  # the oldest point may outlive fine buckets
             point_s = _round_up(point_s, self._latency.levels[2].size_s)
-        end = bucket_start(now_s, s.bucket_s) + s.bucket_s
+        end = bucket_start(now_s, s.retention.bucket_s) + s.retention.bucket_s
         current = bucket_start(now_s, point_s)
-        starts = [current - point_s * (s.chart_points - 1 - i) for i in range(s.chart_points)]
+        starts = [
+            current - point_s * (s.retention.chart_points - 1 - i)
+            for i in range(s.retention.chart_points)
+        ]
         tilings = []
         for start in starts:
             point_end = min(start + point_s, end)
@@ -249,8 +255,8 @@ class MetricsReader:
         s = self._settings
         self._sum_window(plan, "q", now_s, window_s)
         for tier in s.tiers:
-            plan.newest_shards(partial(self._recent_queries, tier), s.sparkline_points)
-        percentiles = self._latency.stage_percentiles(plan, now_s, window_s or s.window_s)
+            plan.newest_shards(partial(self._recent_queries, tier), s.retention.sparkline_points)
+        percentiles = self._latency.stage_percentiles(plan, now_s, window_s or s.retention.window_s)
 
         def parse(replies: Sequence[Any]) -> list[TierMetrics]:
             recent = dict(zip(s.tiers, replies[1 : 1 + len(s.tiers)], strict=True))
@@ -272,14 +278,14 @@ class MetricsReader:
     def _stage_latency(
         self, plan: FanOutPlan, now_s: float, window_s: int | None = None
     ) -> Staged[LatencyMetrics]:
-        return self._latency.stage(plan, now_s, window_s or self._settings.window_s)
+        return self._latency.stage(plan, now_s, window_s or self._settings.retention.window_s)
 
     def _stage_routing(
         self, plan: FanOutPlan, now_s: float, window_s: int | None = None
     ) -> Staged[RoutingMetrics]:
         s = self._settings
         self._sum_window(plan, "r", now_s, window_s)
-        plan.since(self._keys.live_nodes, s.node_ttl_s)  # liveness: Redis's clock
+        plan.since(self._keys.live_nodes, s.liveness.node_ttl_s)  # liveness: Redis's clock
         plan.hgetall(self._keys.availability)
 
         def parse(replies: Sequence[Any]) -> RoutingMetrics:
@@ -292,8 +298,8 @@ class MetricsReader:
         return Staged(3, parse)
 
     def _stage_resources(self, plan: FanOutPlan, now_s: float) -> Staged[ResourceMetrics]:
-        snapshots = read_live_snapshots(plan, self._keys, self._settings.node_ttl_s)
-        connections = read_connections(plan, self._keys, self._settings.node_ttl_s)
+        snapshots = read_live_snapshots(plan, self._keys, self._settings.liveness.node_ttl_s)
+        connections = read_connections(plan, self._keys, self._settings.liveness.node_ttl_s)
 
         def parse(replies: Sequence[Any]) -> ResourceMetrics:
             live, clients = parse_staged(replies, (snapshots, connections))
@@ -302,10 +308,10 @@ class MetricsReader:
         return Staged(snapshots.commands + connections.commands, parse)
 
     def _stage_health(self, plan: FanOutPlan, now_s: float) -> Staged[HealthStatus]:
-        return stage_health(plan, self._keys, self._settings.node_ttl_s)
+        return stage_health(plan, self._keys, self._settings.liveness.node_ttl_s)
 
     def _stage_fleet(self, plan: FanOutPlan, now_s: float) -> Staged[Fleet]:
-        ttl_s = self._settings.node_ttl_s
+        ttl_s = self._settings.liveness.node_ttl_s
         # The totals are data keys: each shard's (one on a single Redis), summed over shards.
         plan.sum_shards(lambda i: [self._shards[i].totals])
         plan.hgetall(self._keys.availability)

@@ -23,7 +23,9 @@ class Background:
 
     def __init__(self, settings: Settings, client: redis.Redis, clock: Clock) -> None:
         self.buffer = EventBuffer(
-            settings.buffer_max_events, settings.buffer_full_policy, settings.buffer_block_timeout_s
+            settings.recording.buffer_max_events,
+            settings.recording.buffer_full_policy,
+            settings.recording.buffer_block_timeout_s,
         )
         self._wake = threading.Event()
         self._stopping = threading.Event()

@@ -205,7 +205,10 @@ class BatchEncoder:
         # the shard's own slot (a script's keys must share one slot), never written.
         owner = keys if control is None else None
         self._levels: list[Level] = bucket_levels(
-            settings.bucket_s, settings.rollup_s, settings.retention_s, settings.history_s
+            settings.retention.bucket_s,
+            settings.retention.rollup_s,
+            settings.retention.retention_s,
+            settings.retention.history_s,
         )
         self._fixed = [
             keys.query_stream,
@@ -227,7 +230,7 @@ class BatchEncoder:
         `refused` counts events taken out of the batch for their clock, recorded with it.
         """
         s = self._settings
-        fold = _Fold(s.bucket_s, s.sparkline_points, s.node)
+        fold = _Fold(s.retention.bucket_s, s.retention.sparkline_points, s.node)
         fold.add(events)
         table = _KeyTable([*self._fixed, self._keys.written_batch(batch_id), *self._recent])
         stamps = _stamp_range(events)
@@ -292,14 +295,14 @@ class BatchEncoder:
         s = self._settings
         return {
             "version": FORMAT_VERSION,
-            "batch_ttl_s": s.batch_id_ttl_s,
-            "stream_maxlen": s.stream_maxlen,
-            "retention_s": s.retention_s,
-            "recent_len": s.sparkline_points,
+            "batch_ttl_s": s.recording.batch_id_ttl_s,
+            "stream_maxlen": s.recording.stream_maxlen,
+            "retention_s": s.retention.retention_s,
+            "recent_len": s.retention.sparkline_points,
             "recent_lists": recent_lists,
             "node": s.node,
             "now_s": now_s,
-            "skew_tolerance_s": s.clock_skew_tolerance_s,
+            "skew_tolerance_s": s.recording.clock_skew_tolerance_s,
             "oldest_s": stamps[0],
             "newest_s": stamps[1],
             "refused": 0,

@@ -61,7 +61,7 @@ class Flusher:
         self._writer = BatchWriter(client, topology)
         self._hand = BatchesInHand(buffer)
         self._guard = LoopGuard(
-            "collector-flusher", base_s=0.05, cap_s=settings.retry_max_backoff_s
+            "collector-flusher", base_s=0.05, cap_s=settings.recording.retry_max_backoff_s
         )
         self._upkeep = Upkeep(client, topology, clock, self._counters, stopping)
         self._retrier = Retrier(
@@ -109,12 +109,12 @@ class Flusher:
             hand.release(batch)
         hand.taken = None
         if hand.sent is None and not batch.markers and not len(self._buffer):
-            self._wake.wait(self._settings.flush_interval_s)
+            self._wake.wait(self._settings.recording.flush_interval_s)
             self._wake.clear()
         return 0.0  # more may be waiting: write it before sleeping
 
     def _take(self) -> Batch:
-        batch = self._hand.take(self._settings.batch_max_events)
+        batch = self._hand.take(self._settings.recording.batch_max_events)
         if batch.events:
             batch.shard = self._shard_picker.next()
         return batch

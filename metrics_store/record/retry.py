@@ -88,20 +88,20 @@ def past_marker_life(batch: Batch, settings: Settings, now_s: float | None = Non
     if batch.maybe_landed_s is None:
         return False
     now_s = time.monotonic() if now_s is None else now_s
-    margin_s = min(_MARKER_MARGIN_S, settings.batch_id_ttl_s / 10)
-    return now_s - batch.maybe_landed_s >= settings.batch_id_ttl_s - margin_s
+    margin_s = min(_MARKER_MARGIN_S, settings.recording.batch_id_ttl_s / 10)
+    return now_s - batch.maybe_landed_s >= settings.recording.batch_id_ttl_s - margin_s
 
 
 def accepted_by_clock(
     events: list[Event], node_now_s: float, redis_now_s: float, settings: Settings
 ) -> list[Event]:
     """The events Redis's clock (`redis_now_s`, from a CLOCKSKEW reply) will accept."""
-    tolerance_s = settings.clock_skew_tolerance_s
+    tolerance_s = settings.recording.clock_skew_tolerance_s
     # Margins inside the script's bounds: Redis's clock moves on before the next call.
     margin_s = min(1.0, tolerance_s / 10)
     if abs(node_now_s - redis_now_s) > tolerance_s - margin_s:
         return []  # this node's clock is off: none of its stamps can be trusted
-    low = redis_now_s - settings.retention_s + margin_s
+    low = redis_now_s - settings.retention.retention_s + margin_s
     high = redis_now_s + tolerance_s - margin_s
     kept = [event for event in events if low <= event[1] <= high]
     # The clocks moved across a bound between two calls: never loop on it.
@@ -194,7 +194,7 @@ class Retrier:
                 "%d events refused so far: this node's clock is more than %g s off Redis's "
                 "(check NTP), or they were older than retention",
                 self._hand.counters.refused,
-                self._settings.clock_skew_tolerance_s,
+                self._settings.recording.clock_skew_tolerance_s,
             )
 
 

@@ -51,7 +51,7 @@ class Upkeep:
         self._prune_due_s = 0.0  # by retention's clock (below)
 
     def run(self) -> None:
-        interval_s = self._settings.heartbeat_interval_s
+        interval_s = self._settings.liveness.heartbeat_interval_s
         while True:
             self.once()
             if self._stopping.wait(interval_s):
@@ -78,7 +78,7 @@ class Upkeep:
         """Retention's clock: Redis's, so one node's fast clock cannot retire the buckets
         everyone else is still writing; or, for a store that trusts its writers' clocks
         (tolerance 0: replays, simulated time), this node's, as its events are stamped."""
-        if self._settings.clock_skew_tolerance_s == 0:
+        if self._settings.recording.clock_skew_tolerance_s == 0:
             return self._clock.now()
         return redis_now(self._client)
 
@@ -86,9 +86,9 @@ class Upkeep:
         """Once per bucket of retention's clock: often enough that a bucket goes soon after it
         retires, and never scheduled by this node's clock where that is not retention's."""
         now_s = self._retention_now()
-        if self._prune_due_s - self._settings.bucket_s <= now_s < self._prune_due_s:
+        if self._prune_due_s - self._settings.retention.bucket_s <= now_s < self._prune_due_s:
             return  # pruned within the last bucket (a clock stepped back prunes at once)
-        self._prune_due_s = now_s + self._settings.bucket_s
+        self._prune_due_s = now_s + self._settings.retention.bucket_s
         for shard in self._topology.shards:  # each shard indexes its own buckets
             prune_retired_buckets(
                 self._client, shard, now_s, transaction=self._topology.transactions

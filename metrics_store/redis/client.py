@@ -64,23 +64,23 @@ def single_client(
 ) -> redis.Redis:
     """A blocking client of one server: REDIS_URL, or `url` (a cache to measure, rq's queues)."""
     return redis.Redis.from_url(
-        url or settings.redis_url, **_client_options(settings, command_timeout_s)
+        url or settings.redis.url, **_client_options(settings, command_timeout_s)
     )
 
 
 def single_async_client(settings: Settings) -> aioredis.Redis:
-    return aioredis.Redis.from_url(settings.redis_url, **_client_options(settings, None))
+    return aioredis.Redis.from_url(settings.redis.url, **_client_options(settings, None))
 
 
 def sentinel_client(settings: Settings, *, command_timeout_s: float | None = None) -> redis.Redis:
     """A blocking client of the primary that the sentinels name, found anew after a failover."""
     sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
-        settings.redis_sentinels,
+        settings.redis.sentinels,
         sentinel_kwargs=_sentinel_options(settings),
-        **_master_options(settings.redis_url),
+        **_master_options(settings.redis.url),
     )
     master: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
-        settings.redis_sentinel_master,
+        settings.redis.sentinel_master,
         redis_class=_SentinelMaster,
         **_client_options(settings, command_timeout_s),
     )
@@ -89,12 +89,12 @@ def sentinel_client(settings: Settings, *, command_timeout_s: float | None = Non
 
 def sentinel_async_client(settings: Settings) -> aioredis.Redis:
     sentinel = aiosentinel.Sentinel(  # type: ignore[no-untyped-call]
-        settings.redis_sentinels,
+        settings.redis.sentinels,
         sentinel_kwargs=_sentinel_options(settings),
-        **_master_options(settings.redis_url),
+        **_master_options(settings.redis.url),
     )
     master: aioredis.Redis = sentinel.master_for(
-        settings.redis_sentinel_master,
+        settings.redis.sentinel_master,
         redis_class=_AsyncSentinelMaster,
         **_client_options(settings, None),
     )
@@ -104,19 +104,19 @@ def sentinel_async_client(settings: Settings) -> aioredis.Redis:
 def cluster_client(settings: Settings, *, command_timeout_s: float | None = None) -> redis.Redis:
     """A blocking Redis Cluster client; REDIS_URL names any node, the client finds the rest."""
     cluster = RedisCluster.from_url(
-        settings.redis_url, **_client_options(settings, command_timeout_s)
+        settings.redis.url, **_client_options(settings, command_timeout_s)
     )
     return cast(redis.Redis, cluster)  # see the module docstring
 
 
 def cluster_async_client(settings: Settings) -> aioredis.Redis:
-    cluster = AsyncRedisCluster.from_url(settings.redis_url, **_client_options(settings, None))
+    cluster = AsyncRedisCluster.from_url(settings.redis.url, **_client_options(settings, None))
     return cast(aioredis.Redis, cluster)  # see the module docstring
 
 
 def describe_sentinels(settings: Settings) -> str:
-    where = ",".join(_address(host, port) for host, port in settings.redis_sentinels)
-    return f"sentinels {where} (service {settings.redis_sentinel_master})"
+    where = ",".join(_address(host, port) for host, port in settings.redis.sentinels)
+    return f"sentinels {where} (service {settings.redis.sentinel_master})"
 
 
 def _address(host: str, port: int) -> str:
@@ -126,8 +126,8 @@ def _address(host: str, port: int) -> str:
 def _client_options(settings: Settings, command_timeout_s: float | None) -> dict[str, Any]:
     return {
         "retry": Retry(NoBackoff(), 0),
-        "socket_connect_timeout": settings.redis_connect_timeout_s,
-        "socket_timeout": command_timeout_s or settings.redis_command_timeout_s,
+        "socket_connect_timeout": settings.redis.connect_timeout_s,
+        "socket_timeout": command_timeout_s or settings.redis.command_timeout_s,
         "health_check_interval": HEALTH_CHECK_INTERVAL_S,
     }
 
@@ -146,13 +146,13 @@ def _master_options(url: str) -> dict[str, Any]:
 
 def _sentinel_options(settings: Settings) -> dict[str, Any]:
     """How to reach the sentinels: the same timeouts and TLS as the data, their own password."""
-    password = settings.redis_sentinel_password
-    tls = {k: v for k, v in _master_options(settings.redis_url).items() if k.startswith("ssl")}
+    password = settings.redis.sentinel_password
+    tls = {k: v for k, v in _master_options(settings.redis.url).items() if k.startswith("ssl")}
     return {
         **tls,
         "password": password.get_secret_value() if password is not None else None,
-        "socket_connect_timeout": settings.redis_connect_timeout_s,
-        "socket_timeout": settings.redis_command_timeout_s,
+        "socket_connect_timeout": settings.redis.connect_timeout_s,
+        "socket_timeout": settings.redis.command_timeout_s,
         "retry": Retry(NoBackoff(), 0),
     }
 

@@ -36,7 +36,7 @@ class ReplicasBehind(redis.ConnectionError):
 
 def acks_wanted(settings: Settings) -> int:
     """How many replicas must acknowledge each batch (0: the primary's reply is enough)."""
-    return settings.redis_min_replicas_ack
+    return settings.redis.min_replicas_ack
 
 
 def write_batch(
@@ -61,7 +61,7 @@ def write_batch(
     if acknowledged < wanted:
         raise ReplicasBehind(
             f"{acknowledged} of {wanted} replicas acknowledged the batch within "
-            f"{topology.settings.redis_replicas_ack_timeout_ms} ms"
+            f"{topology.settings.redis.replicas_ack_timeout_ms} ms"
         )
 
 
@@ -83,7 +83,7 @@ def _write(
     def ingest_and_wait() -> int:
         pipe = server.pipeline(transaction=False)
         script.queue(pipe, keys, args)
-        pipe.wait(wanted, settings.redis_replicas_ack_timeout_ms)
+        pipe.wait(wanted, settings.redis.replicas_ack_timeout_ms)
         _, acknowledged = pipe.execute()
         return int(acknowledged)
 

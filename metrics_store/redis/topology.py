@@ -106,10 +106,10 @@ class Topology(ABC):
 
     def jobs_client(self, *, command_timeout_s: float | None = None) -> redis.Redis:
         """The rq queues' Redis: METRICS_JOBS_REDIS_URL if set, else the store's own."""
-        if self.settings.jobs_redis_url is None:
+        if self.settings.redis.jobs_url is None:
             return self.sync_client(command_timeout_s=command_timeout_s)
         return builders.single_client(
-            self.settings, self.settings.jobs_redis_url, command_timeout_s=command_timeout_s
+            self.settings, self.settings.redis.jobs_url, command_timeout_s=command_timeout_s
         )
 
     def shard_picker(self, client: redis.Redis) -> BatchShards:
@@ -147,7 +147,7 @@ class SingleRedis(Topology):
         return builders.single_async_client(self.settings)
 
     def describe(self) -> str:
-        return builders.redacted_url(self.settings.redis_url)
+        return builders.redacted_url(self.settings.redis.url)
 
 
 class SentinelRedis(Topology):
@@ -176,7 +176,7 @@ class ClusterRedis(Topology):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         prefix = settings.key_prefix
-        self.shards = [Keys(prefix, label) for label in shard_labels(prefix, settings.shards)]
+        self.shards = [Keys(prefix, label) for label in shard_labels(prefix, settings.redis.shards)]
         self.reads = _PerPrimaryReads(self.shards)
         self.channels = _ShardedChannels()
 
@@ -187,12 +187,12 @@ class ClusterRedis(Topology):
         return builders.cluster_async_client(self.settings)
 
     def describe(self) -> str:
-        return f"cluster via {builders.redacted_url(self.settings.redis_url)}"
+        return f"cluster via {builders.redacted_url(self.settings.redis.url)}"
 
     def jobs_client(self, *, command_timeout_s: float | None = None) -> redis.Redis:
         # rq knows no Cluster: its queues need a plain Redis of their own. Refused here, at
         # start, rather than failing on the first job with a MOVED from whichever node.
-        if self.settings.jobs_redis_url is None:
+        if self.settings.redis.jobs_url is None:
             raise MissingSetting(
                 "rq needs METRICS_JOBS_REDIS_URL on a Redis Cluster (rq knows no Cluster): "
                 "set it to a plain Redis for the job queues"
@@ -219,9 +219,9 @@ class ClusterRedis(Topology):
 
 def topology_for(settings: Settings) -> Topology:
     """The topology the settings describe: the one place that asks which it is."""
-    if settings.redis_cluster:
+    if settings.redis.cluster:
         return ClusterRedis(settings)
-    return SentinelRedis(settings) if settings.redis_sentinels else SingleRedis(settings)
+    return SentinelRedis(settings) if settings.redis.sentinels else SingleRedis(settings)
 
 
 # --- the variants' parts ----------------------------------------------------------------------
