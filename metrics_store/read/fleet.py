@@ -8,16 +8,27 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
-from metrics_store.live.snapshots import NodeSnapshot
-from metrics_store.read.shapes import HealthStatus, ModelAvailability
+from metrics_store.live.live_store import read_connections
+from metrics_store.live.snapshots import NodeSnapshot, read_live_snapshots
+from metrics_store.read import aggregates
+from metrics_store.read.health import stage_health
+from metrics_store.read.resources import resource_metrics
+from metrics_store.read.shapes import HealthStatus, ModelAvailability, ResourceMetrics
+from metrics_store.redis.fan_out import FanOutPlan
 from metrics_store.redis.keys import (
+    ALL_TIME_FIGURES,
     HISTOGRAM_SUM,
     TOTAL_LATENCY_MS,
     TOTAL_QUERIES,
     TOTAL_ROUTING,
     TOTAL_TOKENS,
+    Keys,
 )
+from metrics_store.redis.read_plan import Staged, pairs, parse_staged
+from metrics_store.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -71,3 +82,49 @@ class Fleet:
     availability: list[ModelAvailability]
     health: HealthStatus
     connections: int  # WebSocket clients of the live replicas
+
+
+def stage_resources(plan: FanOutPlan, keys: Keys, ttl_s: float) -> Staged[ResourceMetrics]:
+    """`/resources`: the live nodes' snapshots and the live replicas' clients, summed."""
+    snapshots = read_live_snapshots(plan, keys, ttl_s)
+    connections = read_connections(plan, keys, ttl_s)
+
+    def parse(replies: Sequence[Any]) -> ResourceMetrics:
+        live, clients = parse_staged(replies, (snapshots, connections))
+        return resource_metrics(live, clients)
+
+    return Staged(snapshots.commands + connections.commands, parse)
+
+
+def stage_fleet(plan: FanOutPlan, settings: Settings, shards: Sequence[Keys]) -> Staged[Fleet]:
+    """Everything `/metrics` exposes: all-time totals and histograms (summed over the shards),
+    availability, live nodes, clients and health."""
+    keys = Keys(settings.key_prefix)
+    ttl_s = settings.liveness.node_ttl_s
+    # The totals are data keys: each shard's (one on a single Redis), summed over shards.
+    plan.sum_shards(lambda i: [shards[i].totals])
+    plan.hgetall(keys.availability)
+    histograms = [(f, t) for t in settings.tiers for f in ALL_TIME_FIGURES]
+    for figure, tier in histograms:
+        plan.hgetall_shards(partial(_histogram_totals, shards, figure, tier))
+    snapshots = read_live_snapshots(plan, keys, ttl_s)
+    connections = read_connections(plan, keys, ttl_s)
+    health = stage_health(plan, keys, ttl_s)
+    fixed = 2 + len(histograms)
+
+    def parse(replies: Sequence[Any]) -> Fleet:
+        nodes, clients, status = parse_staged(replies[fixed:], (snapshots, connections, health))
+        live = set(status.liveNodes)
+        availability = aggregates.parse_availability(pairs(replies[1]), live, settings.tiers)
+        bins = {
+            name: AllTimeHistogram.parse(reply)
+            for name, reply in zip(histograms, replies[2:fixed], strict=True)
+        }
+        return Fleet(Totals.parse(replies[0]), bins, nodes, availability, status, clients)
+
+    commands = fixed + snapshots.commands + connections.commands + health.commands
+    return Staged(commands, parse)
+
+
+def _histogram_totals(shards: Sequence[Keys], figure: str, tier: str, shard: int) -> str:
+    return shards[shard].histogram_totals(figure, tier)
