@@ -62,10 +62,12 @@ def load_snapshots(settings: Settings, nodes: int) -> None:
     """Hardware snapshots of `nodes` live nodes, as samplers would write them."""
     client = redis.Redis.from_url(settings.redis.url)
     keys = Keys(settings.key_prefix)
-    ahead = redis_now(client) + 3600  # the nodes stay live for the whole run without a sampler
+    # Both stamps an hour ahead: the nodes stay live for the whole run without a sampler, for
+    # readers that judge by the sampler's stamp (older revisions) or by Redis's (this one).
+    ahead = redis_now(client) + 3600
     for n in range(nodes):
         snapshot = NodeSnapshot(
-            node=f"node-{n}", sampled_at=time.time(), stored_at=ahead, cpu_percent=40.0,
+            node=f"node-{n}", sampled_at=time.time() + 3600, stored_at=ahead, cpu_percent=40.0,
             cpu_cores=16, memory_used_bytes=12 * 2**30, memory_total_bytes=32 * 2**30,
             vram_used_bytes=8 * 2**30, vram_total_bytes=24 * 2**30,
         )  # fmt: skip

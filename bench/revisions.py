@@ -25,6 +25,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from bench.common import Summary, Table, private_redis, progress, write_results
 from bench.load import load_events, load_snapshots
 from bench.servers import serve
@@ -90,6 +92,7 @@ def ingest_rate(tree: Path, redis_url: str, count: int) -> float:
 
 def measure(trees: dict[str, Path], events: int, ingest_events: int, runs: int) -> dict[str, Any]:
     figures: dict[str, dict[str, list[float]]] = {side: {} for side in trees}
+    answers: dict[str, tuple[int, int, int]] = {}
     with private_redis() as server:
         for run in range(runs):
             for side, tree in trees.items():
@@ -107,13 +110,27 @@ def measure(trees: dict[str, Path], events: int, ingest_events: int, runs: int) 
                 env = side_env(tree, server.url, settings.key_prefix)
                 args = ["workers.cli", "api"]
                 with serve(args, env, "/api/metrics/queries", cwd=tree) as api:
+                    answers.setdefault(side, what_is_read(api))
                     for name in ENDPOINTS:
                         progress(f"run {run + 1}/{runs}: {side} /{name} at concurrency 16")
                         result = run_wrk(f"{api}/api/metrics/{name}", 16, 3.0)
                         if result.errors:
                             raise RuntimeError(f"{side} /{name} answered errors")
                         figures[side].setdefault(name, []).append(result.requests_per_s)
+    (base_queries, base_nodes, _), (queries, nodes, _) = answers.values()
+    # The window slides between the two sides' first reads: its oldest bucket may leave it.
+    if nodes != base_nodes or abs(queries - base_queries) > 0.02 * max(queries, base_queries):
+        raise RuntimeError(f"the two sides read different stores: {answers}")
     return {side: {k: Summary.of(v) for k, v in per.items()} for side, per in figures.items()}
+
+
+def what_is_read(api: str) -> tuple[int, int, int]:
+    """Each side must answer from the same data, or the comparison measures nothing: the
+    queries in the window, the live nodes, the routing decisions."""
+    queries = httpx.get(f"{api}/api/metrics/queries").json()["totalQueries"]
+    nodes = len(httpx.get(f"{api}/api/metrics/resources").json()["nodes"])
+    routing = httpx.get(f"{api}/api/metrics/routing").json()["accuracyMetrics"]["totalDecisions"]
+    return queries, nodes, routing
 
 
 def table(base: str, figures: dict[str, Any]) -> Table:

@@ -160,3 +160,21 @@ def test_a_missing_module_that_no_extra_provides_is_a_bug(
     monkeypatch.setitem(sys.modules, "workers.sampler", None)  # importing it now fails
     with pytest.raises(ModuleNotFoundError):
         cli.main(["sampler"])
+
+
+def test_the_public_api_is_importable_from_the_top_package() -> None:
+    """What callers import: from the top package, whichever room holds it."""
+    from metrics_store import (  # noqa: F401
+        EventsLost,
+        InvalidMetric,
+        MetricsCollector,
+        Settings,
+        StoreUnavailable,
+        get_metrics_collector,
+        get_settings,
+        track_query,
+        track_routing_decision,
+    )
+
+    assert track_query.__module__ == "metrics_store.record.instrument"
+    assert get_metrics_collector.__module__ == "metrics_store.record.collector"
