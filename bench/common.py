@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -90,3 +91,16 @@ def _plain(value: object) -> object:
     if hasattr(value, "__dataclass_fields__"):
         return asdict(value)  # type: ignore[call-overload]
     raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+@contextmanager
+def tree_at(revision: str, *paths: str) -> Iterator[Path]:
+    """`paths` of the repository as of `revision`, unpacked into a temporary directory (`git
+    archive`: the repository's own worktrees and index stay untouched)."""
+    root = Path(__file__).resolve().parent.parent
+    with tempfile.TemporaryDirectory(prefix="bench-tree-") as tmp:
+        archive = Path(tmp) / "tree.tar"
+        command = ["git", "-C", str(root), "archive", f"--output={archive}", revision, *paths]
+        subprocess.run(command, check=True)
+        subprocess.run(["tar", "-x", "-f", str(archive), "-C", tmp], check=True)
+        yield Path(tmp)

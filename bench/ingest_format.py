@@ -16,32 +16,17 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.common import Summary, Table, private_redis, progress, write_results
+from bench.common import Summary, Table, private_redis, progress, tree_at, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 PROBE = Path(__file__).resolve().parent / "ingest_probe.py"
 # The last commit whose ingest call was 19 positional ARGV values.
 BASE = "b0b4992"
 BATCH_EVENTS = 1000  # the collector's default batch (METRICS_BATCH_MAX_EVENTS)
-
-
-@contextmanager
-def base_tree(revision: str) -> Iterator[Path]:
-    """`metrics_store/` as of `revision`, unpacked into a temporary directory."""
-    with tempfile.TemporaryDirectory(prefix="ingest-base-") as tmp:
-        archive = Path(tmp) / "base.tar"
-        subprocess.run(
-            ["git", "-C", str(ROOT), "archive", f"--output={archive}", revision, "metrics_store"],
-            check=True,
-        )
-        subprocess.run(["tar", "-x", "-f", str(archive), "-C", tmp], check=True)
-        yield Path(tmp)
 
 
 def probe(tree: Path, url: str, events: int) -> dict[str, Any]:
@@ -60,7 +45,7 @@ def probe(tree: Path, url: str, events: int) -> dict[str, Any]:
 def measure(events: int, runs: int, revision: str) -> dict[str, list[dict[str, Any]]]:
     """`runs` measurements of each side, interleaved, on one private Redis."""
     sides: dict[str, list[dict[str, Any]]] = {"before": [], "after": []}
-    with base_tree(revision) as old, private_redis() as server:
+    with tree_at(revision, "metrics_store") as old, private_redis() as server:
         for run in range(runs):
             progress(f"run {run + 1} of {runs}: {revision} then this tree, {events:,} events")
             sides["before"].append(probe(old, server.url, events))

@@ -1,8 +1,9 @@
 """Revisions: this tree against an earlier commit, in one run, on one Redis.
 
-A restructuring must not cost speed. The earlier commit is checked out into a temporary git
-worktree; each side then runs as its own child processes (their code on `PYTHONPATH`, their
-working directory its tree), taking turns, so both meet the same machine at the same moments:
+A restructuring must not cost speed. The earlier commit's packages are unpacked into a
+temporary directory (`git archive`); each side then runs as its own child processes (its
+code on `PYTHONPATH`, its tree the working directory), taking turns, so both meet the same
+machine at the same moments:
 
 - ingest: one collector process records queries with TTFT and queue time and flushes; its
   events/s counts only events the collector reports written;
@@ -18,16 +19,13 @@ import argparse
 import os
 import subprocess
 import sys
-import tempfile
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from bench.common import Summary, Table, private_redis, progress, write_results
+from bench.common import Summary, Table, private_redis, progress, tree_at, write_results
 from bench.load import load_events, load_snapshots
 from bench.servers import serve
 from bench.wrk import run_wrk
@@ -52,19 +50,6 @@ collector.flush(timeout_s=600)
 elapsed = time.perf_counter() - started
 print(collector.written_events / elapsed if collector.written_events == count else 0.0)
 """
-
-
-@contextmanager
-def checkout(commit: str) -> Iterator[Path]:
-    """`commit`'s tree in a temporary git worktree, removed afterwards."""
-    with tempfile.TemporaryDirectory(prefix="bench-base-") as tmp:
-        tree = Path(tmp) / "tree"
-        git = ["git", "-C", str(ROOT)]
-        subprocess.run([*git, "worktree", "add", "--detach", str(tree), commit], check=True)
-        try:
-            yield tree
-        finally:
-            subprocess.run([*git, "worktree", "remove", "--force", str(tree)], check=False)
 
 
 def side_env(tree: Path, redis_url: str, prefix: str) -> dict[str, str]:
@@ -147,7 +132,7 @@ def table(base: str, figures: dict[str, Any]) -> Table:
 
 def run(full: bool, base: str = DEFAULT_BASE) -> None:
     events, ingest_events, runs = (1_000_000, 500_000, 5) if full else (10_000, 100_000, 3)
-    with checkout(base) as base_tree:
+    with tree_at(base, "metrics_store", "api", "workers") as base_tree:
         figures = measure({"base": base_tree, "this tree": ROOT}, events, ingest_events, runs)
     result = table(base, figures)
     print(result.render())
