@@ -9,7 +9,7 @@ LOWEST_TESTS := tests/test_collector.py tests/test_collector_properties.py \
 	tests/test_store_queries.py tests/test_store_routing.py tests/test_retention.py \
 	tests/test_buckets.py tests/test_scripts.py
 
-.PHONY: run test test-lowest lint format bench screenshot redis-server clean
+.PHONY: run test test-lowest lint format bench soak screenshot redis-server clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -59,6 +59,16 @@ bench: $(STAMP)
 	scripts/ensure-bench-tools
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m bench $(if $(FULL),--full,)
+
+## soak: the fault soak, SOAK_MINUTES (5) on single Redis, then on Sentinel with
+## SOAK_SENTINEL_ACKS (1) replica acknowledgements; SOAK_SEED fixes the fault schedule
+SOAK_MINUTES ?= 5
+SOAK_SENTINEL_ACKS ?= 1
+soak: $(STAMP)
+	scripts/ensure-redis-server
+	$(BIN)/python -m bench.soak --minutes $(SOAK_MINUTES) --topology single $(if $(SOAK_SEED),--seed $(SOAK_SEED),)
+	$(BIN)/python -m bench.soak --minutes $(SOAK_MINUTES) --topology sentinel \
+		--acks $(SOAK_SENTINEL_ACKS) $(if $(SOAK_SEED),--seed $(SOAK_SEED),)
 
 ## screenshot: docs/dashboard.png, the dashboard on the browser tests' data
 screenshot: $(STAMP)

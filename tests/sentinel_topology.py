@@ -1,4 +1,4 @@
-"""A Redis Sentinel topology of real processes: one primary, one replica, three sentinels.
+"""Redis Sentinel of real processes: a primary, replicas (one unless asked), three sentinels.
 
 Every process is `redis-server` on a free loopback port in its own directory; the sentinels
 are `redis-server <conf> --sentinel` (no redis-sentinel package needed). Detection and
@@ -58,14 +58,29 @@ class SentinelTopology(StartedInWith):
     ...     Settings(redis_sentinels=topo.sentinels_setting)
     """
 
-    def __init__(self, root: Path) -> None:
-        self.primary = RedisServerProcess(root / "primary")
-        self.replica = RedisServerProcess(
-            root / "replica", extra_args=("--replicaof", "127.0.0.1", str(self.primary.port))
-        )
+    def __init__(
+        self, root: Path, *, replicas: int = 1, persist: bool = False, args: tuple[str, ...] = ()
+    ) -> None:
+        # More replicas, persistence and server arguments serve the fault soak (bench/soak).
+        self.primary = RedisServerProcess(root / "primary", persist=persist, extra_args=args)
+        follow = ("--replicaof", "127.0.0.1", str(self.primary.port))
+        self.replicas = [
+            RedisServerProcess(
+                root / ("replica" if n == 0 else f"replica-{n}"),
+                persist=persist,
+                extra_args=(*args, *follow),
+            )
+            for n in range(replicas)
+        ]
+        self.replica = self.replicas[0]
         self.sentinel_processes = [
             SentinelProcess(root / f"sentinel-{n}", self.primary.port) for n in range(3)
         ]
+
+    @property
+    def servers(self) -> list[RedisServerProcess]:
+        """The data servers, the first primary at the start."""
+        return [self.primary, *self.replicas]
 
     @property
     def sentinels(self) -> list[tuple[str, int]]:
@@ -82,8 +97,8 @@ class SentinelTopology(StartedInWith):
         return f"redis://127.0.0.1:{free_port()}/0"
 
     def start(self) -> None:
-        self.primary.start()
-        self.replica.start()
+        for server in self.servers:
+            server.start()
         for sentinel in self.sentinel_processes:
             sentinel.start()
         self.wait_ready()
@@ -132,7 +147,7 @@ class SentinelTopology(StartedInWith):
         return wait_until(moved, timeout_s, "the sentinels to promote the replica")
 
     def stop(self) -> None:
-        for process in [*self.sentinel_processes, self.replica, self.primary]:
+        for process in [*self.sentinel_processes, *reversed(self.servers)]:
             process.stop()
 
 
