@@ -19,7 +19,7 @@ from bench.soak.faults import FaultLog, FaultScheduler
 from bench.soak.stores import SentinelStore, SingleStore, SoakStore, admin
 from bench.soak.tally import ProcessFigures, count_ids, missing_ranges, table, tally
 from metrics_store.redis.keys import Keys
-from workers.waiting import wait_until
+from tests.waiting import wait_until
 
 T = TypeVar("T")
 PREFIX = "soak"

@@ -15,8 +15,8 @@ from pathlib import Path
 import redis
 
 from bench.soak.proxy import ResettableProxy
+from tests.sentinel_topology import SERVICE, SentinelTopology, sentinel_command
 from workers.redis_process import RedisServerProcess
-from workers.sentinel_topology import SERVICE, SentinelTopology, sentinel_command
 
 # Every write reaches the disk before Redis answers: a SIGKILL loses nothing acknowledged.
 DURABLE_ARGS = ("--appendfsync", "always", "--maxmemory-policy", "noeviction")

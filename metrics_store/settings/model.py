@@ -8,12 +8,12 @@ from typing import Annotated, Any, Self
 
 from pydantic import (
     Field,
-    ModelWrapValidatorHandler,
     ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
+from pydantic.functional_validators import ModelWrapValidatorHandler
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
