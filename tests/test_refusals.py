@@ -258,3 +258,54 @@ def test_events_refused_for_their_clock_stay_counted_when_their_batch_is_lost(
     finally:
         collector.close()
         client.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_refusal_by_the_acl_is_waited_out_not_dead_lettered(
+    server: RedisServerProcess, prefix: str
+) -> None:
+    """NOPERM hits every batch alike (an ACL changed): wait for the operator, lose nothing."""
+    admin = redis.Redis.from_url(server.url)
+    admin.acl_setuser("writer", enabled=True, passwords=["+writer-secret"], keys=["*"],
+                      channels=["*"], commands=["+@all"])  # fmt: skip
+    url = server.url.replace("redis://", "redis://writer:writer-secret@")
+    settings = Settings(redis_url=url, key_prefix=prefix, retry_max_backoff_s=0.1)
+    collector = MetricsCollector(settings)
+    try:
+        collector.flush(timeout_s=10)
+        before = flusher_errors()
+        # (enabled=True each time: redis-py's acl_setuser otherwise turns the user off)
+        admin.acl_setuser("writer", enabled=True, commands=["-evalsha", "-eval"])
+        for i in range(5):
+            collector.record_query("Q2", 10.0 + i, 1, 1.0)
+        wait_until(lambda: flusher_errors() - before > 5, 30, "the ACL to refuse batches")
+        assert collector.dropped_events == 0
+        admin.acl_setuser("writer", enabled=True, commands=["+@all"])
+        collector.flush(timeout_s=30)
+        assert (collector.written_events, collector.dropped_events) == (5, 0)
+        assert admin.xlen(Keys(prefix).deadletter) == 0
+    finally:
+        collector.close()
+        admin.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_batch_refused_partway_through_is_counted_lost_not_written(
+    server: RedisServerProcess, prefix: str
+) -> None:
+    """Redis does not roll back a script that fails partway: the retry finds the batch's
+    marker, and the batch, stored in part, must be owned up to, not reported written."""
+    client = redis.Redis.from_url(server.url)
+    client.set(Keys(prefix).routing_stream, "not a stream")  # the routing XADD will fail
+    settings = Settings(redis_url=server.url, key_prefix=prefix, retry_max_backoff_s=0.1)
+    collector = MetricsCollector(settings)
+    try:
+        collector.record_query("Q2", 10.0, 1, 1.0)
+        collector.record_routing_decision("SIMPLE", "Q2", 0.5, 1.0)
+        with pytest.raises(EventsLost):
+            collector.flush(timeout_s=20)
+        assert (collector.written_events, collector.dropped_events) == (0, 2)
+        assert client.xlen(Keys(prefix).deadletter) == 0  # a replay would count part twice
+    finally:
+        collector.close()
+        client.close()

@@ -11,7 +11,7 @@ the one into the other, so renaming an API field never changes what is in Redis,
 
     writer = SnapshotWriter(client, settings)   # the sampler, on a sync client
     writer.write(snapshot)                      # one script call; raises redis errors
-    staged = read_live_snapshots(plan, keys, ttl_s=settings.node_ttl_s)
+    staged = read_live_snapshots(plan, keys, ttl_s=settings.liveness.node_ttl_s)
 """
 
 from __future__ import annotations

@@ -60,7 +60,7 @@ class MetricsReader:
         self._windowed = WindowedStages(settings, self._shards, self._latency)
 
     # --- public: one aggregate, or all at once ---------------------------------------------
-    # `window_s` None is the default window (settings.window_s) and today's 18 fine buckets of
+    # `window_s` None is the default window (settings.retention.window_s) and the 18 fine buckets of
     # queryRate; a window (windows.parse_window) tiles its buckets with the history rollups.
     async def queries(self, window_s: int | None = None) -> QueryMetrics:
         return await self._run_one(lambda plan, now: self._windowed.queries(plan, now, window_s))

@@ -197,8 +197,9 @@ class MetricsCollector:
     def record_events(self, events: Iterable[Event]) -> None:
         """Record events that a collector recorded before, with their stamps (a replay of the
         dead-letter stream); each is checked as the calls check theirs."""
-        for event in events:
-            self._enqueue(check_event(event, self._tiers, self._complexities))
+        checked = [check_event(event, self._tiers, self._complexities) for event in events]
+        for event in checked:  # all checked first: a bad one records none of them
+            self._enqueue(event)
 
 
 _process_wide = ProcessWide(MetricsCollector)

@@ -67,7 +67,7 @@ class DeadLetters:
         try:
             self._client.xadd(self._key, fields, maxlen=DEADLETTER_MAXLEN, approximate=True)
             return True
-        except redis.RedisError as exc:
+        except Exception as exc:  # a cluster's own exceptions are not RedisErrors: any failure
             log.error("could not dead-letter %d events (%s): they are lost", len(events), exc)
             return False
 
@@ -92,7 +92,9 @@ class DeadLetters:
         """
         written = lost = 0
         for letter in list(self.read()):
-            collector.record_events(letter.events)
+            # A node's model availability is its state when it was reported, under its own
+            # node name: replayed later, by another process, it would be neither.
+            collector.record_events([event for event in letter.events if event[0] != "a"])
             try:
                 collector.flush()
                 written += len(letter.events)

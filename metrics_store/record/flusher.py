@@ -132,8 +132,7 @@ class Flusher:
                 return True
             self._writer.write(encoded)
         except redis.RedisError as exc:
-            note_attempt(batch, exc)
-            return self._retrier.until_done(batch)
+            return self._retrier.until_done(batch, exc)
         self._written(batch)
         return True
 
@@ -141,8 +140,7 @@ class Flusher:
         try:
             self._writer.confirm()
         except redis.RedisError as exc:
-            note_attempt(batch, exc)
-            return self._retrier.until_done(batch)  # same id: counted once if the first landed
+            return self._retrier.until_done(batch, exc)  # same id: counted once if it landed
         self._written(batch)
         return True
 
@@ -153,6 +151,8 @@ class Flusher:
     def _after_failure(self) -> None:
         """After a failed pass (a bug, not a Redis error): keep the batches in hand for a
         retry, the oldest first; a batch that keeps failing is dead-lettered."""
+        if self._writer.on_wire and self._hand.sent is not None:  # its reply goes unread
+            note_attempt(self._hand.sent, redis.ConnectionError("the reply was not read"))
         self._writer.discard()
         head = self._hand.keep_for_retry()
         if head is not None:

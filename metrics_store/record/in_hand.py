@@ -90,7 +90,8 @@ class BatchesInHand:
     def lose(self, batch: Batch) -> None:
         """The batch's events are lost for good: counted, and charged to a flush()."""
         count = len(batch.events)
-        self._refused_to_count += batch.refused
+        if batch.maybe_landed_s is None:  # else its count may be in Redis already
+            self._refused_to_count += batch.refused
         batch.refused = 0
         self.counters.dropped += count
         self.counters.in_flight -= count

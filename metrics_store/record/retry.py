@@ -21,7 +21,15 @@ import time
 from collections.abc import Callable
 
 import redis
-from redis.exceptions import NoScriptError, OutOfMemoryError, ReadOnlyError
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    NoPermissionError,
+    NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    TryAgainError,
+)
 
 from metrics_store.clock import Clock
 from metrics_store.loops import LoopGuard
@@ -41,10 +49,22 @@ BATCH_FAULT_ATTEMPTS = 3
 CLOCK_SKEW_REPLY = "CLOCKSKEW"
 # Error codes of refusals that hit every batch alike. They may come as the reply's first word
 # or, from inside a script, after its "-" in an "Error running script" message.
+# (MISCONF: Redis cannot persist, e.g. a full disk; NOPERM, NOAUTH, WRONGPASS: the ACL or the
+# password changed: every batch alike, until an operator acts.)
 _STORE_WIDE: tuple[str, ...] = ("OOM", "NOREPLICAS", "READONLY", "MASTERDOWN", "LOADING")
-_STORE_WIDE += ("BUSY", "TRYAGAIN", "CLUSTERDOWN", "NOSCRIPT", "MOVED", "ASK")
+_STORE_WIDE += ("BUSY", "TRYAGAIN", "CLUSTERDOWN", "NOSCRIPT", "MOVED", "ASK", "MISCONF")
+_STORE_WIDE += ("NOPERM", "NOAUTH", "WRONGPASS")
 _STORE_WIDE_CODE = re.compile(r"(?:^|-)({})\b".format("|".join(_STORE_WIDE)))
-_STORE_WIDE_CLASSES = (OutOfMemoryError, ReadOnlyError, NoScriptError)  # the code is parsed off
+# Replies redis-py turns into classes of their own, taking the code off the message.
+_STORE_WIDE_CLASSES = (
+    OutOfMemoryError,
+    ReadOnlyError,
+    NoScriptError,
+    NoPermissionError,
+    ClusterDownError,  # and MasterDownError
+    TryAgainError,
+    AskError,  # and MovedError
+)
 # A retry must start this long before the batch's id marker expires: one attempt's time.
 _MARKER_MARGIN_S = 60.0
 
@@ -56,8 +76,9 @@ class Verdict(enum.Enum):
 
 
 def verdict(exc: Exception) -> Verdict:
-    """What a failed write says (any non-Redis error is a bug of ours: a batch fault)."""
-    if not isinstance(exc, redis.RedisError):
+    """What a failed write says (any non-Redis error, or an argument redis-py cannot send, is
+    a fault of the batch or of our code)."""
+    if not isinstance(exc, redis.RedisError) or isinstance(exc, redis.DataError):
         return Verdict.BATCH_FAULT
     if not isinstance(exc, redis.ResponseError) or isinstance(exc, _STORE_WIDE_CLASSES):
         return Verdict.OUTAGE  # no reply, or a refusal redis-py names by its class
@@ -70,7 +91,9 @@ def verdict(exc: Exception) -> Verdict:
 def may_have_landed(exc: Exception) -> bool:
     """Whether the failed attempt may have run the script: its reply was lost, or replicas
     did not acknowledge what it wrote. A refusal reply means nothing was written."""
-    return isinstance(exc, redis.RedisError) and not isinstance(exc, redis.ResponseError)
+    if isinstance(exc, (redis.ResponseError, redis.DataError)):
+        return False  # a reply refusing the call, or nothing sent at all
+    return isinstance(exc, redis.RedisError)
 
 
 def note_attempt(batch: Batch, exc: Exception, now_s: float | None = None) -> None:
@@ -137,51 +160,80 @@ class Retrier:
         self._stopping = stopping
         self._dead_letters = dead_letters
 
-    def until_done(self, batch: Batch) -> bool:
-        """Retry the batch until Redis takes it, or it is lost for good (counted).
+    def until_done(self, batch: Batch, failure: redis.RedisError | None = None) -> bool:
+        """Retry the batch until Redis takes it, or it is lost for good (counted); `failure`
+        is how its first attempt (sent by the flusher itself) failed.
 
         False if the collector started closing first: the batch is left in hand.
         """
         while True:
+            if failure is not None:
+                delay_s = self._judge(batch, failure)
+                if delay_s is None:
+                    return True
+                if delay_s and self._stopping.wait(delay_s):
+                    return False
             if past_marker_life(batch, self._settings):
                 self._give_up(batch, "its id marker would expire before a retry")
                 return True
             try:
-                self._writer.write(self._encode(batch))
+                reply = self._writer.write(self._encode(batch))
             except redis.RedisError as exc:
-                if not self._after_refusal(batch, exc):
-                    return True
-                delay_s = self._guard.failed(exc)
-            else:
-                self._guard.succeeded()
-                self._hand.written(batch)
-                return True
-            if self._stopping.wait(delay_s):
-                return False
+                failure = exc
+                continue
+            self._settle_written(batch, reply)
+            return True
 
-    def _after_refusal(self, batch: Batch, exc: redis.RedisError) -> bool:
-        """Act on a failed write; False when the batch is settled (dead-lettered)."""
+    def _judge(self, batch: Batch, exc: redis.RedisError) -> float | None:
+        """What a failed attempt says: seconds to wait before the next (0: at once), or None
+        when the batch is settled (lost: dead-lettered, or counted)."""
         kind = verdict(exc)
         if kind is Verdict.CLOCK_SKEW:
             self._set_aside_skewed(batch, redis_now_of(exc))
-            return True  # the rest goes at once: nothing was written
-        if kind is Verdict.BATCH_FAULT:
-            batch.faults += 1
-            if batch.faults >= BATCH_FAULT_ATTEMPTS:
-                self.dead_letter(batch, exc)
-                return False
+            return 0.0  # the rest goes at once: nothing was written, Redis is fine
+        if self._settled_by_fault(batch, exc, kind):
+            return None
+        return self._guard.failed(exc)
+
+    def _settled_by_fault(self, batch: Batch, exc: Exception, kind: Verdict) -> bool:
+        """Count a fault of the batch's own; True once it has been tried enough and is lost."""
         note_attempt(batch, exc)
+        if kind is not Verdict.BATCH_FAULT:
+            return False
+        batch.faults += 1
+        if batch.faults < BATCH_FAULT_ATTEMPTS:
+            return False
+        self.dead_letter(batch, exc)
         return True
 
+    def _settle_written(self, batch: Batch, reply: object) -> None:
+        self._guard.succeeded()
+        if reply == -1 and batch.faults:
+            # Its marker was there after a refusal: the script failed partway through an
+            # earlier attempt (Redis does not roll a script back), so part of it is stored.
+            self._give_up(batch, "Redis refused it partway through, after writing part of it")
+        else:
+            self._hand.written(batch)
+
     def dead_letter(self, batch: Batch, exc: Exception) -> None:
-        """The batch's events go, with the error, to the dead-letter stream; counted lost."""
+        """The batch's events go, with the error, to the dead-letter stream; counted lost.
+
+        A batch that an attempt may have written is only counted lost: a replay of it could
+        count it twice.
+        """
         error = f"{type(exc).__name__}: {exc}"
-        log.error("Redis refused a batch (%s); %d events dead-lettered", error, len(batch.events))
-        self._dead_letters.add(batch.events, error)
-        self._hand.lose(batch)
+        count = len(batch.events)
+        try:
+            if batch.maybe_landed_s is not None:
+                log.error("%d events counted lost: maybe written, then failed (%s)", count, error)
+            else:
+                log.error("a batch failed for good (%s); %d events dead-lettered", error, count)
+                self._dead_letters.add(batch.events, error)
+        finally:
+            self._hand.lose(batch)  # whatever the dead-letter write did
 
     def _give_up(self, batch: Batch, why: str) -> None:
-        log.error("%d events lost: unconfirmed, and %s", len(batch.events), why)
+        log.error("%d events counted lost: unconfirmed, and %s", len(batch.events), why)
         self._hand.lose(batch)
 
     def _set_aside_skewed(self, batch: Batch, redis_now_s: float) -> None:

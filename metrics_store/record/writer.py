@@ -43,11 +43,14 @@ class BatchWriter:
         self.on_wire = False
         self._sender.receive()
 
-    def write(self, encoded: EncodedBatch) -> None:
-        """Write a batch and wait for its reply: its shard's call, then its control call."""
-        for call in (encoded, encoded.control):
-            if call is not None:
-                write_batch(self._client, self._ingest, call.keys, call.args, self._topology)
+    def write(self, encoded: EncodedBatch) -> object:
+        """Write a batch and wait for its reply: its shard's call, then its control call.
+        Returns the first call's reply (-1: the batch's id marker was there)."""
+        reply = write_batch(self._client, self._ingest, encoded.keys, encoded.args, self._topology)
+        if encoded.control is not None:
+            control = encoded.control
+            write_batch(self._client, self._ingest, control.keys, control.args, self._topology)
+        return reply
 
     def discard(self) -> None:
         """After a failure: the held connection's protocol state is unknown; drop it."""

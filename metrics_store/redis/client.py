@@ -24,7 +24,13 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.connection import parse_url
-from redis.exceptions import AskError, ClusterDownError, MovedError, TryAgainError
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    MovedError,
+    RedisClusterException,
+    TryAgainError,
+)
 from redis.retry import Retry
 
 from metrics_store.settings import Settings
@@ -55,8 +61,15 @@ class StaleSlotMap(redis.ConnectionError):
     outage (retried, or 503), never a refusal or a bug."""
 
 
-# Replies of a cluster node whose slots moved or are moving.
-SLOT_MOVES: tuple[type[Exception], ...] = (MovedError, AskError, ClusterDownError, TryAgainError)
+# Replies of a cluster node whose slots moved or are moving, and the cluster client's own
+# failures to find a node (no node reachable, a slot without a primary): not RedisErrors.
+SLOT_MOVES: tuple[type[Exception], ...] = (
+    MovedError,
+    AskError,
+    ClusterDownError,
+    TryAgainError,
+    RedisClusterException,
+)
 
 
 def single_client(

@@ -128,7 +128,8 @@ def used_memory(client: redis.Redis) -> int:
 
 def refresh_slots(client: redis.Redis) -> None:
     """After a failure on a node reached by `server_of`: read the slot map anew."""
-    with contextlib.suppress(redis.RedisError, OSError):  # the next attempt tries again
+    # The next attempt tries again; a cluster with no node reachable raises its own exception.
+    with contextlib.suppress(redis.RedisError, OSError, RedisClusterException):
         cast(RedisCluster, client).nodes_manager.initialize()
 
 

@@ -45,13 +45,14 @@ def write_batch(
     keys: Sequence[str],
     args: Sequence[Arg],
     topology: Topology,
-) -> None:
-    """Run the ingest script; with acks wanted, WAIT for them in the same round trip.
+) -> object:
+    """Run the ingest script, and return its reply; with acks wanted, WAIT for them in the
+    same round trip.
 
     Raises ReplicasBehind when too few replicas acknowledged, any RedisError as the plain call.
     """
     try:
-        acknowledged, wanted = _write(client, script, keys, args, topology)
+        reply, acknowledged, wanted = _write(client, script, keys, args, topology)
     except SLOT_MOVES as exc:  # a cluster failover under way
         topology.after_write_failure(client)
         raise StaleSlotMap(f"the batch's shard moved: {exc}") from exc
@@ -63,6 +64,7 @@ def write_batch(
             f"{acknowledged} of {wanted} replicas acknowledged the batch within "
             f"{topology.settings.redis.replicas_ack_timeout_ms} ms"
         )
+    return reply
 
 
 def _write(
@@ -71,22 +73,22 @@ def _write(
     keys: Sequence[str],
     args: Sequence[Arg],
     topology: Topology,
-) -> tuple[int, int]:
-    """(replicas that acknowledged, replicas wanted) after running the script."""
+) -> tuple[object, int, int]:
+    """(the script's reply, replicas that acknowledged, replicas wanted)."""
     settings = topology.settings
     wanted = acks_wanted(settings)
     if not wanted:
-        script.run(client, keys, args)
-        return 0, 0
+        return script.run(client, keys, args), 0, 0
     server = topology.server_of(client, keys[0])
 
-    def ingest_and_wait() -> int:
+    def ingest_and_wait() -> tuple[object, int]:
         pipe = server.pipeline(transaction=False)
         script.queue(pipe, keys, args)
         pipe.wait(wanted, settings.redis.replicas_ack_timeout_ms)
-        _, acknowledged = pipe.execute()
-        return int(acknowledged)
+        reply, acknowledged = pipe.execute()
+        return reply, int(acknowledged)
 
     # A new primary after a failover may not know the script: NOSCRIPT wrote nothing, so the
     # registry loads it and the pipeline runs again.
-    return script.reloading(server, ingest_and_wait, ingest_and_wait), wanted
+    reply, acknowledged = script.reloading(server, ingest_and_wait, ingest_and_wait)
+    return reply, acknowledged, wanted
