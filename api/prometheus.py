@@ -138,11 +138,14 @@ class FleetCollector(Collector):
         )  # fmt: skip
         dropped = CounterMetricFamily(
             "llm_collector_dropped_events",
-            "Events a live collector dropped (buffer full or refused); resets when it restarts.",
-            labels=["node", "pid"],
+            "Events a live collector dropped, by reason (buffer_full, dead_letter, "
+            "unconfirmed, partial); resets when it restarts.",
+            labels=["node", "pid", "reason"],
         )
         for collector in health.collectors:
-            dropped.add_metric([collector.node, str(collector.pid)], collector.droppedEvents)
+            by_reason = collector.droppedByReason or {"buffer_full": collector.droppedEvents}
+            for reason, count in sorted(by_reason.items()):
+                dropped.add_metric([collector.node, str(collector.pid), reason], count)
         yield dropped
 
 

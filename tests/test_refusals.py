@@ -16,8 +16,10 @@ from typing import Any
 
 import pytest
 import redis
+from fastapi.testclient import TestClient
 
-from metrics_store.clock import ManualClock
+from api.main import create_app
+from metrics_store.clock import ManualClock, SystemClock
 from metrics_store.errors import EventsLost
 from metrics_store.loops import PROCESS_LOOPS
 from metrics_store.record.collector import MetricsCollector
@@ -140,6 +142,12 @@ def test_a_batch_refused_for_its_content_is_dead_lettered_and_counted(
         assert len(letter.events) == 7 and letter.node == settings.node
         assert "ResponseError" in letter.error
         assert stored_queries(server.url, prefix) == 0  # nothing of it was written
+        # Told with its reason, by /health and /metrics, once the collector has beaten.
+        with TestClient(create_app(settings, SystemClock())) as api:
+            wait_until(lambda: dropped_by(api) == {"dead_letter": 7, "buffer_full": 0}, 10,
+                       "the collector's beat with its drop")  # fmt: skip
+            exposition = api.get("/metrics").text
+        assert 'reason="dead_letter"} 7.0' in exposition
     finally:
         collector.close()
     # Once the cause is fixed, the command writes them again and empties the stream.
@@ -152,6 +160,11 @@ def test_a_batch_refused_for_its_content_is_dead_lettered_and_counted(
     assert stored_queries(server.url, prefix) == 7
     assert client.xlen(Keys(prefix).deadletter) == 0
     client.close()
+
+
+def dropped_by(api: TestClient) -> dict[str, int] | None:
+    collectors = api.get("/api/metrics/health").json()["collectors"]
+    return collectors[0]["droppedByReason"] if collectors else None
 
 
 def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:

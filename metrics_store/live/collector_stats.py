@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 import orjson
 import redis
@@ -36,6 +36,8 @@ class CollectorCounters:
     pending: int
     at: float  # stored: Redis's clock as it was written (the collector's is replaced)
     refused: int = 0  # refused for a clock too far from Redis's
+    # The dropped events by why (DROP_REASONS); records of older collectors have none.
+    dropped_by: dict[str, int] = field(default_factory=dict)
 
     @property
     def field(self) -> str:
@@ -59,11 +61,12 @@ class CollectorCounters:
 
 
 def counters_now(
-    node: str, written: int, dropped: int, pending: int, refused: int = 0
+    node: str, dropped_by: dict[str, int], written: int, pending: int, refused: int = 0
 ) -> CollectorCounters:
     """This process's counters, to be stamped by Redis's clock as `beat` writes them."""
+    dropped = sum(dropped_by.values())
     return CollectorCounters(
-        node, os.getpid(), PROCESS_INSTANCE, written, dropped, pending, 0.0, refused
+        node, os.getpid(), PROCESS_INSTANCE, written, dropped, pending, 0.0, refused, dropped_by
     )
 
 
@@ -79,9 +82,9 @@ def forget_silent(client: redis.Redis, keys: Keys) -> None:
     processes)."""
     now_s = redis_now(client)
     stale = []
-    for field, raw in client.hgetall(keys.collectors).items():
+    for name, raw in client.hgetall(keys.collectors).items():
         counters = CollectorCounters.from_json(raw)
         if counters is None or counters.at < now_s - FORGET_AFTER_S:
-            stale.append(field)
+            stale.append(name)
     if stale:
         client.hdel(keys.collectors, *stale)

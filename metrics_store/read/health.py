@@ -80,6 +80,7 @@ def _live_collectors(records: Any, alive_since: float) -> list[CollectorHealth]:
             pid=c.pid,
             writtenEvents=c.written,
             droppedEvents=c.dropped,
+            droppedByReason=c.dropped_by,
             pendingEvents=c.pending,
             refusedEvents=c.refused,
             lastSeen=iso_utc(c.at),

@@ -199,7 +199,14 @@ class CollectorHealth(Shape):
     pid: int = Field(description="The collector's process id.")
     writtenEvents: int = Field(description="Events this collector has written to Redis.")
     droppedEvents: int = Field(
-        description="Events dropped because its buffer filled while Redis was unreachable."
+        description="Events it dropped, for every reason (droppedByReason has them apart)."
+    )
+    droppedByReason: dict[str, int] = Field(
+        default_factory=dict,
+        description="Dropped events by why: buffer_full (its buffer filled during an outage), "
+        "dead_letter (Redis refused the batch for its content: in {p}:deadletter), "
+        "unconfirmed (the batch's fate was unknown past its id marker's life), partial "
+        "(Redis refused it partway through, part of it stored).",
     )
     pendingEvents: int = Field(description="Events recorded but not yet written.")
     refusedEvents: int = Field(

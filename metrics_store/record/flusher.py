@@ -25,7 +25,7 @@ from metrics_store.loops import LoopGuard, run_forever
 from metrics_store.record.batch import BatchEncoder, EncodedBatch
 from metrics_store.record.deadletter import DeadLetters
 from metrics_store.record.event_buffer import EventBuffer
-from metrics_store.record.in_hand import Batch, BatchesInHand, FlushCounters
+from metrics_store.record.in_hand import BUFFER_FULL, Batch, BatchesInHand, FlushCounters
 from metrics_store.record.retry import BATCH_FAULT_ATTEMPTS, Retrier, note_attempt
 from metrics_store.record.upkeep import Upkeep
 from metrics_store.record.writer import BatchWriter
@@ -175,6 +175,6 @@ class Flusher:
 
     def _counters(self) -> CollectorCounters:
         c = self.counters
-        dropped = c.dropped + self._buffer.dropped
+        dropped_by = {**c.dropped_by, BUFFER_FULL: self._buffer.dropped}
         pending = self.pending_events()
-        return counters_now(self._settings.node, c.written, dropped, pending, c.refused)
+        return counters_now(self._settings.node, dropped_by, c.written, pending, c.refused)

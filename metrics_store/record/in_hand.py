@@ -16,13 +16,28 @@ from dataclasses import dataclass, field
 from metrics_store.record.event_buffer import CLOSED, EventBuffer, FlushMarker
 from metrics_store.record.events import Event
 
+# Why a collector dropped events: its buffer was full during an outage; Redis refused the
+# batch for its content (dead-lettered); the batch's fate was unknown past its id marker's
+# life; Redis refused it partway through the script (part of it stored).
+BUFFER_FULL, DEAD_LETTER, UNCONFIRMED, PARTIAL = (
+    "buffer_full",
+    "dead_letter",
+    "unconfirmed",
+    "partial",
+)
+
 
 @dataclass
 class FlushCounters:
     written: int = 0
-    dropped: int = 0  # lost in the flusher: dead-lettered, or unconfirmed past the marker's life
     refused: int = 0  # refused by the ingest script: stamped too far from Redis's clock
     in_flight: int = 0  # taken from the buffer, not yet settled
+    # Lost in the flusher, by reason (the buffer counts its own drops).
+    dropped_by: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def dropped(self) -> int:
+        return sum(self.dropped_by.values())
 
 
 @dataclass
@@ -87,13 +102,14 @@ class BatchesInHand:
         self._charge(batch, refused)
         return refused
 
-    def lose(self, batch: Batch) -> None:
+    def lose(self, batch: Batch, reason: str) -> None:
         """The batch's events are lost for good: counted, and charged to a flush()."""
         count = len(batch.events)
         if batch.maybe_landed_s is None:  # else its count may be in Redis already
             self._refused_to_count += batch.refused
         batch.refused = 0
-        self.counters.dropped += count
+        dropped_by = self.counters.dropped_by
+        dropped_by[reason] = dropped_by.get(reason, 0) + count
         self.counters.in_flight -= count
         batch.events = []
         self._charge(batch, count)

@@ -36,7 +36,13 @@ from metrics_store.loops import LoopGuard
 from metrics_store.record.batch import EncodedBatch
 from metrics_store.record.deadletter import DeadLetters
 from metrics_store.record.events import Event
-from metrics_store.record.in_hand import Batch, BatchesInHand
+from metrics_store.record.in_hand import (
+    DEAD_LETTER,
+    PARTIAL,
+    UNCONFIRMED,
+    Batch,
+    BatchesInHand,
+)
 from metrics_store.record.writer import BatchWriter
 from metrics_store.redis.replica_ack import ReplicasBehind
 from metrics_store.settings import Settings
@@ -174,7 +180,7 @@ class Retrier:
                 if delay_s and self._stopping.wait(delay_s):
                     return False
             if past_marker_life(batch, self._settings):
-                self._give_up(batch, "its id marker would expire before a retry")
+                self._give_up(batch, "unconfirmed, and its id marker would expire before a retry")
                 return True
             try:
                 reply = self._writer.write(self._encode(batch))
@@ -211,7 +217,7 @@ class Retrier:
         if reply == -1 and batch.faults:
             # Its marker was there after a refusal: the script failed partway through an
             # earlier attempt (Redis does not roll a script back), so part of it is stored.
-            self._give_up(batch, "Redis refused it partway through, after writing part of it")
+            self._give_up(batch, "Redis refused it partway through, after writing part", PARTIAL)
         else:
             self._hand.written(batch)
 
@@ -223,18 +229,20 @@ class Retrier:
         """
         error = f"{type(exc).__name__}: {exc}"
         count = len(batch.events)
+        reason = DEAD_LETTER
         try:
             if batch.maybe_landed_s is not None:
+                reason = UNCONFIRMED
                 log.error("%d events counted lost: maybe written, then failed (%s)", count, error)
             else:
                 log.error("a batch failed for good (%s); %d events dead-lettered", error, count)
                 self._dead_letters.add(batch.events, error)
         finally:
-            self._hand.lose(batch)  # whatever the dead-letter write did
+            self._hand.lose(batch, reason)  # whatever the dead-letter write did
 
-    def _give_up(self, batch: Batch, why: str) -> None:
-        log.error("%d events counted lost: unconfirmed, and %s", len(batch.events), why)
-        self._hand.lose(batch)
+    def _give_up(self, batch: Batch, why: str, reason: str = UNCONFIRMED) -> None:
+        log.error("%d events counted lost: %s", len(batch.events), why)
+        self._hand.lose(batch, reason)
 
     def _set_aside_skewed(self, batch: Batch, redis_now_s: float) -> None:
         """Keep the events Redis's clock accepts; count the others as refused, in this batch."""
