@@ -15,13 +15,17 @@ from collections.abc import Iterator
 import httpx
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 from google.protobuf.json_format import MessageToJson
 from google.rpc.status_pb2 import Status
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceResponse,
 )
+from opentelemetry.sdk.metrics.export import MetricsData
 
+from api.main import create_app
 from metrics_store.histogram import RELATIVE_ERROR, SCHEMA, bin_index
+from metrics_store.settings import Settings
 from tests.otlp_sdk import GenAiServer, export, request_of
 from tests.processes import ApiProcess, child_env, start_replicas
 
@@ -245,3 +249,36 @@ def test_bearer_token(redis_url: str, prefix: str) -> None:
         assert answer.json()["tierDistribution"]["Q2"] == 10
     finally:
         replica.stop()
+
+
+# --- in-process replicas on every topology ----------------------------------------------------
+def post(client: TestClient, data: MetricsData) -> ExportMetricsServiceResponse:
+    body = request_of(data).SerializeToString()
+    answer = client.post("/v1/metrics", content=body, headers=PROTOBUF)
+    assert answer.status_code == 200, answer.text
+    response: ExportMetricsServiceResponse = ExportMetricsServiceResponse.FromString(answer.content)
+    return response
+
+
+def test_every_answer_on_every_topology(topology_settings: Settings) -> None:
+    """/queries, /tiers, /latency and /metrics, on single, Sentinel and Cluster; two replicas
+    take turns, one gets an older export after a newer one (stale: nothing added)."""
+    settings = topology_settings.replace(otlp_tier_map="llama-8b=Q2")
+    server = GenAiServer("vllm-7")
+    with TestClient(create_app(settings)) as a, TestClient(create_app(settings)) as b:
+        serve_many(server, 30, seed=40)
+        older = server.collect()
+        serve_many(server, 20, seed=41)
+        assert post(b, server.collect()).partial_success.rejected_data_points == 0
+        post(a, older)  # older than what b took: already inside it
+        serve_many(server, 10, seed=42)
+        post(a, server.collect())
+        for replica in (a, b):
+            assert replica.get("/api/metrics/queries").json()["tierDistribution"]["Q2"] == 60
+            tiers = replica.get("/api/metrics/tiers").json()["tiers"]
+            assert tiers[0]["requestCount"] == 60
+            latency = replica.get("/api/metrics/latency?tier=Q2").json()["tiers"][0]
+            assert latency["latencyMs"]["count"] == latency["tpotMs"]["count"] == 60
+            exposition = replica.get("/metrics").text
+            assert 'llm_queries_total{error="true",tier="Q2"} 6.0' in exposition
+            assert 'llm_queries_total{error="false",tier="Q2"} 54.0' in exposition

@@ -255,7 +255,11 @@ class BatchEncoder:
         fold.query_sums, fold.histograms = query_sums, histograms
         table = _KeyTable([*self._fixed, self._keys.written_batch(batch_id), *self._recent])
         header = self._header(now_s, (0.0, 0.0), recent_lists=0)
-        return EncodedBatch(table.keys, _arguments(header, self._data_sections(fold, table)))
+        sections = self._data_sections(fold, table)
+        # A shard's totals mark it written (readers skip a shard without them, fan_out.py):
+        # a batch of histograms alone still touches them, adding nothing.
+        sections["increments"] += (TOTALS_INDEX, member(TOTAL_TOKENS, s.tiers[0]), 0)
+        return EncodedBatch(table.keys, _arguments(header, sections))
 
     def _data_sections(self, fold: _Fold, table: _KeyTable) -> dict[str, list[Arg]]:
         """The sections a data call writes; numbering their keys fills `table`."""

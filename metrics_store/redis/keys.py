@@ -27,7 +27,7 @@ key                                type         holds
 {p}:totals                         sorted set   all-time counters (no expiry): "<counter>:<labels>"
 {p}:totals:h:<fig>:<tier>          hash         all-time histogram (no expiry), latency and ttft
 {p}:otlp:stream:<id>               string       an OTLP cumulative stream's last two points
-                                               (JSON, TTL batch_id_ttl_s)
+                                               (JSON, TTL history_s)
 {p}:otlp:unmapped                  hash         "<metric> <attribute value>" -> OTLP data
                                                points that mapped to no tier
 =================================  ===========  ==============================================

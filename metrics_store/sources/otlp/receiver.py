@@ -68,7 +68,10 @@ class OtlpReceiver:
         control = keys if self._topology.control_apart else None
         self._encoders = [BatchEncoder(settings, s, control) for s in self._topology.shards]
         self._mapper = ExportMapper(settings)
-        self._streams = CumulativeStreams(self._client, keys, settings.recording.batch_id_ttl_s)
+        # A stream's state outlives any pause of its exporter that the store's history spans:
+        # lost, the stream's next point would count all it holds since its start again.
+        state_ttl_s = max(settings.retention.history_s, settings.recording.batch_id_ttl_s)
+        self._streams = CumulativeStreams(self._client, keys, state_ttl_s)
         self._unmapped_key = keys.otlp_unmapped
         self._ingest = lua_script(INGEST)
         self._clock = clock
