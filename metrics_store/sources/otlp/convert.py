@@ -79,16 +79,19 @@ def from_exponential(point: ExponentialHistogramDataPoint, unit: str) -> Bins:
         out.add(ZERO_BIN, point.zero_count)
         if point.zero_threshold > 0.0:
             out.error = OPEN_BUCKET_ERROR
-    counts: Sequence[int] = point.positive.bucket_counts
-    if point.scale >= SCHEMA:
-        shift = point.scale - SCHEMA
-        for k, count in enumerate(counts):
-            out.add(((point.positive.offset + k) >> shift) + 1, count)
-    else:
-        base = 2.0 ** (2.0**-point.scale)
+    # Read once: each access to a protobuf field crosses into its C implementation.
+    counts: Sequence[int] = list(point.positive.bucket_counts)
+    offset, scale = point.positive.offset, point.scale
+    if scale >= SCHEMA:
+        shift = scale - SCHEMA
         for k, count in enumerate(counts):
             if count:
-                low = base ** (point.positive.offset + k)
+                out.add(((offset + k) >> shift) + 1, count)
+    else:
+        base = 2.0 ** (2.0**-scale)
+        for k, count in enumerate(counts):
+            if count:
+                low = base ** (offset + k)
                 index, error = _midpoint_bin(low, low * base)
                 out.add(index, count)
                 out.error = max(out.error, error)

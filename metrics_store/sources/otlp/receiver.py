@@ -22,9 +22,9 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
 
-from metrics_store.record.batch import BatchEncoder, HistogramSums, QuerySums
+from metrics_store.record.batch import BatchEncoder, EncodedBatch, HistogramSums, QuerySums
 from metrics_store.redis.keys import FIGURE_LATENCY, FIGURE_TPOT, FIGURE_TTFT, HISTOGRAM_ERROR, Keys
-from metrics_store.redis.replica_ack import write_batch
+from metrics_store.redis.replica_ack import acks_wanted, write_batch
 from metrics_store.redis.scripts import INGEST, lua_script
 from metrics_store.redis.topology import Topology, topology_for
 from metrics_store.settings import Settings
@@ -74,6 +74,7 @@ class OtlpReceiver:
         self._streams = CumulativeStreams(self._client, keys, state_ttl_s)
         self._unmapped_key = keys.otlp_unmapped
         self._ingest = lua_script(INGEST)
+        self._pipelined = self._topology.pipelined_sends and not acks_wanted(settings)
         self._clock = clock
 
     def close(self) -> None:
@@ -89,11 +90,11 @@ class OtlpReceiver:
         deltas, contended = self._streams.deltas([p for p in points if p.cumulative])
         if contended:
             mapped.reject(contended, "points of streams other exports were taking; retry")
-        for delta in deltas:
-            self._write([delta], delta.batch_id, now_s)
+        batches = [self._encode([delta], delta.batch_id, now_s) for delta in deltas]
         fresh = [Delta(p, p.bins, "") for p in points if not p.cumulative]
         if fresh:
-            self._write(fresh, _content_id(fresh), now_s)
+            batches.append(self._encode(fresh, _content_id(fresh), now_s))
+        self._write([batch for batch in batches if batch is not None])
         return ExportResult(mapped.rejected, mapped.message())
 
     def _in_window(self, mapped: Mapped, now_s: float) -> list[Placed]:
@@ -111,14 +112,30 @@ class OtlpReceiver:
             pipe.hincrby(self._unmapped_key, series, count)
         pipe.execute()
 
-    def _write(self, deltas: Sequence[Delta], batch_id: str, now_s: float) -> None:
+    def _encode(self, deltas: Sequence[Delta], batch_id: str, now_s: float) -> EncodedBatch | None:
         query_sums, histograms = self._sums(deltas)
         if not query_sums and not histograms.sums:
-            return
+            return None
         # The shard follows the id: a retry must meet its first attempt's marker.
         encoder = self._encoders[int(batch_id[-8:], 16) % len(self._encoders)]
-        encoded = encoder.encode_sums(query_sums, histograms, batch_id, now_s)
-        write_batch(self._client, self._ingest, encoded.keys, encoded.args, self._topology)
+        return encoder.encode_sums(query_sums, histograms, batch_id, now_s)
+
+    def _write(self, batches: Sequence[EncodedBatch]) -> None:
+        """Every batch, in one pipeline where the topology allows it (one server, no replica
+        acknowledgement asked); else one after the other, each as the collector writes it."""
+        if len(batches) < 2 or not self._pipelined:
+            for encoded in batches:
+                write_batch(self._client, self._ingest, encoded.keys, encoded.args, self._topology)
+            return
+
+        def send() -> None:
+            pipe = self._client.pipeline(transaction=False)
+            for encoded in batches:
+                self._ingest.queue(pipe, encoded.keys, encoded.args)
+            pipe.execute()
+
+        # Sent again whole after NOSCRIPT: each batch's marker makes what landed a no-op.
+        self._ingest.reloading(self._client, send, send)
 
     def _sums(self, deltas: Sequence[Delta]) -> tuple[QuerySums, HistogramSums]:
         bucket_s = self._settings.retention.bucket_s
