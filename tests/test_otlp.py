@@ -11,6 +11,7 @@ import gzip
 import math
 import random
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
@@ -261,8 +262,8 @@ def post(client: TestClient, data: MetricsData) -> ExportMetricsServiceResponse:
 
 
 def test_every_answer_on_every_topology(topology_settings: Settings) -> None:
-    """/queries, /tiers, /latency and /metrics, on single, Sentinel and Cluster; two replicas
-    take turns, one gets an older export after a newer one (stale: nothing added)."""
+    """/queries, /tiers, /latency, /metrics and the WebSocket, on single, Sentinel and Cluster;
+    two replicas take turns, one gets an older export after a newer one (stale: nothing added)."""
     settings = topology_settings.replace(otlp_tier_map="llama-8b=Q2")
     server = GenAiServer("vllm-7")
     with TestClient(create_app(settings)) as a, TestClient(create_app(settings)) as b:
@@ -282,3 +283,40 @@ def test_every_answer_on_every_topology(topology_settings: Settings) -> None:
             exposition = replica.get("/metrics").text
             assert 'llm_queries_total{error="true",tier="Q2"} 6.0' in exposition
             assert 'llm_queries_total{error="false",tier="Q2"} 54.0' in exposition
+        with a.websocket_connect("/api/metrics/ws") as ws:
+            # The first update may predate the exports; one a second follows.
+            seen = [ws.receive_json()["queries"]["tierDistribution"]["Q2"] for _ in range(3)]
+            assert seen[-1] == 60
+
+
+def test_exports_in_any_order_on_two_replicas_at_once(redis_url: str, prefix: str) -> None:
+    """Eight servers' successive cumulative exports, sent at once from threads, in a shuffled
+    order, to either replica: each stream's state is claimed by compare-and-set, an older point
+    after a newer one is stale, so the store holds exactly every query once."""
+    replicas = start_replicas(child_env(redis_url, prefix, **TIER_ENV), 2)
+    try:
+        bodies = []
+        for s in range(8):
+            server = GenAiServer(f"vllm-c{s}")
+            for turn in range(3):
+                serve_many(server, 25, seed=100 + 3 * s + turn)
+                bodies.append(request_of(server.collect()).SerializeToString())
+        random.Random(7).shuffle(bodies)
+
+        def send(n: int) -> int:
+            url = f"{replicas[n % 2].base_url}/v1/metrics"
+            answer = httpx.post(url, content=bodies[n], headers=PROTOBUF, timeout=10)
+            assert answer.status_code == 200, answer.text
+            response: ExportMetricsServiceResponse = ExportMetricsServiceResponse.FromString(
+                answer.content
+            )
+            return response.partial_success.rejected_data_points
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            assert sum(pool.map(send, range(len(bodies)))) == 0
+        for replica in replicas:
+            assert tier_count(replica, "Q2") == 8 * 3 * 25
+            assert latency(replica, "Q2")["ttftMs"]["count"] == 8 * 3 * 25  # type: ignore[index]
+    finally:
+        for replica in replicas:
+            replica.stop()
