@@ -71,12 +71,9 @@ def receiver_of(app: FastAPI) -> OtlpReceiver:
         return found
 
 
-@otlp_router.post(
-    "/v1/metrics",
-    response_class=Response,
-    responses={200: {"content": {PROTOBUF: {}, JSON: {}}}},
-    summary="OTLP/HTTP metrics export (GenAI semantic conventions; docs/otel.md)",
-)
+# Out of the OpenAPI schema: OTLP/HTTP specifies this endpoint (bodies, statuses, the
+# google.rpc.Status error), not the API's contract, whose error body it does not answer with.
+@otlp_router.post("/v1/metrics", response_class=Response, include_in_schema=False)
 async def export_metrics(request: Request) -> Response:
     """Record an OTLP metrics export: protobuf or JSON, gzip or not."""
     settings: Settings = request.app.state.settings

@@ -22,13 +22,19 @@ from google.rpc.status_pb2 import Status
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceResponse,
 )
+from opentelemetry.proto.metrics.v1.metrics_pb2 import HistogramDataPoint
 from opentelemetry.sdk.metrics.export import MetricsData
 
 from api.main import create_app
 from metrics_store.histogram import RELATIVE_ERROR, SCHEMA, bin_index
 from metrics_store.settings import Settings
+from metrics_store.sources.otlp.convert import BadPoint, Bins, from_explicit
+from metrics_store.sources.otlp.mapping import Placed
+from metrics_store.sources.otlp.temporality import decide
 from tests.otlp_sdk import GenAiServer, export, request_of
-from tests.processes import ApiProcess, child_env, start_replicas
+from tests.processes import ApiProcess, CliProcess, child_env, start_replicas
+from tests.waiting import wait_until
+from workers.redis_process import free_port
 
 TIER_ENV = {"METRICS_OTLP_TIER_MAP": "llama-8b=Q2,llama-70b=Q3"}
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
@@ -320,3 +326,64 @@ def test_exports_in_any_order_on_two_replicas_at_once(redis_url: str, prefix: st
     finally:
         for replica in replicas:
             replica.stop()
+
+
+# --- the pieces -------------------------------------------------------------------------------
+def placed(time_ns: int, count: int, start_ns: int = 1) -> Placed:
+    bins = Bins(count=count, total=10.0 * count, bins={100: count})
+    return Placed("s", "n", "Q2", "latency", False, True, start_ns, time_ns, bins)
+
+
+def test_a_stream_that_goes_down_or_restarts_is_a_reset_never_a_negative_delta() -> None:
+    first = decide(placed(10, 5), None)
+    assert first.new is not None and first.before is None  # all new
+    state = first.new
+    grown = decide(placed(20, 8), state)
+    assert grown.before == state["cur"] and grown.new is not None
+    assert decide(placed(20, 3), grown.new).takes is False  # same time, not its point: stale
+    assert decide(placed(30, 3), grown.new).before is None  # went down: a reset
+    assert decide(placed(30, 9, start_ns=2), grown.new).before is None  # new start: a reset
+    retry = decide(placed(20, 8), grown.new)
+    assert retry.new is None and retry.before == state["cur"]  # a retry: the same delta again
+    assert decide(placed(5, 9), grown.new).takes is False  # older: stale
+
+
+def test_explicit_buckets_convert_with_their_own_error() -> None:
+    point = HistogramDataPoint(
+        count=3, sum=1.5, explicit_bounds=[0.25, 0.5, 1.0], bucket_counts=[0, 1, 2, 0]
+    )
+    bins = from_explicit(point, "s")
+    assert sum(bins.bins.values()) == 3 and bins.total == 1500.0
+    assert bins.error == pytest.approx(1 / 3)  # (U - L) / (U + L) for a doubling
+    assert bin_index(2 * 0.25 * 0.5 / 0.75 * 1000) in bins.bins
+    with pytest.raises(BadPoint):
+        from_explicit(HistogramDataPoint(count=1, sum=math.nan, bucket_counts=[1]), "s")
+
+
+def test_metrics_store_otlp_serves_the_receiver_alone(redis_url: str, prefix: str) -> None:
+    port = free_port()
+    receiver = CliProcess(
+        ["otlp", "--host", "127.0.0.1", "--port", str(port)],
+        child_env(redis_url, prefix, **TIER_ENV),
+    )
+    receiver.start()
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_until(
+            lambda: httpx.post(f"{base}/v1/metrics", content=b"", headers=PROTOBUF).is_success,
+            20,
+            "the OTLP receiver",
+            passing=(httpx.TransportError,),
+        )
+        server = GenAiServer("vllm-8")
+        serve_many(server, 12, seed=50)
+        export(base, server.collect())
+        assert httpx.get(f"{base}/api/metrics/queries").status_code == 404  # the receiver only
+    finally:
+        receiver.stop()
+    api = ApiProcess(child_env(redis_url, prefix, **TIER_ENV))
+    api.start()
+    try:
+        assert tier_count(api, "Q2") == 12
+    finally:
+        api.stop()

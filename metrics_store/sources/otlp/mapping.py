@@ -27,6 +27,8 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.metrics.v1.metrics_pb2 import (
     AggregationTemporality,
+    ExponentialHistogramDataPoint,
+    HistogramDataPoint,
     Metric,
     ResourceMetrics,
 )
@@ -160,7 +162,7 @@ class ExportMapper:
         if data.aggregation_temporality not in (CUMULATIVE, DELTA):
             out.reject(len(data.data_points), f"points of {metric.name} have no temporality")
             return
-        role = ROLES[metric.name]
+        role, temporality = ROLES[metric.name], data.aggregation_temporality
         for point in data.data_points:
             labels = attributes(point.attributes)
             if role == TOKENS and labels.get("gen_ai.token.type") != "output":
@@ -172,28 +174,22 @@ class ExportMapper:
                 out.reject(1, f"points of {metric.name} map to no tier ({self._attribute})")
                 continue
             try:
-                if role == TOKENS:
-                    bins = totals_only(point)
-                elif kind == "histogram":
-                    bins = from_explicit(point, metric.unit)
-                else:
-                    bins = from_exponential(point, metric.unit)
+                bins = _bins(point, role, metric.unit)
             except ValueError as exc:
                 if type(exc) is not ValueError:
                     raise  # BadPoint: the export is malformed
                 out.reject(1, f"points of {metric.name} refused: {exc}")
                 continue
             stream = _stream_id(*context, sorted(labels.items()))
-            out.points.append(
-                Placed(
-                    stream=stream,
-                    node=node,
-                    tier=tier,
-                    role=role,
-                    error=bool(labels.get("error.type")),
-                    cumulative=data.aggregation_temporality == CUMULATIVE,
-                    start_ns=point.start_time_unix_nano,
-                    time_ns=point.time_unix_nano,
-                    bins=bins,
-                )
-            )
+            error, cumulative = bool(labels.get("error.type")), temporality == CUMULATIVE
+            start, end = point.start_time_unix_nano, point.time_unix_nano
+            out.points.append(Placed(stream, node, tier, role, error, cumulative, start, end, bins))
+
+
+def _bins(point: HistogramDataPoint | ExponentialHistogramDataPoint, role: str, unit: str) -> Bins:
+    """The point in our bins (token usage: its count and sum alone)."""
+    if role == TOKENS:
+        return totals_only(point)
+    if isinstance(point, HistogramDataPoint):
+        return from_explicit(point, unit)
+    return from_exponential(point, unit)

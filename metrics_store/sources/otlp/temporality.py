@@ -6,7 +6,7 @@ before it, so that any replica can take a stream's next export, and a retried ex
 own point there:
 
     no state                    the stream's first point: all of it is new
-    same start, same time       a retry of the last point: its delta again (from `prev`), under
+    same start, time and values a retry of the last point: its delta again (from `prev`), under
                                 the same batch id, which the ingest script's marker makes a no-op
     older                       stale (a later point, already taken, includes it): nothing
     new start, or a value down  a restart of the stream: a reset, all of the point is new
@@ -87,7 +87,9 @@ def decide(point: Placed, state: State | None) -> Step:
         return Step({"cur": new, "prev": None}, None)
     last, prev = state["cur"], state["prev"]
     if point.time_ns == last["t"] and point.start_ns == last["s"]:
-        return Step(None, prev)  # a retry: the same delta, under the same batch id
+        if new["c"] == last["c"] and new["b"] == last["b"]:
+            return Step(None, prev)  # a retry: the same delta, under the same batch id
+        return Step(None, None, takes=False)  # another point at the same instant: not taken
     if point.time_ns <= last["t"]:
         return Step(None, None, takes=False)
     if point.start_ns != last["s"] or _went_down(point, last):
