@@ -15,6 +15,7 @@ from fastapi.staticfiles import StaticFiles
 from api.errors import install_error_handlers
 from api.limits import RequestLimits
 from api.live import LiveStream
+from api.otlp import close_receiver, otlp_router
 from api.prometheus import router as prometheus_router
 from api.routes import live_router, router
 from api.security import install_cors, require_token
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     guard = [Depends(require_token)] if resolved.api.token is not None else []
     app.include_router(router, dependencies=guard)
     app.include_router(prometheus_router, dependencies=guard)
+    app.include_router(otlp_router, dependencies=guard)
     app.include_router(live_router)
     mount_dashboard(app)
     return app
@@ -71,6 +73,7 @@ def _lifespan(
         finally:
             await live.stop()
             await client.aclose()
+            close_receiver(app)
 
     return lifespan
 

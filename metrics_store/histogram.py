@@ -36,6 +36,14 @@ SMALLEST_MS = 1e-300
 LE_EDGES_S: tuple[float, ...] = tuple(2.0**k for k in range(-10, 8))
 
 
+def relative_error_with(conversion: float) -> float:
+    """The bound of a quantile from bins whose values came with a `conversion` error first
+    (a coarser histogram's bucket moved to one of ours): the two errors compound."""
+    if conversion <= 0.0:
+        return RELATIVE_ERROR
+    return math.ceil(((1.0 + conversion) * (1.0 + RELATIVE_ERROR) - 1.0) * 10_000) / 10_000
+
+
 def bin_index(value_ms: float) -> int:
     """The bin holding `value_ms` (>= 0; bins are over seconds)."""
     if value_ms < SMALLEST_MS:

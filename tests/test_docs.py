@@ -28,6 +28,7 @@ PLACEHOLDERS = {
     "recent_queries": ("<tier>",),
     "tick_lock": ("<second>",),
     "written_batch": ("<id>",),
+    "otlp_stream": ("<id>",),
 }
 
 

@@ -145,7 +145,8 @@ def test_latency_endpoint_answers_the_contracts_shape(client: TestClient) -> Non
     assert body["window"]["seconds"] == 300
     assert body["window"]["end"].endswith("Z")
     [q3] = body["tiers"]
-    assert set(q3) == {"name", "latencyMs", "ttftMs", "queueTimeMs", "tpotMs"}
+    assert set(q3) == {"name", "relativeError", "latencyMs", "ttftMs", "queueTimeMs", "tpotMs"}
+    assert q3["relativeError"] == body["relativeError"] == 0.011
     assert q3["name"] == "Q3" and q3["ttftMs"] is None
     assert "/api/metrics/latency" in client.get("/api/openapi.json").json()["paths"]
 

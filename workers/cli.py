@@ -1,4 +1,4 @@
-"""The `metrics-store` command: up, api, sampler, worker, simulate, watch, replay-deadletter.
+"""The `metrics-store` command: up, api, otlp, sampler, worker, simulate, watch, replay-deadletter.
 
 It imports with the core install alone (`pip install metrics-store`): each subcommand imports
 what it runs inside its handler, and one whose extra is missing says which in one line.
@@ -35,7 +35,18 @@ DEFAULT_WATCH_URL = "ws://127.0.0.1:8000/api/metrics/ws"
 # The top-level modules that only the extras install (pyproject.toml). A subcommand that
 # fails to import one of them reports its extra; any other missing module is a bug and raises.
 OPTIONAL_MODULES = frozenset(
-    {"fastapi", "starlette", "uvicorn", "websockets", "rq", "psutil", "pynvml", "fakeredis"}
+    {
+        "fastapi",
+        "starlette",
+        "uvicorn",
+        "websockets",
+        "opentelemetry",
+        "google",
+        "rq",
+        "psutil",
+        "pynvml",
+        "fakeredis",
+    }
 )
 
 
@@ -59,6 +70,20 @@ def _cmd_api(args: argparse.Namespace) -> int:
     if warning := exposure_warning(host, get_settings()):
         log.warning(warning)
     serve(host, port)
+    return 0
+
+
+def _cmd_otlp(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.otlp import create_otlp_app
+    from metrics_store.settings import get_settings
+
+    settings = get_settings()
+    host = args.host if args.host is not None else settings.api.host
+    port = args.port if args.port is not None else settings.otlp.port
+    print(f"metrics-store OTLP receiver on http://{host}:{port}/v1/metrics", flush=True)
+    uvicorn.run(create_otlp_app(settings), host=host, port=port, log_level="warning")
     return 0
 
 
@@ -179,6 +204,11 @@ def _add_servers(sub: Subparsers) -> None:
     )
     api.add_argument("--port", type=int, help="port (default METRICS_API_PORT, 8000)")
     api.set_defaults(handler=_cmd_api, extra="api")
+
+    otlp = sub.add_parser("otlp", help="serve only the OTLP/HTTP receiver, POST /v1/metrics")
+    otlp.add_argument("--host", help="bind address (default METRICS_API_HOST, 127.0.0.1)")
+    otlp.add_argument("--port", type=int, help="port (default METRICS_OTLP_PORT, 4318)")
+    otlp.set_defaults(handler=_cmd_otlp, extra="api")
 
     sampler = sub.add_parser(
         "sampler", help="write this node's hardware snapshot to Redis every interval"

@@ -20,6 +20,7 @@ from metrics_store.read.shapes import HealthStatus, ModelAvailability, ResourceM
 from metrics_store.redis.fan_out import FanOutPlan
 from metrics_store.redis.keys import (
     ALL_TIME_FIGURES,
+    HISTOGRAM_ERROR,
     HISTOGRAM_SUM,
     TOTAL_LATENCY_MS,
     TOTAL_QUERIES,
@@ -69,7 +70,7 @@ class AllTimeHistogram:
         for field, value in zip(flat[::2], flat[1::2], strict=True):
             if field.decode() == HISTOGRAM_SUM:
                 sum_ms = float(value)
-            else:
+            elif not field.decode().startswith(HISTOGRAM_ERROR):
                 bins[int(field)] = int(value)
         return cls(bins, sum_ms)
 

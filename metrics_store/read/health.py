@@ -27,19 +27,21 @@ def stage_health(plan: ReadPlan, keys: Keys, ttl_s: float) -> Staged[HealthStatu
     plan.hgetall(keys.collectors)
     plan.hgetall(keys.processes)
     plan.hgetall(keys.refused)
+    plan.hgetall(keys.otlp_unmapped)
 
     def parse(replies: Sequence[Any]) -> HealthStatus:
         alive_since = float(replies[0]) - ttl_s
         count = replicas.parse(replies[2:3])
         return health_status([replies[1], count, *replies[3:]], alive_since)
 
-    return Staged(6, parse)
+    return Staged(7, parse)
 
 
 def health_status(replies: Sequence[Any], alive_since: float) -> HealthStatus:
-    """Replies: live nodes, live replica count, collectors, processes, refused (hashes);
+    """Replies: live nodes, live replica count, collectors, processes, refused, OTLP
+    unmapped (hashes);
     `alive_since` is by Redis's clock, as the records' stamps are."""
-    nodes, replicas, collector_records, process_records, refused = replies
+    nodes, replicas, collector_records, process_records, refused, unmapped = replies
     collectors = _live_collectors(pairs(collector_records).values(), alive_since)
     processes = _live_processes(pairs(process_records).values(), alive_since)
     return HealthStatus(
@@ -50,6 +52,7 @@ def health_status(replies: Sequence[Any], alive_since: float) -> HealthStatus:
         processes=processes,
         loopErrors=sum(loop.errors for p in processes for loop in p.loops),
         refusedEvents={node.decode(): int(count) for node, count in sorted(pairs(refused).items())},
+        otlpUnmapped={name.decode(): int(n) for name, n in sorted(pairs(unmapped).items())},
     )
 
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from metrics_store.buckets import Level, Tiling, bucket_levels, bucket_start, tile_window
-from metrics_store.histogram import RELATIVE_ERROR, summarize
+from metrics_store.histogram import RELATIVE_ERROR, relative_error_with, summarize
 from metrics_store.read.shapes import Distribution, LatencyMetrics, LatencyWindow, TierLatency
 from metrics_store.redis.fan_out import FanOutPlan
 from metrics_store.redis.keys import (
@@ -22,6 +22,7 @@ from metrics_store.redis.keys import (
     FIGURE_TPOT,
     FIGURE_TTFT,
     FIGURES,
+    HISTOGRAM_ERROR,
     HISTOGRAM_SUM,
     Keys,
 )
@@ -30,6 +31,7 @@ from metrics_store.settings import Settings
 from metrics_store.timefmt import iso_utc
 
 HISTOGRAM_SUM_BYTES = HISTOGRAM_SUM.encode()
+HISTOGRAM_ERROR_BYTES = HISTOGRAM_ERROR.encode()
 
 
 def parse_histogram(flat: Sequence[bytes]) -> tuple[dict[int, int], float]:
@@ -39,9 +41,19 @@ def parse_histogram(flat: Sequence[bytes]) -> tuple[dict[int, int], float]:
     for i in range(0, len(flat), 2):
         if flat[i] == HISTOGRAM_SUM_BYTES:
             total_ms = float(flat[i + 1])
-        else:
+        elif not flat[i].startswith(HISTOGRAM_ERROR_BYTES):
             bins[int(flat[i])] = int(float(flat[i + 1]))
     return bins, total_ms
+
+
+def stated_error(flat: Sequence[bytes]) -> float:
+    """The relative error of the histogram's quantiles: ours, or more where some of its values
+    came from a coarser histogram (field "err:<ppm>", keys.py)."""
+    worst = 0
+    for i in range(0, len(flat), 2):
+        if flat[i].startswith(HISTOGRAM_ERROR_BYTES) and float(flat[i + 1]) > 0:
+            worst = max(worst, int(flat[i][len(HISTOGRAM_ERROR_BYTES) :]))
+    return relative_error_with(worst / 1_000_000)
 
 
 def distribution(flat: Sequence[bytes]) -> Distribution:
@@ -123,7 +135,8 @@ class LatencyPlanner:
                 start=iso_utc(tiling.start_s),
                 end=iso_utc(tiling.end_s),
             )
-            return LatencyMetrics(window=window, relativeError=RELATIVE_ERROR, tiers=entries)
+            worst = max([RELATIVE_ERROR, *(entry.relativeError for entry in entries)])
+            return LatencyMetrics(window=window, relativeError=worst, tiers=entries)
 
         return Staged(len(tiers) * len(FIGURES), parse)
 
@@ -135,6 +148,7 @@ def _tier_latency(tier: str, replies: dict[str, Sequence[bytes]]) -> TierLatency
 
     return TierLatency(
         name=tier,
+        relativeError=max(stated_error(reply) for reply in replies.values()),
         latencyMs=distribution(replies[FIGURE_LATENCY]),
         ttftMs=optional(FIGURE_TTFT),
         queueTimeMs=optional(FIGURE_QUEUE),

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from metrics_store.histogram import RELATIVE_ERROR
+
 
 class Shape(BaseModel):
     model_config = ConfigDict(frozen=True)
@@ -152,6 +154,11 @@ class Distribution(Shape):
 
 class TierLatency(Shape):
     name: str = Field(description="Tier name.")
+    relativeError: float = Field(
+        default=RELATIVE_ERROR,
+        description="The bound of this tier's quantiles: relativeError, or more where some "
+        "of its values came from coarser OTLP histograms (docs/otel.md).",
+    )
     latencyMs: Distribution = Field(description="latency_ms of the window's queries.")
     ttftMs: Distribution | None = Field(
         description="Time to first token; null where no query of the window carried it."
@@ -243,4 +250,9 @@ class HealthStatus(Shape):
     refusedEvents: dict[str, int] = Field(
         default_factory=dict,
         description="Per node, events ever refused for a clock too far from Redis's.",
+    )
+    otlpUnmapped: dict[str, int] = Field(
+        default_factory=dict,
+        description="OTLP data points refused as mapping to no tier, per "
+        '"<metric> <tier attribute value>" (docs/otel.md).',
     )

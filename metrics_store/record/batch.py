@@ -70,7 +70,8 @@ class HistogramSums:
 
     def __init__(self) -> None:
         self.sums: dict[tuple[int, str, str], float] = defaultdict(float)
-        self.bins: dict[tuple[int, str, str], dict[int, int]] = defaultdict(
+        # bin -> count; and "err:<ppm>" -> values converted from a coarser histogram (keys.py)
+        self.bins: dict[tuple[int, str, str], dict[int | str, int]] = defaultdict(
             lambda: defaultdict(int)
         )
 
@@ -243,6 +244,22 @@ class BatchEncoder:
         else:  # the heartbeat: the flusher's own beat, by Redis's clock (collector_stats.py)
             control = self._encode_control(batch_id, now_s, fold.availability, stamps, refused)
         return EncodedBatch(table.keys, _arguments(header, sections), control)
+
+    def encode_sums(
+        self, query_sums: QuerySums, histograms: HistogramSums, batch_id: str, now_s: float
+    ) -> EncodedBatch:
+        """An aggregate batch: counters and histograms summed already (another source's,
+        such as OTLP's), under the marker `batch_id`; no stream entry, no recent-list push."""
+        s = self._settings
+        fold = _Fold(s.retention.bucket_s, s.retention.sparkline_points, s.node)
+        fold.query_sums, fold.histograms = query_sums, histograms
+        table = _KeyTable([*self._fixed, self._keys.written_batch(batch_id), *self._recent])
+        header = self._header(now_s, (0.0, 0.0), recent_lists=0)
+        sections = self._data_sections(fold, table)
+        # A shard's totals mark it written (readers skip a shard without them, fan_out.py):
+        # a batch of histograms alone still touches them, adding nothing.
+        sections["increments"] += (TOTALS_INDEX, member(TOTAL_TOKENS, s.tiers[0]), 0)
+        return EncodedBatch(table.keys, _arguments(header, sections))
 
     def _data_sections(self, fold: _Fold, table: _KeyTable) -> dict[str, list[Arg]]:
         """The sections a data call writes; numbering their keys fills `table`."""

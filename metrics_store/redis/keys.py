@@ -26,6 +26,10 @@ key                                type         holds
                                                the error (MAXLEN ~ deadletter_maxlen)
 {p}:totals                         sorted set   all-time counters (no expiry): "<counter>:<labels>"
 {p}:totals:h:<fig>:<tier>          hash         all-time histogram (no expiry), latency and ttft
+{p}:otlp:stream:<id>               string       an OTLP cumulative stream's last two points
+                                               (JSON, TTL history_s)
+{p}:otlp:unmapped                  hash         "<metric> <attribute value>" -> OTLP data
+                                               points that mapped to no tier
 =================================  ===========  ==============================================
 
 Live keys (they change by themselves: heartbeats, locks, expiring snapshots):
@@ -127,6 +131,15 @@ class Keys:
         """A batch's idempotency marker: on the shard the batch is written to."""
         return f"{self.root}:live:batch:{batch_id}"
 
+    # --- OTLP receiver (control: one slot, so one script claims all of an export's streams) --
+    def otlp_stream(self, stream_id: str) -> str:
+        """A cumulative OTLP stream's last two points, that any replica takes the next from."""
+        return f"{self.control_root}:otlp:stream:{stream_id}"
+
+    @property
+    def otlp_unmapped(self) -> str:
+        return f"{self.control_root}:otlp:unmapped"
+
     # --- live (control) -------------------------------------------------------------------
     @property
     def live_nodes(self) -> str:
@@ -189,6 +202,9 @@ FIGURES = (FIGURE_LATENCY, FIGURE_TTFT, FIGURE_QUEUE, FIGURE_TPOT)
 # The figures kept for all time as well (Prometheus histograms, api/prometheus.py).
 ALL_TIME_FIGURES = (FIGURE_LATENCY, FIGURE_TTFT)
 HISTOGRAM_SUM = "sum"
+# A histogram's field "err:<ppm>" -> values converted into its bins with that relative error
+# on top of the bins' own (OTLP's coarser histograms: metrics_store/sources/otlp/convert.py).
+HISTOGRAM_ERROR = "err:"
 ROUTING_COUNT = "count"
 ROUTING_SCORE = "score"
 ROUTING_DECISION_MS = "decision_ms"

@@ -20,6 +20,7 @@ from pydantic_settings import (
 from metrics_store.settings.groups import (
     ApiSettings,
     LivenessSettings,
+    OtlpSettings,
     RecordingSettings,
     RedisSettings,
     RetentionSettings,
@@ -33,6 +34,7 @@ GROUPS: dict[str, type[BaseModel]] = {
     "liveness": LivenessSettings,
     "api": ApiSettings,
     "sampler": SamplerSettings,
+    "otlp": OtlpSettings,
 }
 
 # The flat name of every grouped setting (its environment variable is METRICS_<NAME>, but
@@ -78,6 +80,10 @@ FLAT_NAMES: dict[str, tuple[str, str]] = {
     "cache_redis_url": ("sampler", "cache_redis_url"),
     "job_queues": ("sampler", "job_queues"),
     "demo_time_scale": ("sampler", "demo_time_scale"),
+    "otlp_port": ("otlp", "port"),
+    "otlp_tier_attribute": ("otlp", "tier_attribute"),
+    "otlp_tier_map": ("otlp", "tier_map"),
+    "otlp_max_body_bytes": ("otlp", "max_body_bytes"),
 }
 # The settings every room shares stay at the top, under their own names.
 TOP_LEVEL = ("key_prefix", "node", "tiers", "complexities")

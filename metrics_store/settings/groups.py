@@ -297,3 +297,39 @@ class SamplerSettings(BaseModel):
     @classmethod
     def _validate_queues(cls, value: list[str]) -> list[str]:
         return check_names("job_queues", value)
+
+
+class OtlpSettings(BaseModel):
+    """The OTLP/HTTP receiver: where it listens alone, how a series finds its tier."""
+
+    model_config = _GROUP_CONFIG
+
+    port: int = Field(default=4318, ge=1, le=65535, description="Port of `metrics-store otlp`.")
+    tier_attribute: str = Field(
+        default="gen_ai.request.model",
+        min_length=1,
+        description="The data point (or resource) attribute whose value names a series' tier.",
+    )
+    tier_map: Annotated[dict[str, str], NoDecode] = Field(
+        default={},
+        description="Attribute value -> tier, as 'llama-8b=Q2,llama-70b=Q3'; a value that is "
+        "itself a tier's name needs no entry.",
+    )
+    max_body_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=1024,
+        description="Largest export body taken, after gzip is undone (else 413).",
+    )
+
+    @field_validator("tier_map", mode="before")
+    @classmethod
+    def _parse_tier_map(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        pairs = {}
+        for entry in filter(None, (part.strip() for part in value.split(","))):
+            source, equals, tier = entry.partition("=")
+            if not equals or not source.strip() or not tier.strip():
+                raise ValueError(f"otlp_tier_map entry {entry!r} is not value=tier")
+            pairs[source.strip()] = tier.strip()
+        return pairs

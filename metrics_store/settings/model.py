@@ -39,6 +39,7 @@ from metrics_store.settings.environment import (
 from metrics_store.settings.groups import (
     ApiSettings,
     LivenessSettings,
+    OtlpSettings,
     RecordingSettings,
     RedisSettings,
     RetentionSettings,
@@ -64,6 +65,7 @@ class Settings(BaseSettings):
     liveness: LivenessSettings = Field(default_factory=LivenessSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     sampler: SamplerSettings = Field(default_factory=SamplerSettings)
+    otlp: OtlpSettings = Field(default_factory=OtlpSettings)
 
     @classmethod
     def settings_customise_sources(
