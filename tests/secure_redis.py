@@ -20,7 +20,9 @@ ACL_USER = "metrics-app"
 STORE_COMMANDS = (
     "+ping +hello +select +info "
     "+evalsha +script|load +multi +exec +time +exists "
-    "+get +set +del +expire +hset +hincrby +hgetall +hdel +lpush +ltrim +lrange +llen +xadd "
+    "+get +set +del +expire +hset +hincrby +hincrbyfloat +hgetall +hdel "
+    "+lpush +ltrim +lrange +llen "
+    "+xadd +xrange +xdel "
     "+zadd +zincrby +zmscore +zrangebyscore +zremrangebyscore +zrem +zcount +zunion "
     "+publish +subscribe +unsubscribe"
 )

@@ -277,7 +277,7 @@ def test_events_refused_for_their_clock_stay_counted_when_their_batch_is_lost(
 def test_a_refusal_by_the_acl_is_waited_out_not_dead_lettered(
     server: RedisServerProcess, prefix: str
 ) -> None:
-    """NOPERM hits every batch alike (an ACL changed): wait for the operator, lose nothing."""
+    """The ACL refuses every batch alike (it changed): wait for the operator, lose nothing."""
     admin = redis.Redis.from_url(server.url)
     admin.acl_setuser("writer", enabled=True, passwords=["+writer-secret"], keys=["*"],
                       channels=["*"], commands=["+@all"])  # fmt: skip

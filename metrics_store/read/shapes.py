@@ -211,7 +211,7 @@ class CollectorHealth(Shape):
     droppedByReason: dict[str, int] = Field(
         default_factory=dict,
         description="Dropped events by why: buffer_full (its buffer filled during an outage), "
-        "dead_letter (Redis refused the batch for its content: in {p}:deadletter), "
+        "dead_letter (Redis refused the batch for its content: kept in the dead-letter stream), "
         "unconfirmed (the batch's fate was unknown past its id marker's life), partial "
         "(Redis refused it partway through, part of it stored).",
     )

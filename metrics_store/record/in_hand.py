@@ -48,6 +48,9 @@ class Batch:
     batch_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     refused: int = 0  # events taken out for their clock, counted in Redis with this batch
     faults: int = 0  # attempts refused for the batch's own content
+    # An attempt failed inside the script, after its id marker was set: part of it is stored
+    # (Redis does not roll a script back), and every retry will find the marker.
+    ran_partway: bool = False
     # When an attempt first may have reached Redis (a lost reply): the id marker written
     # then is what keeps a retry from counting twice, so retries must end before it expires.
     maybe_landed_s: float | None = None

@@ -61,6 +61,8 @@ _STORE_WIDE: tuple[str, ...] = ("OOM", "NOREPLICAS", "READONLY", "MASTERDOWN", "
 _STORE_WIDE += ("BUSY", "TRYAGAIN", "CLUSTERDOWN", "NOSCRIPT", "MOVED", "ASK", "MISCONF")
 _STORE_WIDE += ("NOPERM", "NOAUTH", "WRONGPASS")
 _STORE_WIDE_CODE = re.compile(r"(?:^|-)({})\b".format("|".join(_STORE_WIDE)))
+# The ACL refusing a command inside a script comes without a code (Redis 7).
+_STORE_WIDE_TEXT = ("can't run this command",)
 # Replies redis-py turns into classes of their own, taking the code off the message.
 _STORE_WIDE_CLASSES = (
     OutOfMemoryError,
@@ -91,7 +93,9 @@ def verdict(exc: Exception) -> Verdict:
     text = str(exc)
     if text.startswith(CLOCK_SKEW_REPLY):
         return Verdict.CLOCK_SKEW
-    return Verdict.OUTAGE if _STORE_WIDE_CODE.search(text) else Verdict.BATCH_FAULT
+    if _STORE_WIDE_CODE.search(text) or any(words in text for words in _STORE_WIDE_TEXT):
+        return Verdict.OUTAGE
+    return Verdict.BATCH_FAULT
 
 
 def may_have_landed(exc: Exception) -> bool:
@@ -102,10 +106,17 @@ def may_have_landed(exc: Exception) -> bool:
     return isinstance(exc, redis.RedisError)
 
 
+def failed_inside_the_script(exc: Exception) -> bool:
+    """Whether the script was running when it failed (a command of it refused, or a Lua
+    error), rather than refused before it began: Redis names the script's line then."""
+    return isinstance(exc, redis.ResponseError) and "@user_script" in str(exc)
+
+
 def note_attempt(batch: Batch, exc: Exception, now_s: float | None = None) -> None:
     """Remember when the batch's id marker was last surely written: the first attempt that
     may have run the script, or the latest that ran it for sure (replicas behind: the script
     wrote the batch, or found and renewed its marker)."""
+    batch.ran_partway = batch.ran_partway or failed_inside_the_script(exc)
     now_s = time.monotonic() if now_s is None else now_s
     if isinstance(exc, ReplicasBehind) or (batch.maybe_landed_s is None and may_have_landed(exc)):
         batch.maybe_landed_s = now_s
@@ -214,9 +225,9 @@ class Retrier:
 
     def _settle_written(self, batch: Batch, reply: object) -> None:
         self._guard.succeeded()
-        if reply == -1 and batch.faults:
-            # Its marker was there after a refusal: the script failed partway through an
-            # earlier attempt (Redis does not roll a script back), so part of it is stored.
+        if reply == -1 and batch.ran_partway:
+            # Its marker was there after the script failed partway through an earlier
+            # attempt (Redis does not roll a script back): part of it is stored.
             self._give_up(batch, "Redis refused it partway through, after writing part", PARTIAL)
         else:
             self._hand.written(batch)
