@@ -172,10 +172,17 @@ def test_a_replays_heartbeats_follow_redis_clock_too(
         collector.record_query("Q2", 1.0, 1, 1.0)
         collector.update_model_availability("Q2", 1, 1)
         collector.flush(timeout_s=20)
+
+        def records() -> list[float]:
+            found = [orjson.loads(raw)["at"] for raw in client.hgetall(keys.collectors).values()]
+            return found + [
+                orjson.loads(raw)["at"] for raw in client.hgetall(keys.processes).values()
+            ]
+
+        # The upkeep thread beats on its own schedule: wait for its first records.
+        wait_until(lambda: len(records()) == 2, 10, "the collector's first beat")
         after = redis_now(client)
         assert before <= (client.zscore(keys.live_nodes, "node-replay") or 0.0) <= after
-        stamps = [orjson.loads(raw)["at"] for raw in client.hgetall(keys.collectors).values()]
-        stamps += [orjson.loads(raw)["at"] for raw in client.hgetall(keys.processes).values()]
-        assert stamps and all(before <= at <= after for at in stamps)
+        assert all(before <= at <= after for at in records())
     finally:
         collector.close()
