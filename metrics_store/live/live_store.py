@@ -86,15 +86,12 @@ class LiveStore:
     def __init__(self, client: aioredis.Redis, settings: Settings) -> None:
         self._client = client
         self._keys = Keys(settings.key_prefix)
-        topology = topology_for(settings)
-        self._channels = topology.channels
-        # On a cluster the pipelines below are plain ones: the commands still go to one node,
-        # in order, on one connection, but other clients' commands may run between them
-        # (redis-py's asyncio cluster client has no MULTI). Each is a pair of writes whose
-        # interleaving a reader bears for a moment: a beat beside the previous count, or an
-        # update published a moment before `latest` names it.
-        self._transactions = topology.transactions
-        self._topology = topology
+        # On a cluster the pipelines below are plain ones (`transactions` false): the commands
+        # still go to one node, in order, on one connection, but other clients' commands may
+        # run between them (redis-py's asyncio cluster client has no MULTI). Each is a pair of
+        # writes whose interleaving a reader bears for a moment: a beat beside the previous
+        # count, or an update published a moment before `latest` names it.
+        self._topology = topology_for(settings)
 
     async def recover(self) -> None:
         """After a failed tick or beat: the next one starts on fresh connections."""
@@ -110,9 +107,9 @@ class LiveStore:
         """Store `payload` as the latest update and publish it to every replica's relay."""
         # MULTI: `latest` is always the update published last, never one behind or ahead
         # of the channel, so a client joining at any moment starts from what the relay sends.
-        pipe = self._client.pipeline(transaction=self._transactions)
+        pipe = self._client.pipeline(transaction=self._topology.transactions)
         pipe.set(self._keys.latest_update, payload, px=LATEST_TTL_MS)
-        self._channels.publish(pipe, self._keys.updates_channel, payload)
+        self._topology.channels.publish(pipe, self._keys.updates_channel, payload)
         await pipe.execute()
 
     async def latest_update(self) -> bytes | None:
@@ -121,7 +118,8 @@ class LiveStore:
         return payload.encode() if isinstance(payload, str) else payload
 
     def subscribe_updates(self) -> UpdateSubscription:
-        return UpdateSubscription(self._client, self._keys.updates_channel, self._channels)
+        channels = self._topology.channels
+        return UpdateSubscription(self._client, self._keys.updates_channel, channels)
 
     # --- the replica registry ------------------------------------------------------------------
     async def beat_replica(self, replica_id: str, connections: int) -> float:
@@ -137,7 +135,7 @@ class LiveStore:
         """Take replicas out of the registry (a clean shutdown, or pruning the long dead)."""
         # A pruned replica that was only paused re-adds itself on its next beat; the race
         # costs it at most one second of not being counted.
-        pipe = self._client.pipeline(transaction=self._transactions)
+        pipe = self._client.pipeline(transaction=self._topology.transactions)
         pipe.zrem(self._keys.replicas, *replica_ids)
         pipe.hdel(self._keys.connections, *replica_ids)
         await pipe.execute()
