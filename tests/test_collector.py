@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from metrics_store.record.collector import MetricsCollector
@@ -358,3 +359,14 @@ def test_flush_succeeds_when_only_events_recorded_after_it_are_dropped(
     finally:
         collector.close(timeout_s=1)
         server.stop()
+
+
+def test_health_shows_a_closed_collectors_final_counts(harness: StoreHarness) -> None:
+    """The last beat comes after the last write: /health does not keep a stale count."""
+    for _ in range(7):
+        harness.collector.record_query(**GOOD_QUERY)
+    harness.collector.close()
+    records = [
+        orjson.loads(raw) for raw in harness.client.hgetall(harness.keys.collectors).values()
+    ]
+    assert [record["written"] for record in records] == [7]

@@ -89,6 +89,7 @@ class Flusher:
         run_forever(self._guard, self._step, self._stopping, after_failure=self._after_failure)
         self._finish()
         upkeep.join()
+        self._upkeep.last_beat()
 
     def _step(self) -> float:
         hand = self._hand

@@ -57,6 +57,11 @@ class Upkeep:
             if self._stopping.wait(interval_s):
                 return
 
+    def last_beat(self) -> None:
+        """Once the flusher has finished: its final counters, so /health shows what it wrote
+        and lost up to the end."""
+        self._beat_guard.call(self._heartbeat)
+
     def once(self) -> None:
         """One beat, and a prune when one is due; failures are the guards' to count."""
         self._beat_guard.call(self._heartbeat)
