@@ -8,6 +8,12 @@ import orjson
 from pydantic import BaseModel
 from starlette.responses import JSONResponse
 
+# The bytes of the last answers rendered, by the answer object: the reader gives the same
+# object again while its replies are unchanged (read/runner.py), and rendering a model costs
+# more than the rest of such a request. Holding the object keeps its id from being reused.
+_RENDERED: dict[int, tuple[BaseModel, bytes]] = {}
+RENDERED_KEPT = 64
+
 
 class OrjsonResponse(JSONResponse):
     """JSON rendered by orjson.
@@ -17,9 +23,16 @@ class OrjsonResponse(JSONResponse):
     """
 
     def render(self, content: Any) -> bytes:
-        if isinstance(content, BaseModel):
-            content = content.model_dump()
-        return orjson.dumps(content)
+        if not isinstance(content, BaseModel):
+            return orjson.dumps(content)
+        found = _RENDERED.get(id(content))
+        if found is not None and found[0] is content:
+            return found[1]
+        body = orjson.dumps(content.model_dump())
+        if len(_RENDERED) >= RENDERED_KEPT:
+            _RENDERED.clear()
+        _RENDERED[id(content)] = (content, body)
+        return body
 
 
 class ErrorBody(BaseModel):

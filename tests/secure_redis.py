@@ -23,7 +23,7 @@ STORE_COMMANDS = (
     "+get +set +del +expire +hset +hincrby +hincrbyfloat +hgetall +hdel "
     "+lpush +ltrim +lrange +llen "
     "+xadd +xrange +xdel "
-    "+zadd +zincrby +zmscore +zrangebyscore +zremrangebyscore +zrem +zcount +zunion "
+    "+zadd +zincrby +zmscore +zrange +zrangebyscore +zremrangebyscore +zrem +zcount +zunion +type "
     "+publish +subscribe +unsubscribe"
 )
 

@@ -14,6 +14,7 @@ from typing import TypeVar
 
 import redis.asyncio as aioredis
 
+from metrics_store.buckets import bucket_start
 from metrics_store.clock import Clock, SystemClock
 from metrics_store.errors import UnknownNode
 from metrics_store.read.fleet import Fleet, stage_fleet, stage_resources
@@ -58,6 +59,7 @@ class MetricsReader:
         self._runner = PlanRunner(client, topology)
         self._latency = LatencyPlanner(settings, self._keys, self._shards)
         self._windowed = WindowedStages(settings, self._shards, self._latency)
+        self._tiers_responses: dict[int | None, tuple[object, TiersResponse]] = {}
 
     # --- public: one aggregate, or all at once ---------------------------------------------
     # `window_s` None is the default window (settings.retention.window_s) and the 18 fine buckets of
@@ -66,19 +68,28 @@ class MetricsReader:
         return await self._run_one(lambda plan, now: self._windowed.queries(plan, now, window_s))
 
     async def tiers(self, window_s: int | None = None) -> TiersResponse:
-        tiers = await self._run_one(lambda plan, now: self._windowed.tiers(plan, now, window_s))
-        return TiersResponse(tiers=tiers)
+        tiers = await self._run_prepared(
+            ("tiers", window_s), lambda plan, now: self._windowed.tiers(plan, now, window_s)
+        )
+        last = self._tiers_responses.get(window_s)
+        if last is None or last[0] is not tiers:  # the same answer: the same response
+            last = self._tiers_responses[window_s] = (tiers, TiersResponse(tiers=tiers))
+        return last[1]
 
     async def routing(self, window_s: int | None = None) -> RoutingMetrics:
-        return await self._run_one(lambda plan, now: self._windowed.routing(plan, now, window_s))
+        return await self._run_prepared(
+            ("routing", window_s), lambda plan, now: self._windowed.routing(plan, now, window_s)
+        )
 
     async def latency(self, window_s: int | None = None) -> LatencyMetrics:
         """Latency, TTFT, queue time and time per output token per tier, over the window."""
-        return await self._run_one(lambda plan, now: self._stage_latency(plan, now, window_s))
+        return await self._run_prepared(
+            ("latency", window_s), lambda plan, now: self._stage_latency(plan, now, window_s)
+        )
 
     async def resources(self, node: str | None = None) -> ResourceMetrics:
         """The cluster's resources, or (with `node`) that live node's alone."""
-        metrics = await self._run_one(self._stage_resources)
+        metrics = await self._run_prepared(("resources",), self._stage_resources)
         if node is None:
             return metrics
         for entry in metrics.nodes:
@@ -89,11 +100,11 @@ class MetricsReader:
 
     async def health(self) -> HealthStatus:
         """Who is alive, and what each live collector has written, dropped and holds."""
-        return await self._run_one(self._stage_health)
+        return await self._run_prepared(("health",), self._stage_health)
 
     async def fleet(self) -> Fleet:
         """Everything `/metrics` exposes, in one bounded read."""
-        return await self._run_one(self._stage_fleet)
+        return await self._run_prepared(("fleet",), self._stage_fleet)
 
     async def update(self, now_s: float | None = None) -> MetricsUpdate:
         """Everything the live stream sends, read in a single round trip, as of `now_s`."""
@@ -133,4 +144,12 @@ class MetricsReader:
 
     async def _run_one(self, stage: Stage[T]) -> T:
         (result,) = await self._runner.run((stage,), self._clock.now())
+        return result  # type: ignore[no-any-return]
+
+    async def _run_prepared(self, name: tuple[object, ...], stage: Stage[T]) -> T:
+        """A stage whose answer depends on the moment only through its bucket: its plan is
+        prepared once per bucket, and its answer parsed again only when its replies change."""
+        now_s = self._clock.now()
+        bucket = bucket_start(now_s, self._settings.retention.bucket_s)
+        (result,) = await self._runner.run((stage,), now_s, prepared_as=(*name, bucket))
         return result  # type: ignore[no-any-return]

@@ -53,13 +53,18 @@ from metrics_store.redis.keys import (
 from metrics_store.settings import Settings
 
 # The layout of the header and its sections; ingest.lua's FORMAT says which one it reads.
-# Version 1 was 19 positional ARGV values before the sections, which the script now refuses.
-FORMAT_VERSION = 2
+# Version 1 was 19 positional ARGV values before the sections, which the script now refuses;
+# version 2 had no change feed (KEYS[9] and [10]).
+FORMAT_VERSION = 3
+# Entries the change feed keeps (approximately): readers further behind drop their caches. An
+# entry is a batch's counters and bins (a few KB for 1,000 events): this bounds its memory.
+CHANGE_FEED_MAXLEN = 1_000
 
 Arg = str | int | float
-# Lua's 1-based KEYS (ingest.lua's header): 7 fixed keys, the batch marker, the recent lists.
+# Lua's 1-based KEYS (ingest.lua's header): 7 fixed keys, the batch marker, the change feed and
+# its head, the recent lists.
 TOTALS_INDEX = 7
-FIRST_RECENT_INDEX = 9
+FIRST_RECENT_INDEX = 11
 # Sums of one batch, per (fine bucket start, label): [count, sum, flagged, tokens or decision ms]
 QuerySums = defaultdict[tuple[int, str], list[float]]
 RoutingSums = defaultdict[tuple[int, str, str], list[float]]
@@ -233,7 +238,7 @@ class BatchEncoder:
         s = self._settings
         fold = _Fold(s.retention.bucket_s, s.retention.sparkline_points, s.node)
         fold.add(events)
-        table = _KeyTable([*self._fixed, self._keys.written_batch(batch_id), *self._recent])
+        table = _KeyTable([*self._fixed, *self._marker_and_feed(batch_id), *self._recent])
         stamps = _stamp_range(events)
         header = self._header(now_s, stamps, len(self._recent))
         sections = self._data_sections(fold, table)
@@ -253,7 +258,7 @@ class BatchEncoder:
         s = self._settings
         fold = _Fold(s.retention.bucket_s, s.retention.sparkline_points, s.node)
         fold.query_sums, fold.histograms = query_sums, histograms
-        table = _KeyTable([*self._fixed, self._keys.written_batch(batch_id), *self._recent])
+        table = _KeyTable([*self._fixed, *self._marker_and_feed(batch_id)])
         header = self._header(now_s, (0.0, 0.0), recent_lists=0)
         sections = self._data_sections(fold, table)
         # A shard's totals mark it written (readers skip a shard without them, fan_out.py):
@@ -297,6 +302,8 @@ class BatchEncoder:
             c.refused,
             c.query_stream,  # KEYS[7], the totals' place: they are data, on the shard
             c.written_batch(batch_id),
+            c.query_stream,  # KEYS[9] and [10], the change feed's: a control call writes no
+            c.query_stream,  # bucket
         ]
         header = self._header(now_s, stamps, recent_lists=0)
         # Tolerance 0: the data call already checked the clocks against Redis's. No heartbeat:
@@ -304,6 +311,10 @@ class BatchEncoder:
         # clock, keeps the node live.
         header.update(skew_tolerance_s=0, refused=refused)
         return EncodedBatch(keys, _arguments(header, {"availability": availability}))
+
+    def _marker_and_feed(self, batch_id: str) -> list[str]:
+        """KEYS[8] to [10]: the batch's idempotency marker, the shard's change feed and head."""
+        return [self._keys.written_batch(batch_id), self._keys.change_feed, self._keys.change_head]
 
     def _header(
         self, now_s: float, stamps: tuple[float, float], recent_lists: int
@@ -314,6 +325,7 @@ class BatchEncoder:
             "version": FORMAT_VERSION,
             "batch_ttl_s": s.recording.batch_id_ttl_s,
             "stream_maxlen": s.recording.stream_maxlen,
+            "feed_maxlen": CHANGE_FEED_MAXLEN,
             "retention_s": s.retention.retention_s,
             "recent_len": s.retention.sparkline_points,
             "recent_lists": recent_lists,

@@ -7,15 +7,18 @@
 -- KEYS[3] = live nodes (sorted set)   KEYS[4] = availability (hash)
 -- KEYS[5] = bucket index (sorted set)  KEYS[6] = refused events per node (hash)
 -- KEYS[7] = all-time totals (sorted set, never expires)
--- KEYS[8] = this batch's id marker
--- KEYS[9..8+recent_lists] = the recent-query list of each configured tier; then the bucket keys
+-- KEYS[8] = this batch's id marker    KEYS[9] = the change feed (stream)
+-- KEYS[10] = the change feed's newest id (string)
+-- KEYS[11..10+recent_lists] = the recent-query list of each configured tier; then the bucket
+-- and totals keys
 -- (Redis Cluster, batch.py: a shard's data call holds a data key in KEYS[3], [4] and [6], the
--- control call a control key in KEYS[1], [2], [5] and [7]: each names its slot, unwritten.)
+-- control call a control key in KEYS[1], [2], [5], [7], [9] and [10]: each names its slot, unwritten.)
 --
 -- ARGV[1] = the header: a JSON object (metrics_store/record/batch.py), read by name.
 --   version           the format: FORMAT below, or the batch is refused unwritten
 --   batch_ttl_s       how long the batch id marker lives (s)
 --   stream_maxlen     the streams' approximate MAXLEN
+--   feed_maxlen       the change feed's approximate MAXLEN
 --   retention_s       how long a recent list lives after its last write (s)
 --   recent_len        entries each recent list keeps
 --   recent_lists      how many recent lists follow KEYS[8]
@@ -43,7 +46,7 @@
 -- collector sets those events aside and sends the rest); an error "ERR ingest batch ..." for
 -- a batch of another format or with a section this script does not know (nothing written).
 
-local FORMAT = 2
+local FORMAT = 3
 local SECTIONS = {
   queries = true, decisions = true, increments = true, pushes = true,
   availability = true, histograms = true, retirements = true,
@@ -167,7 +170,10 @@ end
 
 -- The histograms were summed per fine bucket by the collector; each group's bins go into the
 -- bucket of every level at once, so the roll-ups are exact sums written in the same call.
+-- Returns each bucket's new "sum", [KEYS index, value, ...]: readers set it as Redis holds it
+-- (HINCRBYFLOAT rounds as a reader adding the same amounts would not).
 local function add_histograms(first, last)
+  local sums = {}
   local i = first
   while i <= last do
     local n = tonumber(ARGV[i])
@@ -175,13 +181,15 @@ local function add_histograms(first, last)
     local f = i + n + 2
     for j = i + 1, i + n do
       local key = KEYS[tonumber(ARGV[j])]
-      redis.call('HINCRBYFLOAT', key, ARGV[f], ARGV[f + 1])
+      sums[#sums + 1] = ARGV[j]
+      sums[#sums + 1] = redis.call('HINCRBYFLOAT', key, ARGV[f], ARGV[f + 1])
       for b = f + 2, f + 2 * m - 1, 2 do
         redis.call('HINCRBY', key, ARGV[b], ARGV[b + 1])
       end
     end
     i = f + 2 * m
   end
+  return sums
 end
 
 -- The index lets collectors delete buckets by the store's own clock
@@ -200,10 +208,30 @@ end
 -- Once per list, not per event: each recent list lives for the retention period after its
 -- last write and keeps only its newest entries.
 local function trim_recent(batch)
-  for k = 9, 8 + batch.recent_lists do
+  for k = 11, 10 + batch.recent_lists do
     redis.call('LTRIM', KEYS[k], 0, batch.recent_len - 1)
     redis.call('EXPIRE', KEYS[k], batch.retention_s)
   end
+end
+
+-- Readers keep the contents of the buckets they read (metrics_store/redis/bucket_cache.py)
+-- and, before each answer, read the entries after the last one they saw. An entry is this
+-- batch's counters and bins as the sections above gave them, with the KEYS they index, and
+-- each histogram's new sum: a reader adds them to the contents it holds, as this script added
+-- them to the keys, and its next answer includes them (flush-then-GET) without reading the
+-- buckets again.
+local function announce_changes(batch, sums)
+  local first_i, last_i = span(batch, 'increments')
+  local first_h, last_h = span(batch, 'histograms')
+  if last_i < first_i and last_h < first_h then
+    return
+  end
+  local id = redis.call('XADD', KEYS[9], 'MAXLEN', '~', batch.feed_maxlen, '*',
+    'keys', table.concat(KEYS, ' '),
+    'increments', table.concat(ARGV, ' ', first_i, last_i),
+    'histograms', table.concat(ARGV, ' ', first_h, last_h),
+    'sums', table.concat(sums, ' '))
+  redis.call('SET', KEYS[10], id)
 end
 
 local batch, refusal = read_batch()
@@ -241,9 +269,10 @@ append_decisions(first_decision, last_decision, node, maxlen)
 add_increments(span(batch, 'increments'))
 push_recent(span(batch, 'pushes'))
 set_availability(first_field, last_field)
-add_histograms(span(batch, 'histograms'))
+local sums = add_histograms(span(batch, 'histograms'))
 retire(span(batch, 'retirements'))
 trim_recent(batch)
+announce_changes(batch, sums)
 if batch.heartbeat then
   redis.call('ZADD', KEYS[3], beat, node)
 end

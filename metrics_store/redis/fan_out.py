@@ -22,8 +22,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
+from metrics_store.redis.bucket_cache import BucketCache
+from metrics_store.redis.cached_reads import CachedReads, CacheRun, evaluate_sum, evaluate_totals
 from metrics_store.redis.keys import Keys
 from metrics_store.redis.read_plan import Arg, Key, ReadPlan
 
@@ -60,19 +63,35 @@ class _DataRead:
     empty: Any  # the reply when no shard holds data
 
 
+class _Gathered:
+    """The replies of a plan's calls, sorted by read as they come in."""
+
+    def __init__(self, data: list[_DataRead], cached: CacheRun | None) -> None:
+        self.control: Sequence[Any] = []
+        self.partial: list[list[Any]] = [[] for _ in data]  # per data read, every node's part
+        self.written: list[int] = []
+        self.cached = cached
+
+
 class FanOutPlan(ReadPlan):
     """A ReadPlan whose own reads hit the control keys, plus data reads over every shard."""
 
-    def __init__(self, shards: Sequence[Keys]) -> None:
+    def __init__(self, shards: Sequence[Keys], cache: BucketCache | None = None) -> None:
         super().__init__()
         self.shards = list(shards)
         self._data: list[_DataRead] = []
-        self._order: list[tuple[bool, int]] = []  # per read: is it a data read, its index
+        # Reads of bucket keys, answered from the reader's copy where it has one.
+        self._cached = CachedReads(shards, cache) if cache is not None else None
+        # per read: "control", "data" (read on each shard, merged) or "cached", and its index
+        self._order: list[tuple[str, int]] = []
         self._control_reads = 0
 
     # --- data reads: one read over each shard's keys (one list of keys per shard) -----------
     def sum_shards(self, keys: ShardKeys) -> None:
         """Every member's score summed over all the shards' keys (ZUNION ... WITHSCORES)."""
+        if self._cached is not None:
+            self._cached_read(keys, evaluate_sum, empty=[])
+            return
 
         def stage(plan: ReadPlan, shards: Sequence[int]) -> int:
             if len(shards) == 1:
@@ -85,6 +104,10 @@ class FanOutPlan(ReadPlan):
 
     def totals_shards(self, keys: ShardKeys, count: int, members: Sequence[Arg]) -> None:
         """TOTALS on each shard's keys (`count` on each), added key by key."""
+        if self._cached is not None:
+            names = [n if isinstance(n, bytes) else str(n).encode() for n in members]
+            self._cached_read(keys, partial(evaluate_totals, names), empty=[0.0] * count)
+            return
 
         def stage(plan: ReadPlan, shards: Sequence[int]) -> int:
             for shard in shards:
@@ -95,6 +118,9 @@ class FanOutPlan(ReadPlan):
 
     def hsum_shards(self, keys: ShardKeys) -> None:
         """HSUM over all the shards' hashes (histograms): every field's value added."""
+        if self._cached is not None:
+            self._cached_read(keys, evaluate_sum, empty=[])
+            return
 
         def stage(plan: ReadPlan, shards: Sequence[int]) -> int:
             plan.hsum([key for shard in shards for key in keys(shard)])
@@ -104,6 +130,9 @@ class FanOutPlan(ReadPlan):
 
     def hgetall_shards(self, keys: ShardKey) -> None:
         """HGETALL of one hash per shard (an all-time histogram), fields added over the shards."""
+        if self._cached is not None:
+            self._cached_read(lambda i: [keys(i)], evaluate_sum, empty=[])
+            return
 
         def stage(plan: ReadPlan, shards: Sequence[int]) -> int:
             if len(shards) == 1:
@@ -125,12 +154,16 @@ class FanOutPlan(ReadPlan):
         self._data_read(stage, lambda replies: merge_newest(replies, count), empty=[])
 
     def _data_read(self, stage: StageOnNode, merge: Merge, *, empty: Any) -> None:
-        self._order.append((True, len(self._data)))
+        self._order.append(("data", len(self._data)))
         self._data.append(_DataRead(stage, merge, empty))
+
+    def _cached_read(self, keys: ShardKeys, evaluate: Any, *, empty: Any) -> None:
+        assert self._cached is not None
+        self._order.append(("cached", self._cached.add(keys, evaluate, empty=empty)))
 
     def _add(self, name: str, keys: Sequence[Key], args: Sequence[Arg]) -> None:
         super()._add(name, keys, args)
-        self._order.append((False, self._control_reads))
+        self._order.append(("control", self._control_reads))
         self._control_reads += 1
 
     # --- running it ------------------------------------------------------------------------
@@ -141,42 +174,60 @@ class FanOutPlan(ReadPlan):
         to hold data now (read again with them, or those replies miss their events).
 
         `run_group` runs one group's call; `groups` cover every shard once, and one of them
-        holds the control keys."""
-        plans, counts = zip(*(self._group_plan(group) for group in groups), strict=True)
+        holds the control keys. A plan may run again (the reader's prepared answers): a run
+        keeps its state to itself."""
+        cached = self._cached
+        run = cached.start([s for g in groups for s in g.shards]) if cached else None
+        plans, counts = zip(*(self._group_plan(group, run) for group in groups), strict=True)
         called = [(group, plan) for group, plan in zip(groups, plans, strict=True) if plan.args]
         replies = iter(await asyncio.gather(*(run_group(g, plan) for g, plan in called)))
-        control: Sequence[Any] = []
-        partial: list[list[Any]] = [[] for _ in self._data]  # per data read, every node's part
-        written: list[int] = []
-        for (group, plan), group_counts in zip(
-            zip(groups, plans, strict=True), counts, strict=True
-        ):
-            if not plan.args:
-                continue
-            group_replies = next(replies)
-            offset = self._control_reads if group.control else 0
-            if group.control:
-                control = group_replies[:offset]
-            for index, count in enumerate(group_counts):
-                partial[index] += group_replies[offset : offset + count]
-                offset += count
-            if group.unwritten:
-                found = group_replies[offset]
-                written += [shard for shard, hit in zip(group.unwritten, found, strict=True) if hit]
-        merged = [
-            (self._merged(self._data[index], partial[index]) if is_data else control[index])
-            for is_data, index in self._order
-        ]
-        return merged, written
+        got = _Gathered(self._data, run)
+        for group, plan, group_counts in zip(groups, plans, counts, strict=True):
+            if plan.args:
+                self._take_group(group, group_counts, next(replies), got)
+        if cached is not None and run is not None and run.refetch:
 
-    def _group_plan(self, group: NodeGroup) -> tuple[ReadPlan, list[int]]:
+            async def call(group: NodeGroup, shards: tuple[int, ...], plan: ReadPlan) -> Any:
+                return await run_group(NodeGroup(group.node, shards, False), plan)
+
+            await cached.refetch(run, [(g.shards, partial(call, g)) for g in groups])
+        results: list[Any] = []
+        for kind, index in self._order:
+            if kind == "control":
+                results.append(got.control[index])
+            elif kind == "data":
+                results.append(self._merged(self._data[index], got.partial[index]))
+            elif cached is not None and run is not None:
+                results.append(cached.result(index, run))
+        return results, got.written
+
+    def _take_group(
+        self, group: NodeGroup, counts: list[int], replies: Sequence[Any], got: _Gathered
+    ) -> None:
+        """Sort one group's replies: control reads, each data read's part, the cache's reads,
+        the probe of its unwritten shards."""
+        offset = self._control_reads if group.control else 0
+        if group.control:
+            got.control = replies[:offset]
+        for index, count in enumerate(counts):
+            got.partial[index] += replies[offset : offset + count]
+            offset += count
+        if self._cached is not None and got.cached is not None and self._cached.reads:
+            offset = self._cached.take(group.shards, replies, offset, got.cached)
+        if group.unwritten:
+            found = replies[offset]
+            got.written += [shard for shard, hit in zip(group.unwritten, found, strict=True) if hit]
+
+    def _group_plan(self, group: NodeGroup, run: CacheRun | None) -> tuple[ReadPlan, list[int]]:
         """One group's call: the control reads first where it holds them, then each data read
-        on its shards, then the probe of its unwritten shards; with how many replies each data
-        read gives."""
+        on its shards, then the cache's reads of its shards, then the probe of its unwritten
+        shards; with how many replies each data read gives."""
         plan = ReadPlan()
         if group.control:
             plan.keys, plan.args = list(self.keys), list(self.args)
         counts = [read.stage(plan, group.shards) if group.shards else 0 for read in self._data]
+        if self._cached is not None and run is not None and self._cached.reads:
+            self._cached.stage(plan, group.shards, run)
         if group.unwritten:
             plan.exists([self.shards[shard].totals for shard in group.unwritten])
         return plan, counts

@@ -21,6 +21,9 @@ key                                type         holds
 {p}:q:recent:<tier>                list         the tier's newest queries, newest first
 {p}:availability                   hash         "<node>:<tier>" -> "<available>/<total>"
 {p}:buckets                        sorted set   every bucket key -> the epoch second it retires
+{p}:changes                        stream       per batch, the counters and bins it added, with
+                                               their keys (readers' caches, bucket_cache.py)
+{p}:changes:head                   string       the change feed's newest entry id
 {p}:refused                        hash         node -> events refused for a clock off Redis's
 {p}:deadletter                     stream       batches Redis refused for their content, with
                                                the error (MAXLEN ~ deadletter_maxlen)
@@ -126,6 +129,16 @@ class Keys:
     @property
     def bucket_index(self) -> str:
         return f"{self.root}:buckets"
+
+    @property
+    def change_feed(self) -> str:
+        """Which data keys each write changed: readers keep their contents until it names them."""
+        return f"{self.root}:changes"
+
+    @property
+    def change_head(self) -> str:
+        """The change feed's newest entry id: a reader's O(1) "nothing new" check."""
+        return f"{self.root}:changes:head"
 
     def written_batch(self, batch_id: str) -> str:
         """A batch's idempotency marker: on the shard the batch is written to."""

@@ -17,6 +17,15 @@
 --   TIME     0         0                 Redis's clock: epoch seconds, as a string
 --   SINCE    1         1 age_s           the members scored (by Redis's clock) within age_s of
 --                                        Redis's clock: liveness never asks the reader's clock
+--   FETCH    <n keys>  0                 each key's content, typed: flat [kind, content, ...],
+--                                        kind "h" (hash: HGETALL), "z" (sorted set: members
+--                                        WITHSCORES) or "n" (no such key: empty)
+--   CHANGES  2         2 last_id max     the entries of a shard's change feed (KEYS: the feed,
+--                                        its head) after
+--                                        last_id: {status, newest id, [id, fields, ...]};
+--                                        status "ok", "reset" (last_id is gone, or more than
+--                                        max entries followed it: the reader's copy cannot be
+--                                        trusted) or "none" (no feed yet)
 -- Returns one reply per read, in order. Only these reads exist: the script writes nothing.
 
 -- Every field's (or member's) value summed over the flat [field, value, ...] replies of
@@ -47,6 +56,40 @@ end
 local function redis_now()
   local time = redis.call('TIME')
   return tonumber(time[1]) + tonumber(time[2]) / 1000000
+end
+
+local KINDS = { hash = 'h', zset = 'z' }
+
+-- One key's content, as FETCH and CHANGES give it: its kind, and its flat pairs.
+local function content(key)
+  local kind = KINDS[redis.call('TYPE', key).ok] or 'n'
+  if kind == 'h' then
+    return kind, redis.call('HGETALL', key)
+  elseif kind == 'z' then
+    return kind, redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+  end
+  return kind, {}
+end
+
+-- The entries after last_id, in the same atomic moment as the rest of this call's reads.
+local function changes(feed, head_key, last, max)
+  local head = redis.call('GET', head_key)
+  if not head then
+    return { 'none', '', {} }
+  end
+  if head == last then
+    return { 'ok', head, {} }  -- nothing written since: the common case, O(1)
+  end
+  local entries = last ~= '' and redis.call('XRANGE', feed, last, '+', 'COUNT', max + 1) or {}
+  if #entries == 0 or entries[1][1] ~= last or entries[#entries][1] ~= head then
+    return { 'reset', head, {} }
+  end
+  local out = {}
+  for e = 2, #entries do
+    out[#out + 1] = entries[e][1]
+    out[#out + 1] = entries[e][2]
+  end
+  return { 'ok', head, out }
 end
 
 local replies = {}
@@ -93,6 +136,15 @@ while i <= #ARGV do
     reply = string.format('%.6f', redis_now())
   elseif op == 'SINCE' then
     reply = redis.call('ZRANGEBYSCORE', KEYS[first], redis_now() - tonumber(ARGV[a]), '+inf')
+  elseif op == 'FETCH' then
+    reply = {}
+    for j = first, first + nkeys - 1 do
+      local kind, flat = content(KEYS[j])
+      reply[#reply + 1] = kind
+      reply[#reply + 1] = flat
+    end
+  elseif op == 'CHANGES' then
+    reply = changes(KEYS[first], KEYS[first + 1], ARGV[a], tonumber(ARGV[a + 1]))
   elseif op == 'HGETALL' then
     reply = redis.call('HGETALL', KEYS[first])
   else

@@ -81,6 +81,16 @@ class ReadPlan:
         """For each key, 1 if it exists, else 0."""
         self._add("EXISTS", keys, ())
 
+    def fetch(self, keys: Sequence[Key]) -> None:
+        """Each key's content: flat [kind, pairs, ...], kind b"h" (hash), b"z" (sorted set) or
+        b"n" (no such key)."""
+        self._add("FETCH", keys, ())
+
+    def changes(self, feed: Key, head: Key, last_id: str, max_entries: int) -> None:
+        """The change feed's entries after `last_id`: [status, newest id, [id, fields, ...]]
+        (read.lua's CHANGES; `head` holds the feed's newest id)."""
+        self._add("CHANGES", (feed, head), (last_id, max_entries))
+
     def hgetall(self, key: Key) -> None:
         """Flat [field, value, ...]."""
         self._add("HGETALL", (key,), ())
