@@ -43,6 +43,7 @@ OPTIONAL_MODULES = frozenset(
         "websockets",
         "opentelemetry",
         "google",
+        "prometheus_client",
         "rq",
         "psutil",
         "pynvml",
