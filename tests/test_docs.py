@@ -29,6 +29,7 @@ PLACEHOLDERS = {
     "tick_lock": ("<second>",),
     "written_batch": ("<id>",),
     "otlp_stream": ("<id>",),
+    "engine_seen": ("<id>",),
 }
 
 

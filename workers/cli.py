@@ -1,4 +1,5 @@
-"""The `metrics-store` command: up, api, otlp, sampler, worker, simulate, watch, replay-deadletter.
+"""The `metrics-store` command: up, api, otlp, scrape, sampler, worker, simulate, watch,
+replay-deadletter.
 
 It imports with the core install alone (`pip install metrics-store`): each subcommand imports
 what it runs inside its handler, and one whose extra is missing says which in one line.
@@ -42,6 +43,7 @@ OPTIONAL_MODULES = frozenset(
         "websockets",
         "opentelemetry",
         "google",
+        "prometheus_client",
         "rq",
         "psutil",
         "pynvml",
@@ -84,6 +86,29 @@ def _cmd_otlp(args: argparse.Namespace) -> int:
     port = args.port if args.port is not None else settings.otlp.port
     print(f"metrics-store OTLP receiver on http://{host}:{port}/v1/metrics", flush=True)
     uvicorn.run(create_otlp_app(settings), host=host, port=port, log_level="warning")
+    return 0
+
+
+def _cmd_scrape(args: argparse.Namespace) -> int:
+    from metrics_store.settings import get_settings
+    from metrics_store.sources.engines.scraper import metrics_url, run_scraper
+    from workers.stop_signals import stop_on_signals
+
+    settings = get_settings()
+    tier = args.tier or settings.scrape.tier
+    if tier is not None and tier not in settings.tiers:
+        tiers = ", ".join(settings.tiers)
+        print(f"metrics-store scrape: --tier {tier} is not a tier ({tiers})", file=sys.stderr)
+        return 2
+    if args.interval is not None:
+        settings = settings.replace(scrape_interval_s=args.interval)
+    urls = [metrics_url(url) for url in args.urls]
+    into = f"tier {tier}" if tier else f"the tier of each {settings.scrape.tier_label}"
+    where = describe_redis(settings)
+    every = f"{settings.scrape.interval_s:g} s"
+    print(f"metrics-store scrape: {', '.join(urls)} every {every} into {into} on {where}",
+          flush=True)  # fmt: skip
+    run_scraper(settings, urls, tier, stop_on_signals())
     return 0
 
 
@@ -210,6 +235,20 @@ def _add_servers(sub: Subparsers) -> None:
     otlp.add_argument("--port", type=int, help="port (default METRICS_OTLP_PORT, 4318)")
     otlp.set_defaults(handler=_cmd_otlp, extra="api")
 
+    scrape = sub.add_parser(
+        "scrape", help="record the Prometheus metrics of vLLM, SGLang or TGI engines"
+    )
+    scrape.add_argument(
+        "urls", nargs="+", metavar="URL", help="an engine's metrics URL (host:port: /metrics)"
+    )
+    scrape.add_argument("--tier", help="the tier of every series (default: by model_name)")
+    scrape.add_argument(
+        "--interval",
+        type=_duration_s,
+        help="between two scrapes, as 5s, 500ms or 1m (default METRICS_SCRAPE_INTERVAL_S, 5)",
+    )
+    scrape.set_defaults(handler=_cmd_scrape, extra="api")
+
     sampler = sub.add_parser(
         "sampler", help="write this node's hardware snapshot to Redis every interval"
     )
@@ -243,6 +282,25 @@ def _add_watch(sub: Subparsers) -> None:
         "--max-backoff", type=float, default=30.0, help="longest reconnect wait, s (default 30)"
     )
     watch.set_defaults(handler=_cmd_watch, extra="api")
+
+
+DURATION_UNITS_S = {"ms": 0.001, "s": 1.0, "m": 60.0}
+
+
+def _duration_s(text: str) -> float:
+    """'5s', '500ms', '1m' or a bare number of seconds, as seconds (> 0)."""
+    number, unit = text.strip(), "s"
+    for suffix in sorted(DURATION_UNITS_S, key=len, reverse=True):
+        if number.endswith(suffix):
+            number, unit = number.removesuffix(suffix), suffix
+            break
+    try:
+        seconds = float(number) * DURATION_UNITS_S[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 5s") from None
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError("must be more than 0")
+    return seconds
 
 
 def _positive_int(text: str) -> int:

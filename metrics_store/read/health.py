@@ -28,20 +28,23 @@ def stage_health(plan: ReadPlan, keys: Keys, ttl_s: float) -> Staged[HealthStatu
     plan.hgetall(keys.processes)
     plan.hgetall(keys.refused)
     plan.hgetall(keys.otlp_unmapped)
+    plan.hgetall(keys.engines_failed)
+    plan.hgetall(keys.engines_unmapped)
 
     def parse(replies: Sequence[Any]) -> HealthStatus:
         alive_since = float(replies[0]) - ttl_s
         count = replicas.parse(replies[2:3])
         return health_status([replies[1], count, *replies[3:]], alive_since)
 
-    return Staged(7, parse)
+    return Staged(9, parse)
 
 
 def health_status(replies: Sequence[Any], alive_since: float) -> HealthStatus:
     """Replies: live nodes, live replica count, collectors, processes, refused, OTLP
-    unmapped (hashes);
+    unmapped, engine scrapes failed, engine series unmapped (hashes);
     `alive_since` is by Redis's clock, as the records' stamps are."""
-    nodes, replicas, collector_records, process_records, refused, unmapped = replies
+    nodes, replicas, collector_records, process_records, refused, unmapped = replies[:6]
+    scrapes_failed, engine_unmapped = replies[6:]
     collectors = _live_collectors(pairs(collector_records).values(), alive_since)
     processes = _live_processes(pairs(process_records).values(), alive_since)
     return HealthStatus(
@@ -52,8 +55,15 @@ def health_status(replies: Sequence[Any], alive_since: float) -> HealthStatus:
         processes=processes,
         loopErrors=sum(loop.errors for p in processes for loop in p.loops),
         refusedEvents={node.decode(): int(count) for node, count in sorted(pairs(refused).items())},
-        otlpUnmapped={name.decode(): int(n) for name, n in sorted(pairs(unmapped).items())},
+        otlpUnmapped=_counts(unmapped),
+        engineScrapesFailed=_counts(scrapes_failed),
+        engineUnmapped=_counts(engine_unmapped),
     )
+
+
+def _counts(raw: Any) -> dict[str, int]:
+    """A hash of counters (field -> integer), by field."""
+    return {name.decode(): int(n) for name, n in sorted(pairs(raw).items())}
 
 
 class _Stamped(Protocol):

@@ -256,3 +256,13 @@ class HealthStatus(Shape):
         description="OTLP data points refused as mapping to no tier, per "
         '"<metric> <tier attribute value>" (docs/otel.md).',
     )
+    engineScrapesFailed: dict[str, int] = Field(
+        default_factory=dict,
+        description="Per engine URL, scrapes of `metrics-store scrape` that failed: "
+        "unreachable, an HTTP error, or text the Prometheus parsers refuse (docs/engines.md).",
+    )
+    engineUnmapped: dict[str, int] = Field(
+        default_factory=dict,
+        description='Scraped points that mapped to no tier, per "<url> <family> <tier label '
+        'value>" (docs/engines.md).',
+    )

@@ -33,6 +33,12 @@ key                                type         holds
                                                (JSON, TTL history_s)
 {p}:otlp:unmapped                  hash         "<metric> <attribute value>" -> OTLP data
                                                points that mapped to no tier
+{p}:engines:seen:<id>              string       an engine whose counters a scraper took as its
+                                               baseline (TTL history_s)
+{p}:engines:failed                 hash         engine URL -> scrapes that failed (unreachable,
+                                               an HTTP error, unreadable text)
+{p}:engines:unmapped               hash         "<url> <family> <label value>" -> scraped series
+                                               that mapped to no tier
 =================================  ===========  ==============================================
 
 Live keys (they change by themselves: heartbeats, locks, expiring snapshots):
@@ -152,6 +158,19 @@ class Keys:
     @property
     def otlp_unmapped(self) -> str:
         return f"{self.control_root}:otlp:unmapped"
+
+    # --- engine scraper (control: beside the OTLP streams its cumulative points share) -----
+    def engine_seen(self, engine_id: str) -> str:
+        """Marks an engine whose counters a scraper has taken as its baseline."""
+        return f"{self.control_root}:engines:seen:{engine_id}"
+
+    @property
+    def engines_failed(self) -> str:
+        return f"{self.control_root}:engines:failed"
+
+    @property
+    def engines_unmapped(self) -> str:
+        return f"{self.control_root}:engines:unmapped"
 
     # --- live (control) -------------------------------------------------------------------
     @property

@@ -25,6 +25,7 @@ from metrics_store.settings.groups import (
     RedisSettings,
     RetentionSettings,
     SamplerSettings,
+    ScrapeSettings,
 )
 
 GROUPS: dict[str, type[BaseModel]] = {
@@ -35,6 +36,7 @@ GROUPS: dict[str, type[BaseModel]] = {
     "api": ApiSettings,
     "sampler": SamplerSettings,
     "otlp": OtlpSettings,
+    "scrape": ScrapeSettings,
 }
 
 # The flat name of every grouped setting (its environment variable is METRICS_<NAME>, but
@@ -84,6 +86,10 @@ FLAT_NAMES: dict[str, tuple[str, str]] = {
     "otlp_tier_attribute": ("otlp", "tier_attribute"),
     "otlp_tier_map": ("otlp", "tier_map"),
     "otlp_max_body_bytes": ("otlp", "max_body_bytes"),
+    "scrape_interval_s": ("scrape", "interval_s"),
+    "scrape_timeout_s": ("scrape", "timeout_s"),
+    "scrape_tier": ("scrape", "tier"),
+    "scrape_tier_label": ("scrape", "tier_label"),
 }
 # The settings every room shares stay at the top, under their own names.
 TOP_LEVEL = ("key_prefix", "node", "tiers", "complexities")

@@ -333,3 +333,28 @@ class OtlpSettings(BaseModel):
                 raise ValueError(f"otlp_tier_map entry {entry!r} is not value=tier")
             pairs[source.strip()] = tier.strip()
         return pairs
+
+
+class ScrapeSettings(BaseModel):
+    """The engine scraper (`metrics-store scrape`): how often, how long it waits, the tier."""
+
+    model_config = _GROUP_CONFIG
+
+    interval_s: float = Field(
+        default=5.0, gt=0, description="Seconds between two scrapes of each engine (`--interval`)."
+    )
+    timeout_s: float = Field(
+        default=3.0, gt=0, description="Seconds a scrape waits for an engine's answer."
+    )
+    tier: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN.pattern,
+        description="The tier of every scraped series (`--tier`); unset: each series' tier "
+        "label, through the OTLP tier map.",
+    )
+    tier_label: str = Field(
+        default="model_name",
+        min_length=1,
+        description="The label whose value names a scraped series' tier where no tier is set "
+        "(vLLM and SGLang label their metrics with model_name).",
+    )

@@ -44,6 +44,7 @@ from metrics_store.settings.groups import (
     RedisSettings,
     RetentionSettings,
     SamplerSettings,
+    ScrapeSettings,
 )
 
 
@@ -66,6 +67,7 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings)
     sampler: SamplerSettings = Field(default_factory=SamplerSettings)
     otlp: OtlpSettings = Field(default_factory=OtlpSettings)
+    scrape: ScrapeSettings = Field(default_factory=ScrapeSettings)
 
     @classmethod
     def settings_customise_sources(

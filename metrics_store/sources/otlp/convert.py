@@ -105,22 +105,34 @@ def from_explicit(point: HistogramDataPoint, unit: str) -> Bins:
     if factor is None:
         raise ValueError(f"durations are taken in s or ms, not {unit!r}")
     bounds = [bound * factor / 1000.0 for bound in point.explicit_bounds]
-    if any(not math.isfinite(b) for b in bounds) or any(
-        a >= b for a, b in itertools.pairwise(bounds)
+    total_ms = _checked_sum(point, factor)
+    return explicit_bins(bounds, list(point.bucket_counts), point.count, total_ms)
+
+
+def explicit_bins(
+    bounds_s: Sequence[float], counts: Sequence[int], count: int, total_ms: float
+) -> Bins:
+    """Explicit buckets in our bins: `counts[k]` values in (bounds[k-1], bounds[k]] seconds,
+    the last one above every bound. OTLP's explicit histograms and Prometheus's classic ones
+    (sources/engines/) both convert here, each bucket at its midpoint, with the worst error."""
+    if any(not math.isfinite(b) for b in bounds_s) or any(
+        a >= b for a, b in itertools.pairwise(bounds_s)
     ):
         raise BadPoint("explicit bounds must be finite and increasing")
-    if len(point.bucket_counts) != len(bounds) + 1:
-        raise BadPoint(f"{len(point.bucket_counts)} bucket counts for {len(bounds)} bounds")
-    out = Bins(count=point.count, total=_checked_sum(point, factor))
-    edges = [-math.inf, *bounds, math.inf]
-    for k, count in enumerate(point.bucket_counts):
-        if count:
+    if len(counts) != len(bounds_s) + 1:
+        raise BadPoint(f"{len(counts)} bucket counts for {len(bounds_s)} bounds")
+    if any(bucket_count < 0 for bucket_count in counts):
+        raise BadPoint("a bucket with a negative count")
+    out = Bins(count=count, total=total_ms)
+    edges = [-math.inf, *bounds_s, math.inf]
+    for k, bucket_count in enumerate(counts):
+        if bucket_count:
             low, high = edges[k], edges[k + 1]
             exact_zero = high <= 0.0  # only 0 can be there: durations are >= 0
             index, error = (ZERO_BIN, 0.0) if exact_zero else _midpoint_bin(low, high)
-            out.add(index, count)
+            out.add(index, bucket_count)
             out.error = max(out.error, error)
-    _check_count(out, point.count)
+    _check_count(out, count)
     return out
 
 

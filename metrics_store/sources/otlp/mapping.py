@@ -40,6 +40,11 @@ LATENCY = "latency"
 TTFT = "ttft"
 TPOT = "tpot"
 TOKENS = "tokens"
+# Roles only the engine scraper's points take (sources/engines/): OTLP's GenAI conventions have
+# no queue time, and mark errors on the latency points (error.type) instead.
+QUEUE = "queue"
+ERRORS = "errors"  # errored queries among those a latency point already counts
+FAILURES = "failures"  # failed queries no latency point counts: queries and errors both
 SERVER_DURATION = "gen_ai.server.request.duration"
 CLIENT_DURATION = "gen_ai.client.operation.duration"
 ROLES = {

@@ -23,13 +23,23 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 
 from metrics_store.record.batch import BatchEncoder, EncodedBatch, HistogramSums, QuerySums
-from metrics_store.redis.keys import FIGURE_LATENCY, FIGURE_TPOT, FIGURE_TTFT, HISTOGRAM_ERROR, Keys
+from metrics_store.redis.keys import (
+    FIGURE_LATENCY,
+    FIGURE_QUEUE,
+    FIGURE_TPOT,
+    FIGURE_TTFT,
+    HISTOGRAM_ERROR,
+    Keys,
+)
 from metrics_store.redis.replica_ack import acks_wanted, write_batch
 from metrics_store.redis.scripts import INGEST, lua_script
 from metrics_store.redis.topology import Topology, topology_for
 from metrics_store.settings import Settings
 from metrics_store.sources.otlp.mapping import (
+    ERRORS,
+    FAILURES,
     LATENCY,
+    QUEUE,
     TOKENS,
     TPOT,
     TTFT,
@@ -39,7 +49,7 @@ from metrics_store.sources.otlp.mapping import (
 )
 from metrics_store.sources.otlp.temporality import CumulativeStreams, Delta
 
-FIGURES = {LATENCY: FIGURE_LATENCY, TTFT: FIGURE_TTFT, TPOT: FIGURE_TPOT}
+FIGURES = {LATENCY: FIGURE_LATENCY, TTFT: FIGURE_TTFT, TPOT: FIGURE_TPOT, QUEUE: FIGURE_QUEUE}
 # A point stamped this far ahead of our clock is still taken (exporters' clocks drift).
 MIN_FUTURE_S = 60.0
 
@@ -87,15 +97,28 @@ class OtlpReceiver:
         points = self._in_window(mapped, now_s)
         if mapped.unmapped:
             self._count_unmapped(mapped)
-        deltas, contended = self._streams.deltas([p for p in points if p.cumulative])
+        contended = self.record(points, now_s)
         if contended:
             mapped.reject(contended, "points of streams other exports were taking; retry")
+        return ExportResult(mapped.rejected, mapped.message())
+
+    def record(self, points: Sequence[Placed], now_s: float, *, take: bool = True) -> int:
+        """Record placed points of any source (OTLP's, the engine scraper's): a cumulative
+        point as the delta from its stream's last, a delta point as it is. Returns how many
+        cumulative points other writers kept taking (not recorded; the sender retries).
+
+        `take=False` claims the cumulative points' states and writes nothing: a baseline
+        (the scraper's first sight of an engine, whose counts since its start nobody saw
+        happen, so none of them belongs to this instant)."""
+        deltas, contended = self._streams.deltas([p for p in points if p.cumulative])
+        if not take:
+            return contended
         batches = [self._encode([delta], delta.batch_id, now_s) for delta in deltas]
         fresh = [Delta(p, p.bins, "") for p in points if not p.cumulative]
         if fresh:
             batches.append(self._encode(fresh, _content_id(fresh), now_s))
         self._write([batch for batch in batches if batch is not None])
-        return ExportResult(mapped.rejected, mapped.message())
+        return contended
 
     def _in_window(self, mapped: Mapped, now_s: float) -> list[Placed]:
         """The points whose stamp the store keeps buckets for; the rest refused."""
@@ -148,6 +171,11 @@ class OtlpReceiver:
             fine = int(point.time_ns // 1_000_000_000) // bucket_s * bucket_s
             if point.role == TOKENS:
                 query_sums[fine, point.tier][3] += round(bins.total)
+                continue
+            if point.role in (ERRORS, FAILURES):
+                cell = query_sums[fine, point.tier]
+                cell[0] += bins.count if point.role == FAILURES else 0
+                cell[2] += bins.count
                 continue
             if point.role == LATENCY:
                 cell = query_sums[fine, point.tier]
