@@ -108,15 +108,16 @@ def collector_run(url: str, count: int) -> dict[str, float]:
     out["collector_redis_cpu_s"] = _redis_cpu_s(client) - redis_cpu
     client.close()
     collector.close()
-    stored = asyncio.run(_stored_queries(settings))
+    stored = asyncio.run(_stored_queries(settings, url))
     queries = sum(1 for event in stream if event[0] == "q")
     if stored != queries:
         raise RuntimeError(f"{stored} of {queries} queries were stored")
     return out
 
 
-async def _stored_queries(settings: Settings) -> int:
-    client = aioredis.Redis.from_url(settings.redis.url)
+async def _stored_queries(settings: Settings, url: str) -> int:
+    # The URL as given, not from the settings: their shape differs between the trees.
+    client = aioredis.Redis.from_url(url)
     try:
         return (await MetricsReader(client, settings).queries()).totalQueries
     finally:
