@@ -5,8 +5,10 @@ before every request; and the live tick's Redis CPU per second.
 Method: one API replica (a child process) on a private redis-server. Per endpoint, after one
 warm-up request, `requests` sequential requests; Redis's main-thread CPU over them, less the
 background (the replica's beat and its live tick, measured over an idle stretch in the same
-run), divided by the requests. In the fresh-write mode one query is recorded and flushed
-before each request, and the CPU of those writes alone (measured the same way) is taken out.
+run), divided by the requests; and, beside it, Redis's time in commands (INFO commandstats)
+the same way, which leaves out the system calls of the round trips. In the fresh-write mode
+one query is recorded and flushed before each request, and the cost of those writes alone
+(measured the same way) is taken out.
 The live tick's cost is the background with the replica running less the background without.
 
 Then REST req/s at concurrency 16 (wrk) of every endpoint against the one-GET endpoint of a
@@ -59,29 +61,43 @@ def redis_cpu_s(client: redis.Redis) -> float:
     return float(info["used_cpu_sys_main_thread"]) + float(info["used_cpu_user_main_thread"])
 
 
-class CpuMeter:
-    """Redis's main-thread CPU over a stretch, less a background rate (CPU s per s)."""
+def redis_command_s(client: redis.Redis) -> float:
+    """Redis's own time in commands (INFO commandstats), less INFO's and CONFIG's."""
+    stats = client.info("commandstats")
+    return sum(v["usec"] for k, v in stats.items() if "info" not in k and "config" not in k) / 1e6
 
-    def __init__(self, client: redis.Redis, background_per_s: float = 0.0) -> None:
+
+class CpuMeter:
+    """Redis's main-thread CPU (or, with `reading`, its time in commands) over a stretch,
+    less a background rate (s per s)."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        background_per_s: float = 0.0,
+        reading: Callable[[redis.Redis], float] = redis_cpu_s,
+    ) -> None:
         self._client = client
         self.background_per_s = background_per_s
+        self._reading = reading
 
     def over(self, action: Callable[[], None]) -> float:
-        """Redis CPU seconds that `action` cost, the background taken out."""
-        cpu0, t0 = redis_cpu_s(self._client), time.monotonic()
+        """Redis seconds that `action` cost, the background taken out."""
+        cpu0, t0 = self._reading(self._client), time.monotonic()
         action()
-        cpu1, t1 = redis_cpu_s(self._client), time.monotonic()
+        cpu1, t1 = self._reading(self._client), time.monotonic()
         return max(0.0, (cpu1 - cpu0) - self.background_per_s * (t1 - t0))
 
     def idle_rate(self, seconds: float) -> float:
-        cpu0, t0 = redis_cpu_s(self._client), time.monotonic()
+        cpu0, t0 = self._reading(self._client), time.monotonic()
         time.sleep(seconds)
-        return (redis_cpu_s(self._client) - cpu0) / (time.monotonic() - t0)
+        return (self._reading(self._client) - cpu0) / (time.monotonic() - t0)
 
 
 def per_answer_ms(
     meter: CpuMeter, http: httpx.Client, url: str, requests: int, write: Callable[[], None] | None
 ) -> float:
+    """Redis's cost per answer (ms), by `meter`; with `write`, the writes' own cost taken out."""
     http.get(url).raise_for_status()  # warm-up: the replica's first read of these keys
 
     def answers() -> None:
@@ -164,13 +180,20 @@ def run(full: bool) -> None:
         with metrics_api(server.url, prefix) as api, httpx.Client(timeout=30) as http:
             background = CpuMeter(client).idle_rate(IDLE_S)
             figures["live_tick_ms_per_s"] = max(0.0, background - quiet) * 1000
+            in_commands = CpuMeter(client, reading=redis_command_s)
+            tick_commands = in_commands.idle_rate(IDLE_S)
+            figures["live_tick_command_ms_per_s"] = tick_commands * 1000
             meter = CpuMeter(client, background)
+            commands = CpuMeter(client, tick_commands, reading=redis_command_s)
             for path, window in PATHS:
                 url = api + path + (f"?window={window}" if window else "")
                 name = path + (f"?window={window}" if window else "")
                 progress(f"Redis CPU per answer: {name}")
                 figures[f"{name} rest"] = per_answer_ms(meter, http, url, requests, None)
                 figures[f"{name} fresh"] = per_answer_ms(meter, http, url, requests, write)
+                figures[f"{name} fresh commands"] = per_answer_ms(
+                    commands, http, url, requests, write
+                )
             duration_s = 5.0 if full else 3.0
             with baseline_api(server.url) as base:
                 progress("REST req/s @16 against one GET, at rest")
@@ -183,8 +206,8 @@ def run(full: bool) -> None:
     table = Table(
         f"Redis CPU per answer, realistic store ({figures['events']:,} events; "
         f"bound {BOUND_MS} ms)",
-        ["endpoint", "at rest (ms)", "fresh write before each (ms)", "req/s ratio @16",
-         "ratio, ingesting"],
+        ["endpoint", "at rest (ms)", "fresh write before each (ms)",
+         "fresh: in commands (ms)", "req/s ratio @16", "ratio, ingesting"],
     )  # fmt: skip
     for path, window in PATHS:
         name = path + (f"?window={window}" if window else "")
@@ -192,6 +215,7 @@ def run(full: bool) -> None:
             name,
             f"{figures[name + ' rest']:.3f}",
             f"{figures[name + ' fresh']:.3f}",
+            f"{figures[name + ' fresh commands']:.3f}",
             f"{figures['rest_at_rest'][name]:.2f}",
             f"{figures['rest_under_ingest'][name]:.2f}",
         )

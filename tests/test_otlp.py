@@ -387,3 +387,31 @@ def test_metrics_store_otlp_serves_the_receiver_alone(redis_url: str, prefix: st
         assert tier_count(api, "Q2") == 12
     finally:
         api.stop()
+
+
+def test_the_demo_sends_its_queries_over_otlp(redis_url: str, prefix: str) -> None:
+    """`metrics-store simulate --otlp API` (what `up --demo otlp` runs): every query it sent
+    reaches the store through the OTel SDK's exporter and /v1/metrics, beside the routing
+    decisions its collector recorded, one each."""
+    env = child_env(redis_url, prefix)
+    with ApiProcess(env) as api:
+        args = ["simulate", "--otlp", api.base_url, "--rate", "40", "--duration", "2"]
+        with CliProcess(args, env) as simulate:
+            process = simulate.process
+            assert process is not None
+            wait_until(lambda: process.poll() is not None, 30, "the 2-s simulation's end")
+            assert process.returncode == 0, simulate.stderr_text()
+            sent = int(simulate.stderr_text().strip().splitlines()[-1].split()[1])
+            assert f"OTLP/HTTP {api.base_url}/v1/metrics" in simulate.stdout_text()
+        assert sent > 0
+
+        def stored() -> tuple[int, int]:
+            queries = api.get("/api/metrics/queries").json()["totalQueries"]
+            routing = api.get("/api/metrics/routing").json()["decisionMatrix"]
+            return queries, sum(cell["count"] for cell in routing)
+
+        wait_until(lambda: stored() == (sent, sent), what=f"{sent} queries and decisions")
+        latency = api.get("/api/metrics/latency").json()
+        counted = [tier for tier in latency["tiers"] if tier["latencyMs"]["count"]]
+        assert sum(tier["latencyMs"]["count"] for tier in counted) == sent
+        assert all(tier["ttftMs"] is not None for tier in counted)

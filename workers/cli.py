@@ -130,7 +130,8 @@ def _cmd_up(args: argparse.Namespace) -> int:
     from workers.up import run_up
 
     host, port = _bind_address(args)
-    return run_up(host=host, port=port, demo=not args.no_demo, data_dir=args.data_dir)
+    demo = None if args.no_demo else args.demo
+    return run_up(host=host, port=port, demo=demo, data_dir=args.data_dir)
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
@@ -155,11 +156,13 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         return 2
     settings = get_settings()
     target = "the collector" if args.direct else f"rq queue {settings.sampler.job_queues[0]!r}"
+    if args.otlp:
+        target = f"OTLP/HTTP {args.otlp.rstrip('/')}/v1/metrics (routing: the collector)"
     where = describe_redis(settings)
     print(f"metrics-store simulate: {args.rate}/s into {target} on {where}", flush=True)
     # Ctrl-C or SIGTERM ends the run between two prompts: the collector flushes, exit 0.
     stop = stop_on_signals()
-    run_simulation(settings, args.rate, args.duration, args.direct, stop=stop)
+    run_simulation(settings, args.rate, args.duration, args.direct, stop=stop, otlp_url=args.otlp)
     return 0
 
 
@@ -216,6 +219,13 @@ def _add_servers(sub: Subparsers) -> None:
     up.add_argument("--port", type=int, help="API port (default METRICS_API_PORT, 8000)")
     up.add_argument("--no-demo", action="store_true", help="do not generate demo traffic")
     up.add_argument(
+        "--demo",
+        choices=("rq", "otlp"),
+        default="rq",
+        help="demo traffic through rq workers and the collector (default), or its queries "
+        "over OTLP/HTTP to the API (/v1/metrics)",
+    )
+    up.add_argument(
         "--data-dir",
         type=Path,
         default=DEFAULT_DATA_DIR,
@@ -266,6 +276,12 @@ def _add_traffic(sub: Subparsers) -> None:
     simulate.add_argument("--duration", type=float, help="seconds to run (default: until Ctrl-C)")
     simulate.add_argument(
         "--direct", action="store_true", help="record events directly, without rq workers"
+    )
+    simulate.add_argument(
+        "--otlp",
+        metavar="API_URL",
+        help="send the queries over OTLP/HTTP to this API (e.g. http://127.0.0.1:8000), "
+        "as an OpenTelemetry-instrumented LLM server would",
     )
     simulate.set_defaults(handler=_cmd_simulate, extra="worker")
 

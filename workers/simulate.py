@@ -61,15 +61,21 @@ def run_simulation(
     direct: bool,
     rng: random.Random | None = None,
     stop: threading.Event | None = None,
+    otlp_url: str | None = None,
 ) -> int:
     """Send prompts at `rate` per second (with bursts) until `duration_s` passes or `stop` is set.
 
     The loop only stops between two prompts, so every prompt counted as sent was enqueued
-    (or recorded) whole, and the collector is flushed on the way out.
+    (or recorded) whole, and the collector is flushed on the way out. With `otlp_url` the
+    queries go over OTLP/HTTP to that API (workers/otlp_demo.py), exported on the way out.
     """
     rng = rng or random.Random()
     stop = stop or threading.Event()
-    send = _direct_sender(settings, rng) if direct else _queue_sender(settings)
+    closers: list[Callable[[], None]] = []
+    if otlp_url is not None:
+        send = _otlp_sender(settings, rng, otlp_url, closers)
+    else:
+        send = _direct_sender(settings, rng) if direct else _queue_sender(settings)
     started = time.monotonic()
     progress = Progress(started=started, last_print=started)  # first line after one interval
     next_at = progress.started
@@ -89,6 +95,8 @@ def run_simulation(
         progress.tick(time.monotonic(), force=True)
         if sys.stderr.isatty():
             print(file=sys.stderr)
+        for close in closers:
+            close()
         get_metrics_collector().close()
     return progress.sent
 
@@ -96,6 +104,33 @@ def run_simulation(
 def _queue_sender(settings: Settings) -> Callable[[str], None]:
     queue = Queue(settings.sampler.job_queues[0], connection=rq_connection(settings))
     return lambda prompt: enqueue_query(queue, prompt)
+
+
+def _otlp_sender(
+    settings: Settings, rng: random.Random, url: str, closers: list[Callable[[], None]]
+) -> Callable[[str], None]:
+    """Queries over OTLP; routing decisions and availability through the collector."""
+    from workers.otlp_demo import OtlpQueries  # the OTel SDK: only this mode needs it
+
+    backend = DemoBackend(settings.tiers, settings.complexities, get_metrics_collector(), rng=rng)
+    queries = OtlpQueries(url, instance=settings.node)
+    closers.append(queries.close)
+    reported_at = 0.0
+
+    def send(prompt: str) -> None:
+        nonlocal reported_at
+        now = time.monotonic()
+        if now - reported_at >= AVAILABILITY_INTERVAL_S:
+            backend.pool.tick()
+            backend.pool.report(backend.collector)
+            reported_at = now
+        outcome = backend.simulate(prompt)
+        backend.collector.record_routing_decision(
+            outcome.complexity, outcome.tier, outcome.score, outcome.decision_ms, outcome.fallback
+        )
+        queries.record(outcome)
+
+    return send
 
 
 def _direct_sender(settings: Settings, rng: random.Random) -> Callable[[str], None]:

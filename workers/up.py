@@ -82,20 +82,25 @@ def start_redis(data_dir: Path) -> tuple[str, RedisServerProcess | FakeRedisServ
     return server.url, server
 
 
-def _child_commands(host: str, port: int, demo: bool) -> list[tuple[str, tuple[str, ...]]]:
+def _child_commands(host: str, port: int, demo: str | None) -> list[tuple[str, tuple[str, ...]]]:
     """The children in order of start: each one's dependencies come before it."""
     commands = [
         ("api", ("api", "--host", host, "--port", str(port))),
         ("sampler", ("sampler",)),
         ("worker", ("worker",)),
     ]
-    if demo:
+    if demo == "otlp":  # the queries over OTLP/HTTP to the API, as an OTel-instrumented server
+        api = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+        commands.append(("simulate", ("simulate", "--rate", "5", "--otlp", api)))
+    elif demo is not None:
         commands.append(("simulate", ("simulate", "--rate", "5")))
     return commands
 
 
-def run_up(host: str, port: int, demo: bool, data_dir: Path) -> int:
+def run_up(host: str, port: int, demo: str | None, data_dir: Path) -> int:
     """Start Redis (if needed), the API and the workers; stop them all on Ctrl-C or SIGTERM.
+
+    `demo`: None, no demo traffic; "otlp", its queries over OTLP/HTTP; else through rq.
 
     Exit status 0 after a requested stop, 1 when a child exited by itself.
     """
