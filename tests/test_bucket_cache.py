@@ -171,3 +171,31 @@ def _feeds(store: StoreHarness) -> list[str]:
     shard_roots = "{" + store.settings.key_prefix + ":*}"
     pattern = store.keys.change_feed.replace(store.keys.root, shard_roots)
     return [k.decode() for k in store.client.scan_iter(match=pattern)]
+
+
+def test_after_a_write_an_answer_reads_the_feed_entry_not_the_buckets(
+    store: StoreHarness,
+) -> None:
+    """The design's promise, counted by Redis itself: once a reader holds a window's buckets,
+    an answer after a write reads that write's feed entry (one XRANGE) and no bucket (FETCH,
+    the only reader of bucket contents, types each key it reads: no TYPE call)."""
+    if store.backend != "redis":
+        pytest.skip("INFO commandstats: a real redis-server's own count")
+    rng = random.Random(23)
+    recorded = Recorded()
+
+    async def scenario(reader: MetricsReader) -> None:
+        record(store, store.collector, recorded, rng)
+        await reader.latency(7 * 86_400)  # the copy now holds the window's buckets
+        for _ in range(3):
+            store.client.config_resetstat()
+            record(store, store.collector, recorded, rng)
+            check_counts(await reader.latency(7 * 86_400), recorded)
+            calls = {
+                name.removeprefix("cmdstat_"): stats["calls"]
+                for name, stats in store.client.info("commandstats").items()
+            }
+            assert calls.get("type", 0) == 0, calls
+            assert calls.get("xrange", 0) == 1, calls
+
+    kept_reader(store, scenario)
