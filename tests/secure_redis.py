@@ -23,7 +23,7 @@ STORE_COMMANDS = (
     "+get +set +del +expire +hset +hincrby +hincrbyfloat +hgetall +hdel "
     "+lpush +ltrim +lrange +llen "
     "+xadd +xrange +xdel "
-    "+zadd +zincrby +zmscore +zrange +zrangebyscore +zremrangebyscore +zrem +zcount +zunion +type "
+    "+zadd +zincrby +zrange +zrangebyscore +zremrangebyscore +zrem +zcount +type "
     "+publish +subscribe +unsubscribe"
 )
 

@@ -1,10 +1,11 @@
-"""Read the latency histograms of a window: one HSUM per (tier, figure) on the answer's plan.
+"""Read the latency histograms of a window: one bin sum per (tier, figure) on the answer's plan.
 
 The collectors write each figure's bins per tier into buckets of every level (batch.py); a
-window is tiled with as few kept buckets as possible (buckets.tile_window), and Redis sums
-their bins in the read script, so the answer costs one round trip whatever the window.
-On Redis Cluster each shard holds its own histograms (they are data keys): the same HSUM runs
-on every shard and the bins are added (metrics_store/redis/fan_out.py), exactly, as counts are.
+window is tiled with as few kept buckets as possible (buckets.tile_window), and their bins are
+summed from the reader's copy of them (redis/bucket_cache.py), brought up to date in the
+answer's one read call, so the answer costs Redis the same whatever the window. On Redis
+Cluster each shard holds its own histograms (they are data keys): the bins of every shard are
+added, exactly, as counts are.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ HISTOGRAM_ERROR_BYTES = HISTOGRAM_ERROR.encode()
 
 
 def parse_histogram(flat: Sequence[bytes]) -> tuple[dict[int, int], float]:
-    """An HSUM reply [field, total, ...] as (bin -> count, sum of the values in ms)."""
+    """A bin sum [field, total, ...] as (bin -> count, sum of the values in ms)."""
     bins: dict[int, int] = {}
     total_ms = 0.0
     for i in range(0, len(flat), 2):
@@ -57,7 +58,7 @@ def stated_error(flat: Sequence[bytes]) -> float:
 
 
 def distribution(flat: Sequence[bytes]) -> Distribution:
-    """The contract's D for one figure of one tier, from its HSUM reply."""
+    """The contract's D for one figure of one tier, from its bin sum."""
     bins, total_ms = parse_histogram(flat)
     summary = summarize(bins, total_ms)
     return Distribution(**summary.__dict__)
@@ -100,7 +101,7 @@ class LatencyPlanner:
         return [name(figure, tier, size, start) for size, start in tiling.buckets]
 
     def _stage_hsum(self, plan: FanOutPlan, figure: str, tier: str, tiling: Tiling) -> None:
-        """One HSUM per shard of the figure's buckets tiling the window, summed over shards."""
+        """The figure's bins over the buckets tiling the window, summed over the shards."""
         plan.hsum_shards(lambda i: self.histogram_keys(figure, tier, tiling, self._shards[i]))
 
     def stage_percentiles(

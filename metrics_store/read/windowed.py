@@ -1,9 +1,10 @@
 """The counters of a window, staged for one read: `/queries`, `/tiers` and `/routing`.
 
-Each sums the window's buckets in Redis itself (ZUNION over the fine buckets and rollups that
-tile it, on every shard), so an answer costs O(buckets), never O(events). The default window
-reads the fine buckets whose names are cached for the current bucket; a `?window=` tiles its
-buckets with the history rollups.
+Each sums the window's buckets (the fine buckets and rollups that tile it, on every shard),
+from the reader's copy of them (redis/bucket_cache.py), so an answer costs Redis the writes
+since the last answer, never O(events) nor O(window). The default window reads the fine
+buckets whose names are cached for the current bucket; a `?window=` tiles its buckets with
+the history rollups.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ class BucketKeys:
 
 
 def _sums(flat: Sequence[bytes]) -> dict[str, float]:
-    """A ZUNION ... WITHSCORES reply, [member, score, ...], as counter name -> total."""
+    """A window sum, flat [member, total, ...], as counter name -> total."""
     return {flat[i].decode(): float(flat[i + 1]) for i in range(0, len(flat), 2)}
 
 
@@ -80,7 +81,7 @@ class WindowedStages:
     def _sum_window(
         self, plan: FanOutPlan, kind: str, now_s: float, window_s: int | None = None
     ) -> None:
-        """Every counter summed over the window's buckets, by Redis itself (ZUNION sums)."""
+        """Every counter summed over the window's buckets (of every shard)."""
         if window_s is None:
             keys = self._bucket_keys(kind, bucket_start(now_s, self._settings.retention.bucket_s))
             plan.sum_shards(lambda i: keys[i].window)

@@ -160,7 +160,7 @@ def _flat(pairs: Pairs) -> list[Any]:
 
 
 def evaluate_sum(view: AnswerView, shards: Sequence[int], keys: dict[int, list[bytes]]) -> Any:
-    """ZUNION's (or HSUM's) reply over every shard's keys: flat [name, total, ...]."""
+    """Every name's values summed over every shard's keys: flat [name, total, ...]."""
     if len(shards) == 1:
         return _flat(view.sum(shards[0], keys[shards[0]]))
     total: Pairs = {}

@@ -1,17 +1,16 @@
 """Reads over the store's shards: control reads once, data reads on every shard, then merged.
 
-The reads run as one call of lua/read.lua per node group (`metrics_store.redis.node_reads`): on one
-Redis, one group holds the only shard and the control keys, so the whole plan is one call as
-ever. On Redis Cluster each primary gets one call that reads the shards it serves that hold
-data, and adds them up itself where a read allows it (a window's counters, a histogram's
-bins); the replies of the primaries are then merged here: summed counters (exact: every
-shard holds disjoint events) and the newest entries by stamp. Cost: one call per primary,
-each O(buckets x its shards with data); never O(events).
+The reads run as one call of lua/read.lua per node group: on one Redis, one group holds the
+only shard and the control keys, so the whole plan is one call as ever. On Redis Cluster each
+primary gets one call for the shards it serves that hold data. The bucket reads (a window's
+counters, a histogram's bins, a chart's totals) are answered from the reader's copy of the
+buckets, which that same call brings up to date (redis/cached_reads.py); the recent lists of
+the shards are merged here, newest entries by stamp.
 
 A shard never written is not read: the call only asks whether it now holds data (its totals
 key, which never expires, exists). If one does, the caller reads again with it.
 
-    plan = FanOutPlan(shards)
+    plan = FanOutPlan(shards, cache)
     plan.hgetall(keys.availability)                  # a control read, as on a ReadPlan
     plan.sum_shards(lambda i: window_keys(shards[i]))  # one sum over every shard's keys
     replies, newly_written = await plan.run(run_group, groups)
@@ -66,7 +65,7 @@ class _DataRead:
 class _Gathered:
     """The replies of a plan's calls, sorted by read as they come in."""
 
-    def __init__(self, data: list[_DataRead], cached: CacheRun | None) -> None:
+    def __init__(self, data: list[_DataRead], cached: CacheRun) -> None:
         self.control: Sequence[Any] = []
         self.partial: list[list[Any]] = [[] for _ in data]  # per data read, every node's part
         self.written: list[int] = []
@@ -76,72 +75,34 @@ class _Gathered:
 class FanOutPlan(ReadPlan):
     """A ReadPlan whose own reads hit the control keys, plus data reads over every shard."""
 
-    def __init__(self, shards: Sequence[Keys], cache: BucketCache | None = None) -> None:
+    def __init__(self, shards: Sequence[Keys], cache: BucketCache) -> None:
         super().__init__()
         self.shards = list(shards)
         self._data: list[_DataRead] = []
-        # Reads of bucket keys, answered from the reader's copy where it has one.
-        self._cached = CachedReads(shards, cache) if cache is not None else None
+        # Reads of bucket keys, answered from the reader's copy (redis/cached_reads.py).
+        self._cached = CachedReads(shards, cache)
         # per read: "control", "data" (read on each shard, merged) or "cached", and its index
         self._order: list[tuple[str, int]] = []
         self._control_reads = 0
 
     # --- data reads: one read over each shard's keys (one list of keys per shard) -----------
     def sum_shards(self, keys: ShardKeys) -> None:
-        """Every member's score summed over all the shards' keys (ZUNION ... WITHSCORES)."""
-        if self._cached is not None:
-            self._cached_read(keys, evaluate_sum, empty=[])
-            return
-
-        def stage(plan: ReadPlan, shards: Sequence[int]) -> int:
-            if len(shards) == 1:
-                plan.zunion(keys(shards[0]))
-            else:  # keys in several slots: ZUNION cannot span them, the script adds them up
-                plan.zsum([key for shard in shards for key in keys(shard)])
-            return 1
-
-        self._data_read(stage, merge_sums, empty=[])
+        """Every member's score summed over all the shards' keys: flat [member, total, ...]."""
+        self._cached_read(keys, evaluate_sum, empty=[])
 
     def totals_shards(self, keys: ShardKeys, count: int, members: Sequence[Arg]) -> None:
-        """TOTALS on each shard's keys (`count` on each), added key by key."""
-        if self._cached is not None:
-            names = [n if isinstance(n, bytes) else str(n).encode() for n in members]
-            self._cached_read(keys, partial(evaluate_totals, names), empty=[0.0] * count)
-            return
-
-        def stage(plan: ReadPlan, shards: Sequence[int]) -> int:
-            for shard in shards:
-                plan.totals(keys(shard), members)
-            return len(shards)
-
-        self._data_read(stage, merge_totals, empty=[0.0] * count)
+        """For each of the `count` keys (the same on each shard), its `members`' scores summed
+        over the shards."""
+        names = [n if isinstance(n, bytes) else str(n).encode() for n in members]
+        self._cached_read(keys, partial(evaluate_totals, names), empty=[0.0] * count)
 
     def hsum_shards(self, keys: ShardKeys) -> None:
-        """HSUM over all the shards' hashes (histograms): every field's value added."""
-        if self._cached is not None:
-            self._cached_read(keys, evaluate_sum, empty=[])
-            return
-
-        def stage(plan: ReadPlan, shards: Sequence[int]) -> int:
-            plan.hsum([key for shard in shards for key in keys(shard)])
-            return 1
-
-        self._data_read(stage, merge_hashes, empty=[])
+        """Every field's value summed over all the shards' hashes (histograms)."""
+        self._cached_read(keys, evaluate_sum, empty=[])
 
     def hgetall_shards(self, keys: ShardKey) -> None:
-        """HGETALL of one hash per shard (an all-time histogram), fields added over the shards."""
-        if self._cached is not None:
-            self._cached_read(lambda i: [keys(i)], evaluate_sum, empty=[])
-            return
-
-        def stage(plan: ReadPlan, shards: Sequence[int]) -> int:
-            if len(shards) == 1:
-                plan.hgetall(keys(shards[0]))
-            else:
-                plan.hsum([keys(shard) for shard in shards])
-            return 1
-
-        self._data_read(stage, merge_hashes, empty=[])
+        """One hash per shard (an all-time histogram), fields added over the shards."""
+        self._cached_read(lambda i: [keys(i)], evaluate_sum, empty=[])
 
     def newest_shards(self, keys: ShardKey, count: int) -> None:
         """The newest `count` entries of each shard's list (newest first), merged by stamp."""
@@ -158,7 +119,6 @@ class FanOutPlan(ReadPlan):
         self._data.append(_DataRead(stage, merge, empty))
 
     def _cached_read(self, keys: ShardKeys, evaluate: Any, *, empty: Any) -> None:
-        assert self._cached is not None
         self._order.append(("cached", self._cached.add(keys, evaluate, empty=empty)))
 
     def _add(self, name: str, keys: Sequence[Key], args: Sequence[Arg]) -> None:
@@ -177,7 +137,7 @@ class FanOutPlan(ReadPlan):
         holds the control keys. A plan may run again (the reader's prepared answers): a run
         keeps its state to itself."""
         cached = self._cached
-        run = cached.start([s for g in groups for s in g.shards]) if cached else None
+        run = cached.start([s for g in groups for s in g.shards])
         plans, counts = zip(*(self._group_plan(group, run) for group in groups), strict=True)
         called = [(group, plan) for group, plan in zip(groups, plans, strict=True) if plan.args]
         replies = iter(await asyncio.gather(*(run_group(g, plan) for g, plan in called)))
@@ -185,7 +145,7 @@ class FanOutPlan(ReadPlan):
         for group, plan, group_counts in zip(groups, plans, counts, strict=True):
             if plan.args:
                 self._take_group(group, group_counts, next(replies), got)
-        if cached is not None and run is not None and run.refetch:
+        if run.refetch:
 
             async def call(group: NodeGroup, shards: tuple[int, ...], plan: ReadPlan) -> Any:
                 return await run_group(NodeGroup(group.node, shards, False), plan)
@@ -197,7 +157,7 @@ class FanOutPlan(ReadPlan):
                 results.append(got.control[index])
             elif kind == "data":
                 results.append(self._merged(self._data[index], got.partial[index]))
-            elif cached is not None and run is not None:
+            else:
                 results.append(cached.result(index, run))
         return results, got.written
 
@@ -212,13 +172,13 @@ class FanOutPlan(ReadPlan):
         for index, count in enumerate(counts):
             got.partial[index] += replies[offset : offset + count]
             offset += count
-        if self._cached is not None and got.cached is not None and self._cached.reads:
+        if self._cached.reads:
             offset = self._cached.take(group.shards, replies, offset, got.cached)
         if group.unwritten:
             found = replies[offset]
             got.written += [shard for shard, hit in zip(group.unwritten, found, strict=True) if hit]
 
-    def _group_plan(self, group: NodeGroup, run: CacheRun | None) -> tuple[ReadPlan, list[int]]:
+    def _group_plan(self, group: NodeGroup, run: CacheRun) -> tuple[ReadPlan, list[int]]:
         """One group's call: the control reads first where it holds them, then each data read
         on its shards, then the cache's reads of its shards, then the probe of its unwritten
         shards; with how many replies each data read gives."""
@@ -226,7 +186,7 @@ class FanOutPlan(ReadPlan):
         if group.control:
             plan.keys, plan.args = list(self.keys), list(self.args)
         counts = [read.stage(plan, group.shards) if group.shards else 0 for read in self._data]
-        if self._cached is not None and run is not None and self._cached.reads:
+        if self._cached.reads:
             self._cached.stage(plan, group.shards, run)
         if group.unwritten:
             plan.exists([self.shards[shard].totals for shard in group.unwritten])
@@ -237,39 +197,6 @@ class FanOutPlan(ReadPlan):
         if not replies:
             return read.empty  # no shard holds data yet
         return replies[0] if len(replies) == 1 else read.merge(replies)  # one part: as it is
-
-
-def merge_sums(replies: list[Sequence[bytes]]) -> list[bytes | float]:
-    """ZUNION ... WITHSCORES replies [member, score, ...] of several shards, summed."""
-    return [item for pair in _added(replies).items() for item in pair]
-
-
-def merge_totals(replies: list[Sequence[bytes]]) -> list[float]:
-    """TOTALS replies of several shards (one per key, the same keys), added key by key."""
-    return [sum(float(value) for value in column) for column in zip(*replies, strict=True)]
-
-
-def merge_hashes(replies: list[Sequence[bytes]]) -> list[bytes]:
-    """HSUM or HGETALL replies [field, value, ...] of several shards, each field's values added.
-
-    Added as floats, exact for bin counts (integers below 2**53); a whole total is written as
-    an integer, as read.lua's HSUM writes it, so the merged bins read like one shard's.
-    """
-    out: list[bytes] = []
-    for field, total in _added(replies).items():
-        out += (field, b"%d" % total if total.is_integer() else repr(total).encode())
-    return out
-
-
-def _added(replies: list[Sequence[bytes]]) -> dict[bytes, float]:
-    """Flat [name, value, ...] replies: each name's values added, in the order first seen."""
-    totals: dict[bytes, float] = {}
-    get = totals.get
-    for flat in replies:
-        pairs = iter(flat)
-        for name, value in zip(pairs, pairs, strict=True):
-            totals[name] = get(name, 0.0) + float(value)
-    return totals
 
 
 def merge_newest(replies: list[Sequence[bytes]], count: int) -> list[bytes]:

@@ -3,16 +3,10 @@
 --
 -- KEYS = the keys of all the reads, in order
 -- ARGV = for each read: its name, how many KEYS it takes, how many ARGV follow, those ARGV:
---   ZUNION   <n keys>  0                 every member's score summed over the keys
---   TOTALS   <n keys>  <m> member...     for each key, the sum of those members' scores
 --   LRANGE   1         2 start stop
 --   ZRANGEBYSCORE 1    2 min max
 --   ZCOUNT   1         2 min max
 --   HGETALL  1         0
---   HSUM     <n keys>  0                 every field's value summed over the hashes (flat
---                                        [field, total, ...]; histograms: bin -> count)
---   ZSUM     <n keys>  0                 ZUNION's answer for keys of several slots (a
---                                        cluster node's shards; see read_on_node.lua)
 --   EXISTS   <n keys>  0                 for each key, 1 if it exists, else 0
 --   TIME     0         0                 Redis's clock: epoch seconds, as a string
 --   SINCE    1         1 age_s           the members scored (by Redis's clock) within age_s of
@@ -21,37 +15,13 @@
 --                                        kind "h" (hash: HGETALL), "z" (sorted set: members
 --                                        WITHSCORES) or "n" (no such key: empty)
 --   CHANGES  2         2 last_id max     the entries of a shard's change feed (KEYS: the feed,
---                                        its head) after
---                                        last_id: {status, newest id, [id, fields, ...]};
+--                                        its head) after last_id: {status, newest id,
+--                                        [id, fields, ...]};
 --                                        status "ok", "reset" (last_id is gone, or more than
 --                                        max entries followed it: the reader's copy cannot be
 --                                        trusted) or "none" (no feed yet)
 -- Returns one reply per read, in order. Only these reads exist: the script writes nothing.
-
--- Every field's (or member's) value summed over the flat [field, value, ...] replies of
--- `command` on KEYS[first .. first + nkeys - 1], in the order first seen.
-local function sum_pairs(command, first, nkeys, ...)
-  local totals, order = {}, {}
-  for j = first, first + nkeys - 1 do
-    local flat = redis.call(command, KEYS[j], ...)
-    for x = 1, #flat, 2 do
-      local field, amount = flat[x], tonumber(flat[x + 1])
-      local total = totals[field]
-      if total == nil then
-        order[#order + 1] = field
-        totals[field] = amount
-      else
-        totals[field] = total + amount
-      end
-    end
-  end
-  local reply = {}
-  for _, field in ipairs(order) do
-    reply[#reply + 1] = field
-    reply[#reply + 1] = string.format('%.17g', totals[field])
-  end
-  return reply
-end
+-- (Sums over buckets are the reader's: it keeps their contents, redis/bucket_cache.py.)
 
 local function redis_now()
   local time = redis.call('TIME')
@@ -60,7 +30,7 @@ end
 
 local KINDS = { hash = 'h', zset = 'z' }
 
--- One key's content, as FETCH and CHANGES give it: its kind, and its flat pairs.
+-- One key's content, as FETCH gives it: its kind, and its flat pairs.
 local function content(key)
   local kind = KINDS[redis.call('TYPE', key).ok] or 'n'
   if kind == 'h' then
@@ -99,34 +69,8 @@ while i <= #ARGV do
   local first, a = k, i + 3
   k, i = k + nkeys, a + nargs
   local reply
-  if op == 'ZUNION' then
-    -- unpack() only expands as the last argument of a call: build the whole list first
-    local command = { 'ZUNION', nkeys }
-    for j = first, first + nkeys - 1 do
-      command[#command + 1] = KEYS[j]
-    end
-    command[#command + 1] = 'WITHSCORES'
-    reply = redis.call(unpack(command))
-  elseif op == 'TOTALS' then
-    reply = {}
-    for j = first, first + nkeys - 1 do
-      local sum = 0
-      for _, score in ipairs(redis.call('ZMSCORE', KEYS[j], unpack(ARGV, a, a + nargs - 1))) do
-        if score then
-          sum = sum + tonumber(score)
-        end
-      end
-      reply[#reply + 1] = string.format('%.17g', sum)
-    end
-  elseif op == 'LRANGE' or op == 'ZRANGEBYSCORE' or op == 'ZCOUNT' then
+  if op == 'LRANGE' or op == 'ZRANGEBYSCORE' or op == 'ZCOUNT' then
     reply = redis.call(op, KEYS[first], ARGV[a], ARGV[a + 1])
-  elseif op == 'HSUM' then
-    -- Hash fields have no ZUNION: sum them here, so a window's histogram comes back as one
-    -- reply of occupied bins, however many buckets the window spans.
-    reply = sum_pairs('HGETALL', first, nkeys)
-  elseif op == 'ZSUM' then
-    -- One command may not span slots even where a script may: read each key on its own.
-    reply = sum_pairs('ZRANGE', first, nkeys, 0, -1, 'WITHSCORES')
   elseif op == 'EXISTS' then
     reply = {}
     for j = first, first + nkeys - 1 do  -- one key per command: they may be in several slots

@@ -37,24 +37,12 @@ class ReadPlan:
 
     >>> plan = ReadPlan()
     >>> plan.hgetall("{metrics}:availability")
-    >>> plan.zunion(window_keys)
+    >>> plan.lrange(recent_key, 0, 19)
     """
 
     def __init__(self) -> None:
         self.keys: list[Key] = []
         self.args: list[Arg] = []
-
-    def zunion(self, keys: Sequence[Key]) -> None:
-        """Every member's score summed over `keys`: flat [member, score, ...]."""
-        self._add("ZUNION", keys, ())
-
-    def zsum(self, keys: Sequence[Key]) -> None:
-        """ZUNION's answer for keys in several slots of one cluster node (summed by the script)."""
-        self._add("ZSUM", keys, ())
-
-    def totals(self, keys: Sequence[Key], members: Sequence[Arg]) -> None:
-        """For each key, the sum of `members`' scores (as strings)."""
-        self._add("TOTALS", keys, members)
 
     def lrange(self, key: Key, start: int, stop: int) -> None:
         self._add("LRANGE", (key,), (start, stop))
@@ -72,10 +60,6 @@ class ReadPlan:
     def since(self, key: Key, age_s: float) -> None:
         """The members of sorted set `key` scored within `age_s` of Redis's clock."""
         self._add("SINCE", (key,), (repr(float(age_s)),))
-
-    def hsum(self, keys: Sequence[Key]) -> None:
-        """Every field's value summed over the hashes `keys`: flat [field, total, ...]."""
-        self._add("HSUM", keys, ())
 
     def exists(self, keys: Sequence[Key]) -> None:
         """For each key, 1 if it exists, else 0."""
