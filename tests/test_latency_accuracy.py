@@ -19,6 +19,7 @@ import pytest
 from metrics_store.histogram import RELATIVE_ERROR, quantiles
 from metrics_store.read.latency import parse_histogram
 from metrics_store.read.reader import MetricsReader
+from metrics_store.redis.bucket_cache import parse_pairs
 from metrics_store.redis.read_plan import ReadPlan
 from metrics_store.redis.scripts import READ, lua_script
 from metrics_store.settings import Settings
@@ -93,13 +94,17 @@ def harness(settings: Settings) -> StoreHarness:
 
 
 def window_bins(h: StoreHarness, figure: str, window_s: int) -> dict[int, int]:
-    """The window's summed bins, read as /latency reads them."""
+    """The window's summed bins: the buckets /latency tiles it with, read and added."""
     reader = MetricsReader(None, h.settings, h.clock)  # type: ignore[arg-type]
     planner = reader._latency
     plan = ReadPlan()
-    plan.hsum(planner.histogram_keys(figure, "Q2", planner.tiling(T0, window_s)))
+    plan.fetch(planner.histogram_keys(figure, "Q2", planner.tiling(T0, window_s)))
     [reply] = lua_script(READ).run(h.client, plan.keys, plan.args)
-    return parse_histogram(reply)[0]
+    total: dict[bytes, float] = {}
+    for i in range(0, len(reply), 2):
+        for name, value in parse_pairs(reply[i], reply[i + 1]).items():
+            total[name] = total.get(name, 0.0) + value
+    return parse_histogram([item for pair in total.items() for item in pair])[0]
 
 
 def assert_within_bound(estimates: Sequence[float], ps: Sequence[float], exact: np.ndarray) -> None:
