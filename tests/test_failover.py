@@ -168,6 +168,32 @@ def test_kill_with_one_replica_ack_loses_no_acknowledged_event(
 
 
 @pytest.mark.timeout(180)
+def test_a_forced_failover_with_one_of_two_replica_acks_loses_no_acknowledged_event(
+    tmp_path: Path, prefix: str
+) -> None:
+    # SENTINEL FAILOVER promotes one replica while the old primary still takes writes and the
+    # other replica still follows it, so WAIT 1 acknowledges batches that the resync then
+    # drops (docs/reliability.md, "Fault soak"): the collectors must write them again.
+    with SentinelTopology(tmp_path / "topology", replicas=2) as topology:
+        env = sentinel_env(topology, prefix, METRICS_REDIS_MIN_REPLICAS_ACK="1")
+        recorders = start_recorders(env)
+        try:
+            wait_mid_stream(recorders, lambda: stream_length(sentinel_settings(topology, prefix)))
+            old_port = topology.primary_port()
+            sentinel = redis.Redis(host="127.0.0.1", port=topology.sentinels[0][1])
+            sentinel.execute_command("SENTINEL", "FAILOVER", "mymaster")
+            sentinel.close()
+            topology.wait_failover(old_port)
+            finish(recorders)
+        finally:
+            for recorder in recorders:
+                recorder.kill()
+                recorder.wait()
+        expected = 2 * PER_PROCESS
+        assert set(totals(sentinel_settings(topology, prefix)).values()) == {expected}
+
+
+@pytest.mark.timeout(180)
 def test_kill_without_acks_loses_at_most_the_replication_lag(
     topology: SentinelTopology, prefix: str
 ) -> None:

@@ -6,7 +6,9 @@ retried on its own, under the same id, as its failure says (`retry.py`): an outa
 out with backoff, however long it lasts; a batch Redis refuses for its content goes to the
 dead-letter stream after a few tries. The script's id marker makes a retry count once even
 when the failed attempt did reach Redis. The heartbeat and retention run on a thread of
-their own (`upkeep.py`), so they never wait for the batch in hand.
+their own (`upkeep.py`), so they never wait for the batch in hand. When the upkeep sees the
+sentinels name another primary, the batches the old one took lately are written again
+(`replay.py`).
 
 The loop runs through `run_forever` (metrics_store/loops.py): a failure nobody foresaw is
 counted and logged, the batches in hand are kept for a retry, and the thread carries on.
@@ -26,7 +28,8 @@ from metrics_store.record.batch import BatchEncoder, EncodedBatch
 from metrics_store.record.deadletter import DeadLetters
 from metrics_store.record.event_buffer import EventBuffer
 from metrics_store.record.in_hand import BUFFER_FULL, Batch, BatchesInHand, FlushCounters
-from metrics_store.record.retry import BATCH_FAULT_ATTEMPTS, Retrier, note_attempt
+from metrics_store.record.replay import PrimaryWatch, RecentlyWritten
+from metrics_store.record.retry import BATCH_FAULT_ATTEMPTS, Retrier, Verdict, note_attempt, verdict
 from metrics_store.record.upkeep import Upkeep
 from metrics_store.record.writer import BatchWriter
 from metrics_store.redis.keys import Keys
@@ -53,17 +56,20 @@ class Flusher:
         self._buffer = buffer
         self._wake = wake
         self._stopping = stopping
-        topology = topology_for(settings)
+        topology = self._topology = topology_for(settings)
+        self._client = client
         # Cluster: each shard's data call is followed by a control call (batch.py).
         control = Keys(settings.key_prefix) if topology.control_apart else None
         self._encoders = [BatchEncoder(settings, shard, control) for shard in topology.shards]
         self._shard_picker = topology.shard_picker(client)
         self._writer = BatchWriter(client, topology)
-        self._hand = BatchesInHand(buffer)
+        replay_s = settings.redis.failover_replay_s if topology.primary_moves else 0.0
+        self._hand = BatchesInHand(buffer, RecentlyWritten(replay_s))
+        self._primary = PrimaryWatch()
         self._guard = LoopGuard(
             "collector-flusher", base_s=0.05, cap_s=settings.recording.retry_max_backoff_s
         )
-        self._upkeep = Upkeep(client, topology, clock, self._counters, stopping)
+        self._upkeep = Upkeep(client, topology, clock, self._counters, stopping, self._primary)
         self._retrier = Retrier(
             settings,
             clock,
@@ -96,6 +102,9 @@ class Flusher:
         if hand.retry:
             if self._retrier.until_done(hand.retry[0]):
                 hand.retry.popleft()
+            return 0.0
+        if self._primary.take_change():
+            self._replay_after_failover()
             return 0.0
         batch = self._take()
         encoded = self._encode(batch) if batch.events else None
@@ -148,6 +157,50 @@ class Flusher:
     def _written(self, batch: Batch) -> None:
         self._guard.succeeded()
         self._hand.written(batch)
+
+    def _replay_after_failover(self) -> None:
+        """The sentinels name another primary: what the old one took lately may be gone with
+        it. No connection may lead there any more; each kept batch is written again, under its
+        own id, so one that survived counts once (replay.py)."""
+        hand = self._hand
+        if hand.sent is not None:  # confirmed first: it is one of the batches to replay
+            if not self._confirm(hand.sent):
+                return
+            hand.sent = None
+        self._writer.discard()
+        self._topology.after_primary_moved(self._client)
+        batches = hand.recent.take_all()
+        restored = 0
+        for done, batch in enumerate(batches):
+            wrote = self._write_again(batch)
+            if wrote is None:
+                left = sum(len(b.events) for b in batches[done:])
+                log.error("closing mid-replay: %d events the old primary took not sent again", left)
+                return
+            restored += len(batch.events) if wrote else 0
+        if restored:
+            log.warning(
+                "%d events the old primary had acknowledged were gone after the failover, "
+                "and are written again",
+                restored,
+            )
+
+    def _write_again(self, batch: Batch) -> bool | None:
+        """Write a batch once more: True if Redis lacked it, False if it had it (or refused
+        it for its content: logged), None if the collector closed first."""
+        while True:
+            try:
+                reply = self._writer.write(self._encode(batch))
+            except redis.RedisError as exc:
+                if verdict(exc) is not Verdict.OUTAGE:
+                    log.error("%d events not written again: %s", len(batch.events), exc)
+                    return False
+                if self._stopping.wait(self._guard.failed(exc)):
+                    return None
+                continue
+            self._guard.succeeded()
+            self._hand.recent.add(batch)  # it may have to survive the next failover too
+            return reply != -1
 
     def _after_failure(self) -> None:
         """After a failed pass (a bug, not a Redis error): keep the batches in hand for a

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from metrics_store.record.event_buffer import CLOSED, EventBuffer, FlushMarker
 from metrics_store.record.events import Event
+from metrics_store.record.replay import RecentlyWritten
 
 # Why a collector dropped events: its buffer was full during an outage; Redis refused the
 # batch for its content (dead-lettered); the batch's fate was unknown past its id marker's
@@ -60,9 +61,11 @@ class BatchesInHand:
     """The batch on the wire, the one being prepared, and those kept for a retry after a
     failed pass: oldest first, so flush() markers are released in order."""
 
-    def __init__(self, buffer: EventBuffer) -> None:
+    def __init__(self, buffer: EventBuffer, recent: RecentlyWritten | None = None) -> None:
         self.counters = FlushCounters()
         self._buffer = buffer
+        # Batches written lately, kept to be written again if the primary moves (replay.py).
+        self.recent = RecentlyWritten(0) if recent is None else recent
         self.sent: Batch | None = None
         self.taken: Batch | None = None
         self.retry: deque[Batch] = deque()
@@ -89,6 +92,7 @@ class BatchesInHand:
     def written(self, batch: Batch) -> None:
         self.counters.written += len(batch.events)
         self.counters.in_flight -= len(batch.events)
+        self.recent.add(batch)
         self.release(batch)
 
     def release(self, batch: Batch) -> None:

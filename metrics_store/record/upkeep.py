@@ -1,5 +1,6 @@
 """A collector's upkeep, on a thread and a schedule of its own: its heartbeat and counters,
-its loop health, and the retirement of old buckets.
+its loop health, the retirement of old buckets, and a look at which server is the primary
+(a move means the flusher writes its recent batches again: replay.py).
 
 It never waits for the batch in hand: a batch may wait minutes for a replica to acknowledge
 it, or for Redis to have memory again, while the primary still takes these small writes, and
@@ -18,6 +19,7 @@ from metrics_store.clock import Clock
 from metrics_store.live import collector_stats, process_health
 from metrics_store.live.collector_stats import CollectorCounters
 from metrics_store.loops import LoopGuard
+from metrics_store.record.replay import PrimaryWatch
 from metrics_store.record.retention import prune_retired_buckets
 from metrics_store.redis.client import redis_now
 from metrics_store.redis.keys import Keys
@@ -37,6 +39,7 @@ class Upkeep:
         clock: Clock,
         counters_now: CountersNow,
         stopping: threading.Event,
+        primary: PrimaryWatch | None = None,
     ) -> None:
         self._client = client
         self._topology = topology
@@ -45,6 +48,8 @@ class Upkeep:
         self._clock = clock
         self._counters_now = counters_now
         self._stopping = stopping
+        self._primary = primary
+        self._watch_guard = LoopGuard("collector-primary-watch")
         self._beat_guard = LoopGuard("collector-heartbeat")
         self._prune_guard = LoopGuard("collector-retention")
         self._beats = 0
@@ -64,8 +69,14 @@ class Upkeep:
 
     def once(self) -> None:
         """One beat, and a prune when one is due; failures are the guards' to count."""
+        if self._primary is not None:  # first: a moved primary is the flusher's to act on
+            self._watch_guard.call(self._watch_primary)
         self._beat_guard.call(self._heartbeat)
         self._prune_guard.call(self._prune_when_due)
+
+    def _watch_primary(self) -> None:
+        assert self._primary is not None
+        self._primary.look(self._topology.primary_address(self._client))
 
     def _heartbeat(self) -> None:
         # Stamped by Redis's clock inside the write (whatever this node's clock says, even

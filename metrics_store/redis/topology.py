@@ -85,6 +85,9 @@ class Topology(ABC):
     pipelined_sends: ClassVar[bool] = True
     # Whether Redis is always given from outside (never a private redis-server of `up`).
     external: ClassVar[bool] = False
+    # Whether the server a client writes to can change under it (a Sentinel failover): its
+    # collectors keep their recent batches to write them again there (record/replay.py).
+    primary_moves: ClassVar[bool] = False
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -126,6 +129,14 @@ class Topology(ABC):
     def after_write_failure(self, client: redis.Redis) -> None:  # noqa: B027 (nothing to do)
         """After a failed write: let the next attempt find the right server."""
 
+    def primary_address(self, client: redis.Redis) -> str | None:
+        """The server that takes writes now, as those who decide name it ("host:port"); None
+        where it never moves."""
+        return None
+
+    def after_primary_moved(self, client: redis.Redis) -> None:  # noqa: B027 (nothing to do)
+        """The primary moved: no connection of `client` may still lead to the old one."""
+
     async def recover(self, client: aioredis.Redis) -> None:
         """After a connection failure of an asyncio client: the next attempt starts afresh.
 
@@ -153,6 +164,7 @@ class SingleRedis(Topology):
 class SentinelRedis(Topology):
     name = "sentinel"
     external = True
+    primary_moves = True
 
     def sync_client(self, *, command_timeout_s: float | None = None) -> redis.Redis:
         return builders.sentinel_client(self.settings, command_timeout_s=command_timeout_s)
@@ -162,6 +174,16 @@ class SentinelRedis(Topology):
 
     def describe(self) -> str:
         return builders.describe_sentinels(self.settings)
+
+    def primary_address(self, client: redis.Redis) -> str | None:
+        # Asks the sentinels; on a change the pool also drops its idle connections.
+        host, port = client.connection_pool.get_master_address()  # type: ignore[attr-defined]
+        return f"{host}:{port}"
+
+    def after_primary_moved(self, client: redis.Redis) -> None:
+        # In use too: a connection held across the move (another thread's) still leads to the
+        # old primary, which may take writes until the sentinels demote it.
+        client.connection_pool.disconnect(inuse_connections=True)
 
 
 class ClusterRedis(Topology):

@@ -54,6 +54,7 @@ FLAT_NAMES: dict[str, tuple[str, str]] = {
     "jobs_redis_url": ("redis", "jobs_url"),
     "redis_min_replicas_ack": ("redis", "min_replicas_ack"),
     "redis_replicas_ack_timeout_ms": ("redis", "replicas_ack_timeout_ms"),
+    "redis_failover_replay_s": ("redis", "failover_replay_s"),
     "buffer_max_events": ("recording", "buffer_max_events"),
     "buffer_full_policy": ("recording", "buffer_full_policy"),
     "buffer_block_timeout_s": ("recording", "buffer_block_timeout_s"),

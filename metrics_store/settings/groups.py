@@ -84,6 +84,13 @@ class RedisSettings(BaseModel):
         ge=1,
         description="How long one WAIT waits for the replicas before the batch is retried.",
     )
+    failover_replay_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="Sentinel: a collector keeps each batch this long after Redis took it, and "
+        "writes it again if the primary moves meanwhile (an acknowledgement the old primary "
+        "gave may not survive the failover); 0: never.",
+    )
 
     @property
     def resolved_jobs_url(self) -> str:
