@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
+import orjson
 import pytest
 from fastapi.testclient import TestClient
 from google.protobuf.json_format import MessageToJson
@@ -351,6 +352,13 @@ def test_a_stream_that_goes_down_or_restarts_is_a_reset_never_a_negative_delta()
     assert decide(restarted, state).adds == restarted.bins  # new start: a reset
     assert decide(placed(20, 8), state) == Step(None)  # a retry: recorded, its state re-asserted
     assert decide(placed(5, 9), state) == Step(None, claims=False)  # older: stale
+
+
+def test_a_state_written_before_tokens_goes_on_exactly() -> None:
+    old = orjson.dumps({"cur": {"s": 1, "t": 20, "c": 8, "m": 80.0, "b": {"100": 8}}, "prev": None})
+    token, last = decode_state(old)
+    assert token == old.decode()  # ingest.lua's token of a state with no space: all of it
+    assert decide(placed(30, 10), last).adds == Bins(2, 20.0, {100: 2})
 
 
 def test_explicit_buckets_convert_with_their_own_error() -> None:

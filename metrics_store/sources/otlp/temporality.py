@@ -81,11 +81,21 @@ def state_token(payload: bytes) -> str:
 
 def decode_state(raw: bytes) -> tuple[str, Last]:
     """(its token, the point it holds)."""
+    if raw.startswith(b"{"):
+        return _decode_untokened(raw)
     token, payload = raw.split(b" ", 1)
     start_ns, time_ns, count, total, indexes, counts = orjson.loads(payload)
     return token.decode(), Last(
         start_ns, time_ns, count, total, dict(zip(indexes, counts, strict=True))
     )
+
+
+def _decode_untokened(raw: bytes) -> tuple[str, Last]:
+    """A state written before states had tokens ({"cur": ..., "prev": ...}, JSON with no
+    space): its token, as ingest.lua reads one, is the whole text; the stream goes on exactly."""
+    cur = orjson.loads(raw)["cur"]
+    bins = {int(index): count for index, count in cur["b"].items()}
+    return raw.decode(), Last(cur["s"], cur["t"], cur["c"], cur["m"], bins)
 
 
 def _minus(point: Placed, last: Last) -> Bins | None:
