@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
+import orjson
 import pytest
 from fastapi.testclient import TestClient
 from google.protobuf.json_format import MessageToJson
@@ -30,7 +31,7 @@ from metrics_store.histogram import RELATIVE_ERROR, SCHEMA, bin_index
 from metrics_store.settings import Settings
 from metrics_store.sources.otlp.convert import BadPoint, Bins, from_explicit
 from metrics_store.sources.otlp.mapping import Placed
-from metrics_store.sources.otlp.temporality import decide
+from metrics_store.sources.otlp.temporality import Last, Step, decide, decode_state, encode_state
 from tests.otlp_sdk import GenAiServer, export, request_of
 from tests.processes import ApiProcess, CliProcess, child_env, start_replicas
 from tests.waiting import wait_until
@@ -335,17 +336,29 @@ def placed(time_ns: int, count: int, start_ns: int = 1) -> Placed:
 
 
 def test_a_stream_that_goes_down_or_restarts_is_a_reset_never_a_negative_delta() -> None:
+    def last(point: Placed) -> Last:
+        return decode_state(encode_state(point).encode())[1]
+
     first = decide(placed(10, 5), None)
-    assert first.new is not None and first.before is None  # all new
-    state = first.new
+    assert first.claims and first.adds == placed(10, 5).bins  # all new
+    state = last(placed(10, 5))
     grown = decide(placed(20, 8), state)
-    assert grown.before == state["cur"] and grown.new is not None
-    assert decide(placed(20, 3), grown.new).takes is False  # same time, not its point: stale
-    assert decide(placed(30, 3), grown.new).before is None  # went down: a reset
-    assert decide(placed(30, 9, start_ns=2), grown.new).before is None  # new start: a reset
-    retry = decide(placed(20, 8), grown.new)
-    assert retry.new is None and retry.before == state["cur"]  # a retry: the same delta again
-    assert decide(placed(5, 9), grown.new).takes is False  # older: stale
+    assert grown.claims and grown.adds is not None and grown.adds.count == 3
+    assert grown.adds.bins == {100: 3}
+    state = last(placed(20, 8))
+    assert decide(placed(20, 3), state) == Step(None, claims=False)  # same time, not its point
+    assert decide(placed(30, 3), state).adds == placed(30, 3).bins  # went down: a reset
+    restarted = placed(30, 9, start_ns=2)
+    assert decide(restarted, state).adds == restarted.bins  # new start: a reset
+    assert decide(placed(20, 8), state) == Step(None)  # a retry: recorded, its state re-asserted
+    assert decide(placed(5, 9), state) == Step(None, claims=False)  # older: stale
+
+
+def test_a_state_written_before_tokens_goes_on_exactly() -> None:
+    old = orjson.dumps({"cur": {"s": 1, "t": 20, "c": 8, "m": 80.0, "b": {"100": 8}}, "prev": None})
+    token, last = decode_state(old)
+    assert token == old.decode()  # ingest.lua's token of a state with no space: all of it
+    assert decide(placed(30, 10), last).adds == Bins(2, 20.0, {100: 2})
 
 
 def test_explicit_buckets_convert_with_their_own_error() -> None:

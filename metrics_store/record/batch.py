@@ -20,7 +20,7 @@ refused) follow in a second, small call on the control keys' slot.
 from __future__ import annotations
 
 from collections import defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,6 +95,15 @@ class HistogramSums:
                 self.add(fine_start, FIGURE_TPOT, tier, max(0.0, latency - ttft) / (tokens - 1))
         if queue is not None:
             self.add(fine_start, FIGURE_QUEUE, tier, queue)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A state the batch moves on with its data (ingest.lua `claims`): an OTLP stream's."""
+
+    key: str
+    expected: str  # the token of the state read ('' for none)
+    state: str  # "<token> <payload>", which replaces it
 
 
 @dataclass(frozen=True)
@@ -251,19 +260,31 @@ class BatchEncoder:
         return EncodedBatch(table.keys, _arguments(header, sections), control)
 
     def encode_sums(
-        self, query_sums: QuerySums, histograms: HistogramSums, batch_id: str, now_s: float
+        self,
+        query_sums: QuerySums,
+        histograms: HistogramSums,
+        batch_id: str,
+        now_s: float,
+        claims: Sequence[Claim] = (),
+        claim_ttl_s: int = 0,
     ) -> EncodedBatch:
         """An aggregate batch: counters and histograms summed already (another source's,
-        such as OTLP's), under the marker `batch_id`; no stream entry, no recent-list push."""
+        such as OTLP's), under the marker `batch_id`; no stream entry, no recent-list push.
+        `claims` move states on with the data, or the call writes nothing (ingest.lua)."""
         s = self._settings
         fold = _Fold(s.retention.bucket_s, s.retention.sparkline_points, s.node)
         fold.query_sums, fold.histograms = query_sums, histograms
         table = _KeyTable([*self._fixed, *self._marker_and_feed(batch_id)])
         header = self._header(now_s, (0.0, 0.0), recent_lists=0)
+        header["claim_ttl_s"] = claim_ttl_s
         sections = self._data_sections(fold, table)
-        # A shard's totals mark it written (readers skip a shard without them, fan_out.py):
-        # a batch of histograms alone still touches them, adding nothing.
-        sections["increments"] += (TOTALS_INDEX, member(TOTAL_TOKENS, s.tiers[0]), 0)
+        if query_sums or histograms.sums:
+            # A shard's totals mark it written (readers skip a shard without them, fan_out.py):
+            # a batch of histograms alone still touches them, adding nothing.
+            sections["increments"] += (TOTALS_INDEX, member(TOTAL_TOKENS, s.tiers[0]), 0)
+        sections["claims"] = [
+            arg for c in claims for arg in (table.permanent(c.key), c.expected, c.state)
+        ]
         return EncodedBatch(table.keys, _arguments(header, sections))
 
     def _data_sections(self, fold: _Fold, table: _KeyTable) -> dict[str, list[Arg]]:

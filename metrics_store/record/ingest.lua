@@ -29,6 +29,7 @@
 --   refused           events of this batch already refused for their clock (counted here)
 --   heartbeat         true: record the node's beat in KEYS[3]; false: not (Redis Cluster,
 --                     where the flusher's own beat keeps the node live)
+--   claim_ttl_s       the TTL of the states the claims set (s; only read where there are any)
 --   sections          [[name, length], ...]: the sections filling ARGV[2..], in that order
 -- ARGV[2..] = the sections (one the header leaves out is empty):
 --   queries       "ts tier latency_ms tokens generation_ms error"      (1 value per query)
@@ -40,7 +41,11 @@
 --                 pairs field, amount: first "sum" and the total ms (HINCRBYFLOAT), then each
 --                 occupied bin and its count (HINCRBY), added to every one of the n buckets
 --   retirements   KEYS index of a bucket, epoch second it retires, its TTL (s)  (3 each)
+--   claims        KEYS index of a stream's state, the token the caller read ('' for none),
+--                 the state that replaces it                            (3 values each)
 -- Returns the number of stream entries written, or -1 if this batch id was written before;
+-- where a claim's state is no longer the one read, [KEYS index, state found ('' for none), ...]
+-- of those claims, and nothing written;
 -- an error "CLOCKSKEW <redis now>" if the writer's clock is further than the tolerance from
 -- Redis's, or an event is older than retention or stamped in the future (nothing written: the
 -- collector sets those events aside and sends the rest); an error "ERR ingest batch ..." for
@@ -49,7 +54,7 @@
 local FORMAT = 3
 local SECTIONS = {
   queries = true, decisions = true, increments = true, pushes = true,
-  availability = true, histograms = true, retirements = true,
+  availability = true, histograms = true, retirements = true, claims = true,
 }
 
 local function refuse(problem)
@@ -234,6 +239,29 @@ local function announce_changes(batch, sums)
   redis.call('SET', KEYS[10], id)
 end
 
+-- A claim moves a cumulative stream's state (sources/otlp/temporality.py) on to the point
+-- whose delta this batch writes: the data and the state move together or not at all, so any
+-- replica may take the stream's next point, and a retry finds its point taken. A state is
+-- "<token> <payload>"; the token names its content. The claims lost to another writer, with
+-- the states found, for the caller to decide again; none: all may be taken.
+local function lost_claims(first, last)
+  local lost = {}
+  for i = first, last, 3 do
+    local found = redis.call('GET', KEYS[tonumber(ARGV[i])]) or ''
+    if string.match(found, '^%S*') ~= ARGV[i + 1] then
+      lost[#lost + 1] = tonumber(ARGV[i])
+      lost[#lost + 1] = found
+    end
+  end
+  return lost
+end
+
+local function set_claims(first, last, ttl_s)
+  for i = first, last, 3 do
+    redis.call('SET', KEYS[tonumber(ARGV[i])], ARGV[i + 2], 'EX', ttl_s)
+  end
+end
+
 local batch, refusal = read_batch()
 if not batch then
   return redis.error_reply(refusal)
@@ -254,6 +282,11 @@ local beat, skew = check_clock(batch, entries + (last_field - first_field + 1))
 if not beat then
   return redis.error_reply(skew)
 end
+local first_claim, last_claim = span(batch, 'claims')
+local lost = lost_claims(first_claim, last_claim)
+if #lost > 0 then
+  return lost
+end
 -- The marker makes a retried batch idempotent: a retry after a timeout whose first attempt
 -- did reach Redis finds the marker and writes nothing.
 if not redis.call('SET', KEYS[8], '1', 'NX', 'EX', batch.batch_ttl_s) then
@@ -271,6 +304,7 @@ push_recent(span(batch, 'pushes'))
 set_availability(first_field, last_field)
 local sums = add_histograms(span(batch, 'histograms'))
 retire(span(batch, 'retirements'))
+set_claims(first_claim, last_claim, batch.claim_ttl_s)
 trim_recent(batch)
 announce_changes(batch, sums)
 if batch.heartbeat then

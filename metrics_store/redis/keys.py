@@ -29,8 +29,8 @@ key                                type         holds
                                                the error (MAXLEN ~ deadletter_maxlen)
 {p}:totals                         sorted set   all-time counters (no expiry): "<counter>:<labels>"
 {p}:totals:h:<fig>:<tier>          hash         all-time histogram (no expiry), latency and ttft
-{p}:otlp:stream:<id>               string       an OTLP cumulative stream's last two points
-                                               (JSON, TTL history_s)
+{p}:otlp:stream:<id>               string       an OTLP cumulative stream's last point: a
+                                               token, then JSON (TTL history_s)
 {p}:otlp:unmapped                  hash         "<metric> <attribute value>" -> OTLP data
                                                points that mapped to no tier
 {p}:engines:seen:<id>              string       an engine whose counters a scraper took as its
@@ -150,10 +150,11 @@ class Keys:
         """A batch's idempotency marker: on the shard the batch is written to."""
         return f"{self.root}:live:batch:{batch_id}"
 
-    # --- OTLP receiver (control: one slot, so one script claims all of an export's streams) --
+    # --- OTLP receiver ---------------------------------------------------------------------
     def otlp_stream(self, stream_id: str) -> str:
-        """A cumulative OTLP stream's last two points, that any replica takes the next from."""
-        return f"{self.control_root}:otlp:stream:{stream_id}"
+        """A cumulative OTLP stream's last point, that any replica takes the next from: on the
+        shard its deltas are written to, as the ingest call that writes them moves it on."""
+        return f"{self.root}:otlp:stream:{stream_id}"
 
     @property
     def otlp_unmapped(self) -> str:

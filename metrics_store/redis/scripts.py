@@ -35,7 +35,6 @@ READ_ON_NODE = "read_on_node"  # read.lua for the shards of one cluster node
 WRITE_SNAPSHOT = "write_snapshot"
 STAMP_RECORD = "stamp_record"
 BEAT_REPLICA = "beat_replica"
-OTLP_CLAIM = "otlp_claim"
 
 # A script whose file is a prelude to another's text: the two run as one script.
 _PRELUDE_TO = {READ_ON_NODE: READ}
@@ -48,7 +47,6 @@ _PACKAGE_OF = {
     WRITE_SNAPSHOT: "metrics_store.live",
     STAMP_RECORD: "metrics_store.live",
     BEAT_REPLICA: "metrics_store.live",
-    OTLP_CLAIM: "metrics_store.sources.otlp",
 }
 
 Arg = str | bytes | int | float

@@ -3,10 +3,10 @@
 OTLP points are aggregates, not events, so they are written as the ingest script's counters
 and histograms (record/batch.py `encode_sums`): per tier and fine bucket the query count,
 errors, latency sum, tokens, and each figure's bins; no stream entry, no recent-list push.
-Each cumulative step is one batch whose id names the step (temporality.py), so a retried
-export, on any replica, finds the ingest script's marker and adds nothing. Delta points
-have no state to tell a retry by: their batch's id is a hash of their content, the same
-for the same export sent again.
+An export's cumulative points are one batch per shard (one on a single Redis), which claims
+their streams' states as it writes their deltas (temporality.py): a retried export, on any
+replica, finds its points taken and adds nothing. Delta points have no state to tell a retry
+by: their batch's id is a hash of their content, the same for the same export sent again.
 """
 
 from __future__ import annotations
@@ -14,15 +14,24 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+import zlib
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
 
-from metrics_store.record.batch import BatchEncoder, EncodedBatch, HistogramSums, QuerySums
+from metrics_store.record.batch import (
+    BatchEncoder,
+    Claim,
+    EncodedBatch,
+    HistogramSums,
+    QuerySums,
+)
 from metrics_store.redis.keys import (
     FIGURE_LATENCY,
     FIGURE_QUEUE,
@@ -31,7 +40,7 @@ from metrics_store.redis.keys import (
     HISTOGRAM_ERROR,
     Keys,
 )
-from metrics_store.redis.replica_ack import acks_wanted, write_batch
+from metrics_store.redis.replica_ack import write_batch
 from metrics_store.redis.scripts import INGEST, lua_script
 from metrics_store.redis.topology import Topology, topology_for
 from metrics_store.settings import Settings
@@ -76,15 +85,15 @@ class OtlpReceiver:
         self._client = self._topology.sync_client()
         keys = Keys(settings.key_prefix)
         control = keys if self._topology.control_apart else None
-        self._encoders = [BatchEncoder(settings, s, control) for s in self._topology.shards]
+        self._shards = self._topology.shards
+        self._encoders = [BatchEncoder(settings, s, control) for s in self._shards]
         self._mapper = ExportMapper(settings)
         # A stream's state outlives any pause of its exporter that the store's history spans:
         # lost, the stream's next point would count all it holds since its start again.
-        state_ttl_s = max(settings.retention.history_s, settings.recording.batch_id_ttl_s)
-        self._streams = CumulativeStreams(self._client, keys, state_ttl_s)
+        self._state_ttl_s = max(settings.retention.history_s, settings.recording.batch_id_ttl_s)
+        self._streams = CumulativeStreams(self._client)
         self._unmapped_key = keys.otlp_unmapped
         self._ingest = lua_script(INGEST)
-        self._pipelined = self._topology.pipelined_sends and not acks_wanted(settings)
         self._clock = clock
 
     def close(self) -> None:
@@ -110,15 +119,29 @@ class OtlpReceiver:
         `take=False` claims the cumulative points' states and writes nothing: a baseline
         (the scraper's first sight of an engine, whose counts since its start nobody saw
         happen, so none of them belongs to this instant)."""
-        deltas, contended = self._streams.deltas([p for p in points if p.cumulative])
-        if not take:
-            return contended
-        batches = [self._encode([delta], delta.batch_id, now_s) for delta in deltas]
-        fresh = [Delta(p, p.bins, "") for p in points if not p.cumulative]
-        if fresh:
-            batches.append(self._encode(fresh, _content_id(fresh), now_s))
-        self._write([batch for batch in batches if batch is not None])
+        contended = 0
+        for shard, streams in _by_shard([p for p in points if p.cumulative], self._shards).items():
+            write = partial(self._write_steps, shard, now_s=now_s, take=take)
+            contended += self._streams.take(streams, self._shards[shard], write)
+        fresh = [Delta(p, p.bins) for p in points if not p.cumulative]
+        if fresh and take:
+            encoded = self._encode(fresh, _content_id(fresh), now_s)
+            if encoded is not None:
+                self._write(encoded)
         return contended
+
+    def _write_steps(
+        self, shard: int, deltas: list[Delta], claims: list[Claim], *, now_s: float, take: bool
+    ) -> dict[str, bytes] | None:
+        """One call: the deltas' sums with the claims that take them (temporality.py `Write`)."""
+        query_sums, histograms = self._sums(deltas if take else [])
+        encoded = self._encoders[shard].encode_sums(
+            query_sums, histograms, _claims_id(claims), now_s, claims, self._state_ttl_s
+        )
+        reply = self._write(encoded)
+        if not isinstance(reply, list):
+            return None  # written (or -1: this very call was written before)
+        return {encoded.keys[int(index) - 1]: found for index, found in _pairs(reply)}
 
     def _in_window(self, mapped: Mapped, now_s: float) -> list[Placed]:
         """The points whose stamp the store keeps buckets for; the rest refused."""
@@ -143,22 +166,8 @@ class OtlpReceiver:
         encoder = self._encoders[int(batch_id[-8:], 16) % len(self._encoders)]
         return encoder.encode_sums(query_sums, histograms, batch_id, now_s)
 
-    def _write(self, batches: Sequence[EncodedBatch]) -> None:
-        """Every batch, in one pipeline where the topology allows it (one server, no replica
-        acknowledgement asked); else one after the other, each as the collector writes it."""
-        if len(batches) < 2 or not self._pipelined:
-            for encoded in batches:
-                write_batch(self._client, self._ingest, encoded.keys, encoded.args, self._topology)
-            return
-
-        def send() -> None:
-            pipe = self._client.pipeline(transaction=False)
-            for encoded in batches:
-                self._ingest.queue(pipe, encoded.keys, encoded.args)
-            pipe.execute()
-
-        # Sent again whole after NOSCRIPT: each batch's marker makes what landed a no-op.
-        self._ingest.reloading(self._client, send, send)
+    def _write(self, encoded: EncodedBatch) -> object:
+        return write_batch(self._client, self._ingest, encoded.keys, encoded.args, self._topology)
 
     def _sums(self, deltas: Sequence[Delta]) -> tuple[QuerySums, HistogramSums]:
         bucket_s = self._settings.retention.bucket_s
@@ -191,6 +200,25 @@ class OtlpReceiver:
                     bins.count
                 )
         return query_sums, histograms
+
+
+def _by_shard(points: Sequence[Placed], shards: Sequence[Keys]) -> dict[int, list[Placed]]:
+    """The points by the shard their stream's state and deltas live on: the same for every
+    replica, so each stream's state has one home."""
+    out: dict[int, list[Placed]] = defaultdict(list)
+    for point in points:
+        out[zlib.crc32(point.stream.encode()) % len(shards)].append(point)
+    return out
+
+
+def _pairs(reply: list[Any]) -> Iterator[tuple[Any, Any]]:
+    return zip(reply[::2], reply[1::2], strict=True)
+
+
+def _claims_id(claims: Sequence[Claim]) -> str:
+    """The batch's marker: the same only for the same states moved on the same way."""
+    parts = sorted((c.key, c.expected, c.state[:16]) for c in claims)
+    return "otlp-" + hashlib.sha256(repr(parts).encode()).hexdigest()[:32]
 
 
 def _content_id(deltas: Sequence[Delta]) -> str:
