@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from api.responses import error_response
-from metrics_store.errors import InvalidWindow, StoreUnavailable, UnknownNode
+from metrics_store.errors import InvalidObjectives, InvalidWindow, StoreUnavailable, UnknownNode
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,12 @@ async def _invalid_window(request: Request, exc: Exception) -> Response:
     return error_response(422, "InvalidWindow", str(exc), {"window": exc.text})
 
 
+async def _invalid_objectives(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, InvalidObjectives)
+    message = f"{len(exc.problems)} problem(s) in the objectives; nothing was stored"
+    return error_response(422, "InvalidObjectives", message, {"problems": exc.problems})
+
+
 async def _store_unavailable(request: Request, exc: Exception) -> Response:
     log.warning("answering 503: %s", exc)
     # The message stays generic: the underlying error may name the Redis host.
@@ -64,5 +70,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(UnknownNode, _unknown_node)
     app.add_exception_handler(InvalidWindow, _invalid_window)
+    app.add_exception_handler(InvalidObjectives, _invalid_objectives)
     app.add_exception_handler(StoreUnavailable, _store_unavailable)
     app.add_exception_handler(Exception, _internal_error)

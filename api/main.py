@@ -23,6 +23,9 @@ from metrics_store.clock import Clock
 from metrics_store.read.reader import MetricsReader
 from metrics_store.redis.topology import async_client
 from metrics_store.settings import Settings, get_settings
+from metrics_store.slo.definitions import Objective
+from metrics_store.slo.files import read_objectives_file
+from metrics_store.slo.store import SharedObjectives
 
 
 def create_app(settings: Settings | None = None, clock: Clock | None = None) -> FastAPI:
@@ -34,7 +37,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         summary="Live telemetry of an LLM-serving backend, from Redis.",
         description="REST endpoints below; the live stream is the WebSocket "
         "`/api/metrics/ws` (one `metrics_update` a second; see docs/live-stream.md).",
-        lifespan=_lifespan(resolved, clock),
+        lifespan=_lifespan(resolved, clock, _objectives_file(resolved)),
         docs_url="/api/docs",
         openapi_url="/api/openapi.json",
         redoc_url=None,
@@ -53,15 +56,21 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     return app
 
 
+def _objectives_file(settings: Settings) -> list[Objective] | None:
+    """METRICS_SLO_FILE's objectives, read at once: a bad file stops the start, in one line."""
+    return None if settings.slo.file is None else read_objectives_file(settings.slo.file, settings)
+
+
 def _lifespan(
-    settings: Settings, clock: Clock | None
+    settings: Settings, clock: Clock | None, from_file: list[Objective] | None
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     """The app's Redis client, reader and live stream, from start-up to shutdown."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         client = async_client(settings)
-        reader = MetricsReader(client, settings, clock)
+        objectives = SharedObjectives(client, settings, from_file)
+        reader = MetricsReader(client, settings, clock, objectives)
         live = LiveStream(client, reader, settings, clock)
         app.state.reader = reader
         app.state.live = live

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, WebSocket
+from fastapi import APIRouter, Body, HTTPException, Query, WebSocket
 
 from api.deps import LiveDep, ReaderDep, SettingsDep
 from api.responses import ErrorBody, OrjsonResponse
@@ -15,10 +15,13 @@ from metrics_store.read.shapes import (
     QueryMetrics,
     ResourceMetrics,
     RoutingMetrics,
+    SloMetrics,
     TiersResponse,
 )
 from metrics_store.read.windows import parse_window, window_schema_pattern
 from metrics_store.settings import MAX_NAME_CHARS, NAME_PATTERN, Settings
+from metrics_store.slo.definitions import parse_objectives
+from metrics_store.slo.store import StoredObjectives
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     414: {"model": ErrorBody, "description": "URL too long (api/limits.py)."},
@@ -127,6 +130,40 @@ async def get_routing(
 async def get_health(reader: ReaderDep) -> OrjsonResponse:
     """Live nodes and replicas, and each live collector's written, dropped and pending events."""
     return OrjsonResponse(await reader.health())
+
+
+@router.get("/slo", response_model=SloMetrics, response_class=OrjsonResponse)
+async def get_slo(reader: ReaderDep) -> OrjsonResponse:
+    """Each objective's error budget left, burn rates over the alerting windows, and state."""
+    return OrjsonResponse(await reader.slo())
+
+
+def _definitions(stored: StoredObjectives) -> dict[str, Any]:
+    return {
+        "version": stored.version,
+        "objectives": [objective.as_json() for objective in stored.objectives],
+    }
+
+
+@router.get("/slo/definitions", response_class=OrjsonResponse)
+async def get_slo_definitions(reader: ReaderDep) -> OrjsonResponse:
+    """The objectives every replica and collector uses, and their version."""
+    return OrjsonResponse(_definitions(await reader.objectives.current()))
+
+
+@router.put(
+    "/slo/definitions",
+    response_class=OrjsonResponse,
+    responses={422: {"model": ErrorBody, "description": "A definition is invalid: none stored."}},
+)
+async def put_slo_definitions(
+    reader: ReaderDep,
+    settings: SettingsDep,
+    body: Annotated[dict[str, Any], Body(examples=[{"objectives": []}])],
+) -> OrjsonResponse:
+    """Replace the objectives, whole (docs/slo.md); every replica and collector follows."""
+    objectives = parse_objectives(body, settings.tiers, settings.slo.history_s)
+    return OrjsonResponse(_definitions(await reader.objectives.replace(objectives)))
 
 
 @live_router.websocket("/ws")

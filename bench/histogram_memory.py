@@ -89,6 +89,7 @@ def extrapolate(by_level: dict[int, list[tuple[int, int]]], settings: Settings) 
         settings.retention.rollup_s,
         settings.retention.retention_s,
         settings.retention.history_s,
+        settings.slo.history_s,
     )
     total = 0.0
     histograms = len(FIGURES) * len(TIERS)

@@ -55,16 +55,23 @@ class Level:
     retention_s: int
 
 
-def bucket_levels(bucket_s: int, rollup_s: int, retention_s: int, history_s: int) -> list[Level]:
+def bucket_levels(
+    bucket_s: int, rollup_s: int, retention_s: int, history_s: int, hour_history_s: int = 0
+) -> list[Level]:
     """Every bucket size the collectors write, finest first.
 
     Fine and 1-minute buckets serve the recent window (retention_s); two coarser rollups
     (10 and 60 rollup buckets: 10 minutes and 1 hour by default) keep history_s of history,
-    so a 7-day window reads about 170 hour buckets plus its edges, not 60,000 fine ones.
+    so a 7-day window reads about 170 hour buckets plus its edges, not 60,000 fine ones. The
+    hour buckets are kept longer where `hour_history_s` asks (the objectives' compliance
+    windows: 30 days of hours cost a tenth of 30 days of 10-minute buckets).
     """
-    coarse = [rollup_s * 10, rollup_s * 60]
-    return [Level(bucket_s, retention_s), Level(rollup_s, retention_s)] + [
-        Level(size, history_s + size) for size in coarse
+    ten, sixty = rollup_s * 10, rollup_s * 60
+    return [
+        Level(bucket_s, retention_s),
+        Level(rollup_s, retention_s),
+        Level(ten, history_s + ten),
+        Level(sixty, max(history_s, hour_history_s) + sixty),
     ]
 
 

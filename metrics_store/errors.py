@@ -7,6 +7,7 @@ MetricsStoreError
  +-- UnknownNode (also a LookupError): a node name with no live snapshot
  +-- EventsLost: flush() cannot keep its promise: events before it were dropped or abandoned
  +-- MissingSetting (also a ValueError): a process needs a setting this topology leaves unset
+ +-- InvalidObjectives (also a ValueError): SLO definitions refused, whole, with every problem
 """
 
 from __future__ import annotations
@@ -58,3 +59,11 @@ class EventsLost(MetricsStoreError):
 
 class MissingSetting(MetricsStoreError, ValueError):
     """A process needs a setting that the configured topology cannot do without."""
+
+
+class InvalidObjectives(MetricsStoreError, ValueError):
+    """A set of SLO definitions the store refuses, whole: `problems` lists each one."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("invalid objectives: " + "; ".join(problems))
+        self.problems = problems

@@ -231,9 +231,8 @@ def expect_buckets(
     """The fine and rollup bucket keys holding `ts`, indexed with the epoch second they retire."""
     s = h.settings
     bucket_keys = []
-    for level in bucket_levels(
-        s.retention.bucket_s, s.retention.rollup_s, s.retention.retention_s, s.retention.history_s
-    ):
+    r = s.retention
+    for level in bucket_levels(r.bucket_s, r.rollup_s, r.retention_s, r.history_s, s.slo.history_s):
         size = level.size_s
         start = int(ts // size) * size
         key = name(size, start)

@@ -78,6 +78,7 @@ class LatencyPlanner:
             settings.retention.rollup_s,
             settings.retention.retention_s,
             settings.retention.history_s,
+            settings.slo.history_s,
         )
         self._cache: dict[tuple[int, int], Tiling] = {}
 

@@ -10,6 +10,7 @@ it serves, and are merged (`metrics_store.redis.fan_out`, `metrics_store.redis.t
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TypeVar
 
 import redis.asyncio as aioredis
@@ -28,14 +29,17 @@ from metrics_store.read.shapes import (
     QueryMetrics,
     ResourceMetrics,
     RoutingMetrics,
+    SloMetrics,
     TiersResponse,
 )
+from metrics_store.read.slo import SloStages
 from metrics_store.read.windowed import WindowedStages
 from metrics_store.redis.fan_out import FanOutPlan
 from metrics_store.redis.keys import Keys
 from metrics_store.redis.read_plan import Staged
 from metrics_store.redis.topology import topology_for
 from metrics_store.settings import Settings
+from metrics_store.slo.store import SharedObjectives, StoredObjectives
 from metrics_store.timefmt import iso_utc
 
 T = TypeVar("T")
@@ -49,7 +53,11 @@ class MetricsReader:
     """
 
     def __init__(
-        self, client: aioredis.Redis, settings: Settings, clock: Clock | None = None
+        self,
+        client: aioredis.Redis,
+        settings: Settings,
+        clock: Clock | None = None,
+        objectives: SharedObjectives | None = None,
     ) -> None:
         self._settings = settings
         self._clock = clock or SystemClock()
@@ -59,6 +67,8 @@ class MetricsReader:
         self._runner = PlanRunner(client, topology)
         self._latency = LatencyPlanner(settings, self._keys, self._shards)
         self._windowed = WindowedStages(settings, self._shards, self._latency)
+        self._slo = SloStages(settings, self._shards, self._latency)
+        self.objectives = objectives or SharedObjectives(client, settings, from_file=None)
         self._tiers_responses: dict[int | None, tuple[object, TiersResponse]] = {}
 
     # --- public: one aggregate, or all at once ---------------------------------------------
@@ -86,6 +96,11 @@ class MetricsReader:
         return await self._run_prepared(
             ("latency", window_s), lambda plan, now: self._stage_latency(plan, now, window_s)
         )
+
+    async def slo(self) -> SloMetrics:
+        """Each objective's budget, burn rates and state (GET /api/metrics/slo)."""
+        stored = await self.objectives.current()
+        return await self._run_prepared(("slo", stored.version), partial(self._stage_slo, stored))
 
     async def resources(self, node: str | None = None) -> ResourceMetrics:
         """The cluster's resources, or (with `node`) that live node's alone."""
@@ -132,6 +147,11 @@ class MetricsReader:
         self, plan: FanOutPlan, now_s: float, window_s: int | None = None
     ) -> Staged[LatencyMetrics]:
         return self._latency.stage(plan, now_s, window_s or self._settings.retention.window_s)
+
+    def _stage_slo(
+        self, stored: StoredObjectives, plan: FanOutPlan, now_s: float
+    ) -> Staged[SloMetrics]:
+        return self._slo.stage(plan, now_s, stored.objectives, stored.version)
 
     def _stage_resources(self, plan: FanOutPlan, now_s: float) -> Staged[ResourceMetrics]:
         return stage_resources(plan, self._keys, self._settings.liveness.node_ttl_s)

@@ -224,6 +224,7 @@ class BatchEncoder:
             settings.retention.rollup_s,
             settings.retention.retention_s,
             settings.retention.history_s,
+            settings.slo.history_s,
         )
         self._fixed = [
             keys.query_stream,

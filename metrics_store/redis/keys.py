@@ -173,6 +173,12 @@ class Keys:
     def engines_unmapped(self) -> str:
         return f"{self.control_root}:engines:unmapped"
 
+    # --- objectives (control: every process reads the one set) ----------------------------
+    @property
+    def slo_definitions(self) -> str:
+        """The objectives as stored (field json) and their version (field version)."""
+        return f"{self.control_root}:slo:definitions"
+
     # --- live (control) -------------------------------------------------------------------
     @property
     def live_nodes(self) -> str:
@@ -225,6 +231,9 @@ class Keys:
 QUERY_COUNT = "count"
 QUERY_ERRORS = "errors"
 QUERY_LATENCY_MS = "latency_ms"
+# Queries that met every objective of their tier (counted by the collector as it writes them,
+# only for tiers with objectives: docs/slo.md).
+QUERY_GOOD = "good"
 # The figures with a histogram, and the field of a histogram hash holding its values' sum
 # (the other fields are bin indexes).
 FIGURE_LATENCY = "latency"
@@ -247,6 +256,7 @@ TOTAL_QUERIES = "queries"  # :<tier>:<error 0|1>
 TOTAL_TOKENS = "tokens"  # :<tier>
 TOTAL_LATENCY_MS = "latency_ms"  # :<tier>, the sum
 TOTAL_ROUTING = "routing"  # :<complexity>:<tier>:<fallback 0|1>
+TOTAL_GOOD = "good"  # :<tier>, queries that met every objective of their tier
 
 
 def member(counter: str, *labels: str) -> str:

@@ -26,6 +26,7 @@ from metrics_store.settings.groups import (
     RetentionSettings,
     SamplerSettings,
     ScrapeSettings,
+    SloSettings,
 )
 
 GROUPS: dict[str, type[BaseModel]] = {
@@ -37,6 +38,7 @@ GROUPS: dict[str, type[BaseModel]] = {
     "sampler": SamplerSettings,
     "otlp": OtlpSettings,
     "scrape": ScrapeSettings,
+    "slo": SloSettings,
 }
 
 # The flat name of every grouped setting (its environment variable is METRICS_<NAME>, but
@@ -91,6 +93,8 @@ FLAT_NAMES: dict[str, tuple[str, str]] = {
     "scrape_timeout_s": ("scrape", "timeout_s"),
     "scrape_tier": ("scrape", "tier"),
     "scrape_tier_label": ("scrape", "tier_label"),
+    "slo_file": ("slo", "file"),
+    "slo_history_s": ("slo", "history_s"),
 }
 # The settings every room shares stay at the top, under their own names.
 TOP_LEVEL = ("key_prefix", "node", "tiers", "complexities")

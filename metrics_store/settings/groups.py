@@ -365,3 +365,21 @@ class ScrapeSettings(BaseModel):
         description="The label whose value names a scraped series' tier where no tier is set "
         "(vLLM and SGLang label their metrics with model_name).",
     )
+
+
+class SloSettings(BaseModel):
+    """Service-level objectives (docs/slo.md): their file and the history they need."""
+
+    model_config = _GROUP_CONFIG
+
+    file: str | None = Field(
+        default=None,
+        description="A TOML or YAML file of objectives, stored in Redis when an API replica "
+        "starts; unset: those stored (PUT /api/metrics/slo/definitions).",
+    )
+    history_s: int = Field(
+        default=31 * 86_400,
+        ge=3 * 86_400,
+        description="How long the hour roll-ups are kept: the longest compliance window an "
+        "objective may have (30 days, and an hour of edge).",
+    )

@@ -45,6 +45,7 @@ from metrics_store.settings.groups import (
     RetentionSettings,
     SamplerSettings,
     ScrapeSettings,
+    SloSettings,
 )
 
 
@@ -68,6 +69,7 @@ class Settings(BaseSettings):
     sampler: SamplerSettings = Field(default_factory=SamplerSettings)
     otlp: OtlpSettings = Field(default_factory=OtlpSettings)
     scrape: ScrapeSettings = Field(default_factory=ScrapeSettings)
+    slo: SloSettings = Field(default_factory=SloSettings)
 
     @classmethod
     def settings_customise_sources(

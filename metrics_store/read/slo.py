@@ -1,0 +1,164 @@
+"""Each objective's good and total counts over its burn windows and its compliance window,
+staged on one read, and its budget from them (`GET /api/metrics/slo`).
+
+Every window ends with the current fine bucket and is tiled with the kept buckets, as any
+`?window=` is (latency.py): the compliance window of 30 days with the hour roll-ups, which
+the collectors keep for `METRICS_SLO_HISTORY_S`. The counts come from what the store already
+holds, summed from the reader's copy of the buckets (redis/bucket_cache.py):
+- `errors`: the query counters' `count` and `errors` of the tier;
+- `latency`: the figure's histogram of the tier, whose bins up to the snapped threshold are
+  the good ones;
+- `combined`: the query counters' `good`, which the collector adds as it writes each query.
+Each window is read once, whatever number of objectives share it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
+
+from metrics_store.histogram import ZERO_BIN
+from metrics_store.read.latency import LatencyPlanner, parse_histogram
+from metrics_store.read.shapes import BurnAlert, ObjectiveStatus, SloMetrics
+from metrics_store.redis.fan_out import FanOutPlan
+from metrics_store.redis.keys import QUERY_COUNT, QUERY_ERRORS, QUERY_GOOD, Keys, member
+from metrics_store.redis.read_plan import Staged
+from metrics_store.settings import Settings
+from metrics_store.slo.burn import BURN_WINDOWS_S, Budget, Counts, assess, span
+from metrics_store.slo.definitions import COMBINED, ERRORS, LATENCY, Objective
+from metrics_store.timefmt import iso_utc
+
+# One read of a window: its query counters (None) or one (figure, tier) histogram.
+Read = tuple[int, tuple[str, str] | None]
+
+
+class SloStages:
+    """Stages the objectives' reads on a plan; one per reader."""
+
+    def __init__(self, settings: Settings, shards: list[Keys], latency: LatencyPlanner) -> None:
+        self._settings = settings
+        self._shards = shards
+        self._latency = latency
+
+    def stage(
+        self, plan: FanOutPlan, now_s: float, objectives: Sequence[Objective], version: int
+    ) -> Staged[SloMetrics]:
+        reads = self._reads(objectives)
+        starts: dict[int, int] = {}
+        for window_s, histogram in reads:
+            tiling = self._latency.tiling(now_s, window_s)
+            starts[window_s] = tiling.start_s
+            if histogram is None:
+                plan.sum_shards(partial(self._query_keys, buckets=tiling.buckets))
+            else:
+                figure, tier = histogram
+                keys = partial(
+                    self._histogram_keys, figure=figure, tier=tier, buckets=tiling.buckets
+                )
+                plan.hsum_shards(keys)
+
+        def parse(replies: Sequence[Any]) -> SloMetrics:
+            found = dict(zip(reads, replies, strict=True))
+            statuses = [
+                self._status(objective, found, starts[objective.window_s])
+                for objective in objectives
+            ]
+            return SloMetrics(
+                timestamp=iso_utc(now_s), definitionsVersion=version, objectives=statuses
+            )
+
+        return Staged(len(reads), parse)
+
+    def _reads(self, objectives: Sequence[Objective]) -> list[Read]:
+        """Every distinct read the objectives need, in a fixed order."""
+        reads: dict[Read, None] = {}
+        for objective in objectives:
+            for window_s in (*BURN_WINDOWS_S, objective.window_s):
+                if objective.kind == LATENCY:
+                    assert objective.figure is not None
+                    for tier in self._tiers(objective):
+                        reads[window_s, (objective.figure, tier)] = None
+                else:
+                    reads[window_s, None] = None
+        return list(reads)
+
+    def _tiers(self, objective: Objective) -> list[str]:
+        return [tier for tier in self._settings.tiers if objective.covers(tier)]
+
+    def _query_keys(self, shard: int, *, buckets: Sequence[tuple[int, int]]) -> list[str]:
+        name = self._shards[shard].query_bucket
+        return [name(size, start) for size, start in buckets]
+
+    def _histogram_keys(
+        self, shard: int, *, figure: str, tier: str, buckets: Sequence[tuple[int, int]]
+    ) -> list[str]:
+        name = self._shards[shard].histogram_bucket
+        return [name(figure, tier, size, start) for size, start in buckets]
+
+    def _counts(self, objective: Objective, window_s: int, found: dict[Read, Any]) -> Counts:
+        good = total = 0
+        for tier in self._tiers(objective):
+            if objective.kind == LATENCY:
+                assert objective.figure is not None and objective.threshold_bin is not None
+                bins, _ = parse_histogram(found[window_s, (objective.figure, tier)])
+                limit = objective.threshold_bin
+                total += sum(bins.values())
+                good += sum(n for index, n in bins.items() if index <= limit or index == ZERO_BIN)
+                continue
+            sums = _sums(found[window_s, None])
+            count = int(sums.get(member(QUERY_COUNT, tier), 0))
+            total += count
+            if objective.kind == ERRORS:
+                good += count - int(sums.get(member(QUERY_ERRORS, tier), 0))
+            elif objective.kind == COMBINED:
+                good += int(sums.get(member(QUERY_GOOD, tier), 0))
+        return Counts(good, total)
+
+    def _status(
+        self, objective: Objective, found: dict[Read, Any], window_start_s: int
+    ) -> ObjectiveStatus:
+        windows = {span: self._counts(objective, span, found) for span in BURN_WINDOWS_S}
+        compliance = self._counts(objective, objective.window_s, found)
+        budget = assess(windows, compliance, objective.target, objective.window_s)
+        return ObjectiveStatus(
+            name=objective.name,
+            tier=objective.tier,
+            kind=objective.kind,
+            figure=objective.figure,
+            thresholdMs=objective.threshold_ms,
+            effectiveThresholdMs=_rounded(objective.effective_threshold_ms),
+            target=objective.target,
+            windowSeconds=objective.window_s,
+            windowStart=iso_utc(window_start_s),
+            good=compliance.good,
+            total=compliance.total,
+            compliance=compliance.good / compliance.total if compliance.total else None,
+            errorBudgetRemainingRatio=round(budget.remaining_ratio, 6),
+            exhaustedInSeconds=_rounded(budget.exhausted_in_s),
+            burnRates={span(s): round(rate, 6) for s, rate in budget.rates.items()},
+            alerts=_alerts(budget),
+            state=budget.state,
+        )
+
+
+def _alerts(budget: Budget) -> list[BurnAlert]:
+    return [
+        BurnAlert(
+            windows=state.pair.label,
+            factor=state.pair.factor,
+            severity=state.pair.severity,
+            longRate=round(state.long_rate, 6),
+            shortRate=round(state.short_rate, 6),
+            firing=state.firing,
+        )
+        for state in budget.pairs
+    ]
+
+
+def _sums(flat: Sequence[bytes]) -> dict[str, float]:
+    return {flat[i].decode(): float(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)

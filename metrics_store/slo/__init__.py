@@ -1,0 +1,1 @@
+"""Service-level objectives: their definitions, where every process finds them, and budgets."""

@@ -1,0 +1,278 @@
+"""Service-level objectives: definitions checked whole, budgets and burn rates exact against a
+plain count of the recorded queries, on every topology, and the API's endpoints."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.main import create_app
+from metrics_store.errors import InvalidObjectives
+from metrics_store.histogram import bin_index, upper_bound_s
+from metrics_store.read.shapes import SloMetrics
+from metrics_store.settings import Settings
+from metrics_store.slo.burn import BURN_PAIRS, BURN_WINDOWS_S, Counts, assess, burn_rate
+from metrics_store.slo.definitions import Objective, parse_objectives
+from metrics_store.slo.files import read_objectives_file
+from tests.conftest import T0
+from tests.harness import StoreHarness
+
+TIERS = ["Q2", "Q3", "Q4"]
+MONTH_S = 31 * 86_400
+DAY = 86_400
+
+
+def objectives(*entries: dict[str, Any]) -> list[Objective]:
+    return parse_objectives({"objectives": list(entries)}, TIERS, MONTH_S)
+
+
+LATENCY_Q3 = {
+    "name": "q3-latency",
+    "tier": "Q3",
+    "kind": "latency",
+    "figure": "latency",
+    "threshold_ms": 2000,
+    "target": 0.99,
+}
+ERRORS_ALL = {"name": "errors", "kind": "errors", "target": 0.999, "window": "30d"}
+TTFT_Q2 = {
+    "name": "q2-ttft",
+    "tier": "Q2",
+    "kind": "latency",
+    "figure": "ttft",
+    "threshold_ms": 500,
+    "target": 0.95,
+    "window": "7d",
+}
+
+
+# --- definitions ---------------------------------------------------------------------------
+def test_a_definition_reads_as_given_with_its_defaults() -> None:
+    (latency, errors) = objectives(LATENCY_Q3, ERRORS_ALL)
+    assert (latency.tier, latency.window_s, latency.figure) == ("Q3", 30 * DAY, "latency")
+    assert (errors.tier, errors.figure, errors.threshold_ms) == ("all", None, None)
+    # The threshold snaps to the nearest bin edge: counts below it are exact.
+    effective = latency.effective_threshold_ms
+    assert effective is not None and abs(effective - 2000) / 2000 < 0.011
+    assert bin_index(effective) == latency.threshold_bin
+    assert bin_index(effective * 1.0001) == latency.threshold_bin + 1  # type: ignore[operator]
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"target": 1.0}, "target must be a number between 0 and 1"),
+        ({"target": "0.99"}, "target must be a number between 0 and 1"),
+        ({"tier": "Q9"}, "tier must be one of Q2, Q3, Q4 or 'all'"),
+        ({"kind": "speed"}, "kind must be one of latency, errors, combined"),
+        ({"figure": "tokens"}, "figure must be one of latency, ttft, queue, tpot"),
+        ({"threshold_ms": -5}, "threshold_ms must be a number of milliseconds"),
+        ({"window": "40d"}, "window must be seconds or a number"),
+        ({"window": "1d"}, "window must be seconds or a number"),
+        ({"name": "has space"}, "name must match"),
+        ({"treshold_ms": 5}, "unknown fields treshold_ms"),
+    ],
+)
+def test_a_bad_definition_names_its_problem(change: dict[str, Any], problem: str) -> None:
+    with pytest.raises(InvalidObjectives) as refused:
+        objectives(ERRORS_ALL, {**LATENCY_Q3, **change})
+    assert len(refused.value.problems) == 1
+    assert problem in refused.value.problems[0]
+    assert "objectives[1]" in refused.value.problems[0]
+    assert isinstance(refused.value, ValueError)
+
+
+def test_every_problem_is_named_at_once() -> None:
+    with pytest.raises(InvalidObjectives) as refused:
+        objectives({**ERRORS_ALL, "target": 2}, {**LATENCY_Q3, "name": "errors", "kind": "x"})
+    assert len(refused.value.problems) == 2
+    with pytest.raises(InvalidObjectives, match="used twice"):
+        objectives(ERRORS_ALL, ERRORS_ALL)
+    with pytest.raises(InvalidObjectives, match="only"):
+        objectives({**ERRORS_ALL, "threshold_ms": 5})
+
+
+def test_files_in_toml_and_yaml_read_the_same(tmp_path: Path) -> None:
+    settings = Settings(tiers=TIERS)
+    toml = tmp_path / "slo.toml"
+    toml.write_text(
+        '[[objectives]]\nname = "q3-latency"\ntier = "Q3"\nkind = "latency"\n'
+        "threshold_ms = 2000\ntarget = 0.99\n\n"
+        '[[objectives]]\nname = "errors"\nkind = "errors"\ntarget = 0.999\nwindow = "30d"\n'
+    )
+    yaml = tmp_path / "slo.yaml"
+    yaml.write_text(
+        "objectives:\n"
+        "  - {name: q3-latency, tier: Q3, kind: latency, threshold_ms: 2000, target: 0.99}\n"
+        "  - {name: errors, kind: errors, target: 0.999, window: 30d}\n"
+    )
+    expected = objectives({**LATENCY_Q3}, ERRORS_ALL)
+    assert read_objectives_file(toml, settings) == expected
+    assert read_objectives_file(yaml, settings) == expected
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[[objectives]\n")
+    with pytest.raises(InvalidObjectives, match=r"broken\.toml"):
+        read_objectives_file(broken, settings)
+
+
+# --- burn rates ----------------------------------------------------------------------------
+def test_burn_rates_budget_and_state_follow_the_workbook() -> None:
+    target, window_s = 0.99, 30 * DAY
+    assert burn_rate(Counts(good=990, total=1000), target) == pytest.approx(1.0)
+    assert burn_rate(Counts(good=0, total=0), target) == 0.0
+    # 20 % bad over the last hour and 5 minutes: 20x the budget, past 14.4: a page.
+    hot = dict.fromkeys(BURN_WINDOWS_S, Counts(good=800, total=1000))
+    budget = assess(hot, Counts(good=99_500, total=100_000), target, window_s)
+    assert budget.state == "page"
+    assert budget.remaining_ratio == pytest.approx(0.5)  # 500 bad of 1,000 allowed
+    assert budget.exhausted_in_s == pytest.approx(0.5 * window_s / 20)
+    # The long window alone is not enough: the short one must burn too (the alert resets).
+    cooled = {**hot, 300: Counts(good=1000, total=1000), 1800: Counts(good=1000, total=1000)}
+    cooled[6 * 3600] = cooled[86_400] = cooled[3 * 86_400] = Counts(good=1000, total=1000)
+    assert assess(cooled, Counts(good=1, total=1), target, window_s).state == "ok"
+    # 4 % bad for days: 4x, a ticket (1 d / 2 h at 3x), no page.
+    slow = dict.fromkeys(BURN_WINDOWS_S, Counts(good=960, total=1000))
+    assert assess(slow, Counts(good=960, total=1000), target, window_s).state == "ticket"
+    spent = assess(slow, Counts(good=900, total=1000), target, window_s)
+    assert spent.remaining_ratio == pytest.approx(-9.0) and spent.exhausted_in_s == 0.0
+    assert [pair.label for pair in BURN_PAIRS] == ["1h/5m", "6h/30m", "1d/2h", "3d/6h"]
+
+
+# --- answers, exact against a plain count ----------------------------------------------------
+# Queries recorded at these ages (seconds before the answer), away from every window's edge.
+AGES = [60, 20 * 60, 50 * 60, 90 * 60, 4 * 3600, 12 * 3600, 2 * DAY, 5 * DAY, 10 * DAY, 40 * DAY]
+
+
+def record_history(h: StoreHarness) -> list[tuple[float, str, float, bool, float | None]]:
+    """Queries at each age, of every tier, with latencies around the thresholds and some
+    errors; returns what was recorded as (age, tier, latency, error, ttft)."""
+    recorded = []
+    for n, age in enumerate(AGES):
+        h.clock.set(T0 - age)
+        for i in range(12):
+            tier = TIERS[i % 3]
+            latency = [150.0, 1500.0, 1990.0, 2100.0, 3000.0, 900.0][(i + n) % 6]
+            error = (i * 7 + n) % 11 == 0
+            ttft = [100.0, 499.0, 520.0, None][(i + 2 * n) % 4]
+            h.collector.record_query(tier, latency, 10, latency / 2, error, ttft_ms=ttft)
+            recorded.append((age, tier, latency, error, ttft))
+        h.collector.flush(timeout_s=30)
+    h.clock.set(T0)
+    return recorded
+
+
+def expected_counts(
+    objective: Objective, recorded: list[tuple[float, str, float, bool, float | None]], span: int
+) -> Counts:
+    good = total = 0
+    for age, tier, latency, error, ttft in recorded:
+        if age >= span or not objective.covers(tier):
+            continue
+        if objective.kind == "errors":
+            total += 1
+            good += not error
+            continue
+        value = latency if objective.figure == "latency" else ttft
+        if value is None:
+            continue
+        total += 1
+        assert objective.effective_threshold_ms is not None
+        good += value <= objective.effective_threshold_ms
+    return Counts(good, total)
+
+
+def test_each_answer_counts_exactly_the_queries_of_its_windows(store: StoreHarness) -> None:
+    defined = objectives(LATENCY_Q3, ERRORS_ALL, TTFT_Q2)
+    recorded = record_history(store)
+    store.read(lambda reader: reader.objectives.replace(defined))
+    answer: SloMetrics = store.read(lambda reader: reader.slo())
+    assert answer.definitionsVersion == 1
+    assert [o.name for o in answer.objectives] == ["q3-latency", "errors", "q2-ttft"]
+    for objective, status in zip(defined, answer.objectives, strict=True):
+        compliance = expected_counts(objective, recorded, objective.window_s)
+        assert (status.good, status.total) == (compliance.good, compliance.total), status.name
+        windows = {s: expected_counts(objective, recorded, s) for s in BURN_WINDOWS_S}
+        budget = assess(windows, compliance, objective.target, objective.window_s)
+        assert status.state == budget.state
+        assert status.errorBudgetRemainingRatio == pytest.approx(budget.remaining_ratio, abs=1e-6)
+        rates = list(status.burnRates.values())
+        assert rates == pytest.approx([budget.rates[s] for s in BURN_WINDOWS_S], abs=1e-6)
+        assert status.effectiveThresholdMs == (
+            None
+            if objective.effective_threshold_ms is None
+            else pytest.approx(objective.effective_threshold_ms, abs=1e-3)
+        )
+    # The 40-day-old queries are past every compliance window; the 10-day-old ones only in 30 d.
+    errors = answer.objectives[1]
+    assert errors.total == 12 * (len(AGES) - 1)
+    assert answer.objectives[2].total < answer.objectives[1].total
+
+
+def test_an_effective_threshold_is_a_bin_edge_within_the_bins_error() -> None:
+    for threshold in (0.5, 1.0, 37.0, 500.0, 2000.0, 123_456.0):
+        (objective,) = objectives({**LATENCY_Q3, "threshold_ms": threshold})
+        effective = objective.effective_threshold_ms
+        assert effective is not None
+        assert math.isclose(effective, upper_bound_s(objective.threshold_bin or 0) * 1000)
+        assert abs(effective - threshold) / threshold <= 0.011
+
+
+# --- the API -------------------------------------------------------------------------------
+@pytest.fixture
+def api(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+def test_put_then_get_on_another_replica(settings: Settings) -> None:
+    body = {"objectives": [LATENCY_Q3, ERRORS_ALL]}
+    with TestClient(create_app(settings)) as first, TestClient(create_app(settings)) as second:
+        assert second.get("/api/metrics/slo").json()["objectives"] == []
+        put = first.put("/api/metrics/slo/definitions", json=body)
+        assert put.status_code == 200, put.text
+        assert put.json()["version"] == 1
+        # The other replica answers from the stored set at once.
+        answer = second.get("/api/metrics/slo").json()
+        assert [o["name"] for o in answer["objectives"]] == ["q3-latency", "errors"]
+        assert answer["definitionsVersion"] == 1
+        assert {o["state"] for o in answer["objectives"]} == {"ok"}
+        assert second.get("/api/metrics/slo/definitions").json()["objectives"][0] == {
+            **LATENCY_Q3,
+            "window": f"{30 * DAY}s",
+        }
+        # The same set again changes nothing.
+        assert first.put("/api/metrics/slo/definitions", json=body).json()["version"] == 1
+
+
+def test_a_bad_put_gets_422_and_the_stored_set_stays(api: TestClient) -> None:
+    assert api.put("/api/metrics/slo/definitions", json={"objectives": [ERRORS_ALL]}).is_success
+    bad = {"objectives": [ERRORS_ALL, {**LATENCY_Q3, "target": 5, "tier": "nope"}]}
+    refused = api.put("/api/metrics/slo/definitions", json=bad)
+    assert refused.status_code == 422
+    body = refused.json()
+    assert body["error"] == "InvalidObjectives"
+    assert len(body["details"]["problems"]) == 2
+    not_json = api.put(
+        "/api/metrics/slo/definitions",
+        content=b"{",
+        headers={"content-type": "application/json"},
+    )
+    assert not_json.status_code == 422 and not_json.json()["error"] == "ValidationError"
+    stored = api.get("/api/metrics/slo/definitions").json()
+    assert (stored["version"], [o["name"] for o in stored["objectives"]]) == (1, ["errors"])
+
+
+def test_the_file_is_stored_when_a_replica_starts(settings: Settings, tmp_path: Path) -> None:
+    path = tmp_path / "slo.yaml"
+    path.write_text("objectives:\n  - {name: errors, kind: errors, target: 0.999}\n")
+    with TestClient(create_app(settings.replace(slo_file=str(path)))) as api:
+        answer = api.get("/api/metrics/slo").json()
+    assert [o["name"] for o in answer["objectives"]] == ["errors"]
+    path.write_text("objectives:\n  - {name: errors, kind: errors, target: 2}\n")
+    with pytest.raises(InvalidObjectives, match=r"slo\.yaml"):
+        create_app(settings.replace(slo_file=str(path)))
