@@ -3,22 +3,27 @@ plain count of the recorded queries, on every topology, and the API's endpoints.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
+import redis.asyncio as aioredis
 from fastapi.testclient import TestClient
 
 from api.main import create_app
 from metrics_store.errors import InvalidObjectives
 from metrics_store.histogram import bin_index, upper_bound_s
 from metrics_store.read.shapes import SloMetrics
+from metrics_store.record.judge import QueryJudge
 from metrics_store.settings import Settings
 from metrics_store.slo.burn import BURN_PAIRS, BURN_WINDOWS_S, Counts, assess, burn_rate
 from metrics_store.slo.definitions import Objective, parse_objectives
 from metrics_store.slo.files import read_objectives_file
+from metrics_store.slo.store import SharedObjectives
 from tests.conftest import T0
 from tests.harness import StoreHarness
 
@@ -276,3 +281,89 @@ def test_the_file_is_stored_when_a_replica_starts(settings: Settings, tmp_path: 
     path.write_text("objectives:\n  - {name: errors, kind: errors, target: 2}\n")
     with pytest.raises(InvalidObjectives, match=r"slo\.yaml"):
         create_app(settings.replace(slo_file=str(path)))
+
+
+# --- combined objectives and goodput, judged as each query is written -------------------------
+TTFT_Q3 = {**TTFT_Q2, "name": "q3-ttft", "tier": "Q3", "window": "30d"}
+COMBINED_Q3 = {"name": "q3-good", "tier": "Q3", "kind": "combined", "target": 0.95}
+# (latency, ttft, error): around both of Q3's thresholds (2000 and 500 ms are bin edges).
+QUERIES = [
+    (2000.0, 500.0, False),  # at both edges: good
+    (2000.1, 100.0, False),  # latency just past: bad
+    (150.0, 500.1, False),  # TTFT just past: bad
+    (150.0, None, False),  # no TTFT measured: not held against it
+    (150.0, 100.0, True),  # failed: bad
+    (1999.0, 499.0, False),
+]
+
+
+def plainly_good(tier: str, latency: float, ttft: float | None, error: bool) -> bool:
+    if tier != "Q3":
+        return not error  # only the errors objective covers Q2 and Q4
+    return not error and latency <= 2000.0 and (ttft is None or ttft <= 500.0)
+
+
+def test_combined_objectives_and_goodput_count_each_query_as_written(store: StoreHarness) -> None:
+    store.read(
+        lambda reader: reader.objectives.replace(
+            objectives(LATENCY_Q3, TTFT_Q3, COMBINED_Q3, ERRORS_ALL)
+        )
+    )
+    collector = store.new_collector()  # it takes the objectives before its first batch
+    good = dict.fromkeys(TIERS, 0)
+    recorded = dict.fromkeys(TIERS, 0)
+    for age in (2 * DAY, 0):  # the older ones count in the compliance window only
+        store.clock.set(T0 - age)
+        for tier in TIERS:
+            for latency, ttft, error in QUERIES:
+                collector.record_query(tier, latency, 10, 5.0, error, ttft_ms=ttft)
+                if age == 0:
+                    recorded[tier] += 1
+                    good[tier] += plainly_good(tier, latency, ttft, error)
+        collector.flush(timeout_s=30)
+    store.clock.set(T0)
+    tiers = store.read(lambda reader: reader.tiers()).tiers
+    assert {t.name: t.goodCount for t in tiers} == good
+    assert good == {"Q2": 5, "Q3": 3, "Q4": 5}
+    for entry in tiers:
+        assert entry.goodputPerSec == pytest.approx(good[entry.name] / 1800, abs=1e-4)
+        assert entry.requestsPerSec == pytest.approx(recorded[entry.name] / 1800, abs=1e-4)
+    combined = store.read(lambda reader: reader.slo()).objectives[2]
+    assert (combined.name, combined.good, combined.total) == ("q3-good", 2 * 3, 2 * 6)
+    assert combined.burnRates["5m"] == pytest.approx(0.5 / 0.05)  # 10x: past 6, not 14.4
+    assert [a.firing for a in combined.alerts] == [False, True, True, True]
+    assert combined.state == "page"
+
+
+def test_no_objective_no_goodput(store: StoreHarness) -> None:
+    store.collector.record_query("Q2", 10.0, 1, 1.0)
+    store.collector.flush(timeout_s=30)
+    tiers = store.read(lambda reader: reader.tiers()).tiers
+    assert [(t.goodCount, t.goodputPerSec) for t in tiers] == [(None, None)] * 3
+    assert tiers[0].requestCount == 1
+
+
+def test_a_collector_takes_changed_objectives_by_their_version(settings: Settings) -> None:
+    harness_settings = settings.replace(tiers=TIERS)
+    judge = QueryJudge(harness_settings)
+    client = redis.Redis.from_url(settings.redis.url)
+
+    async def store_set(*entries: dict[str, Any]) -> int:
+        async_client = aioredis.Redis.from_url(settings.redis.url)
+        try:
+            shared = SharedObjectives(async_client, settings, None)
+            return (await shared.replace(objectives(*entries))).version
+        finally:
+            await async_client.aclose()
+
+    try:
+        judge.refresh(client)
+        assert judge.thresholds == {}
+        assert asyncio.run(store_set(LATENCY_Q3, COMBINED_Q3)) == 1
+        judge.refresh(client)
+        assert judge.thresholds == {"Q3": {"latency": 32}}  # 2 s: bin 32 (32 bins a doubling)
+        assert asyncio.run(store_set({**LATENCY_Q3, "tier": "all", "threshold_ms": 1000})) == 2
+        judge.refresh(client)
+        assert judge.thresholds == {tier: {"latency": 0} for tier in TIERS}
+    finally:
+        client.close()

@@ -15,6 +15,7 @@ from metrics_store.read.shapes import (
 from metrics_store.redis.keys import (
     QUERY_COUNT,
     QUERY_ERRORS,
+    QUERY_GOOD,
     QUERY_LATENCY_MS,
     ROUTING_COUNT,
     ROUTING_DECISION_MS,
@@ -80,13 +81,14 @@ def parse_recent(entries: Sequence[bytes]) -> tuple[list[float], list[float]]:
 
 
 def tier_metrics(
-    tiers: Sequence[str], window: Sums, recent: Mapping[str, Sequence[bytes]]
+    tiers: Sequence[str], window: Sums, recent: Mapping[str, Sequence[bytes]], window_s: int
 ) -> list[TierMetrics]:
-    """One /tiers entry per configured tier, in order."""
+    """One /tiers entry per configured tier, in order, over a window of `window_s`."""
     entries = []
     for tier in tiers:
         requests = window.get(member(QUERY_COUNT, tier), 0.0)
         errors = window.get(member(QUERY_ERRORS, tier), 0.0)
+        good = window.get(member(QUERY_GOOD, tier))  # absent: the tier is not judged
         tokens_per_s, latency_ms = parse_recent(recent.get(tier, ()))
         entries.append(
             TierMetrics(
@@ -95,6 +97,9 @@ def tier_metrics(
                 latencyMs=latency_ms,
                 requestCount=int(requests),
                 errorRate=ratio(errors, requests),
+                requestsPerSec=round(requests / window_s, 4),
+                goodCount=None if good is None else int(good),
+                goodputPerSec=None if good is None else round(good / window_s, 4),
             )
         )
     return entries

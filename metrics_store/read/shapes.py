@@ -46,6 +46,17 @@ class TierMetrics(Shape):
     )
     p95LatencyMs: float = Field(default=0.0, description="95th percentile latency_ms.")
     p99LatencyMs: float = Field(default=0.0, description="99th percentile latency_ms.")
+    requestsPerSec: float = Field(
+        default=0.0, description="requestCount over the window's seconds: the raw throughput."
+    )
+    goodCount: int | None = Field(
+        default=None,
+        description="Queries of the window that met every objective of their tier (docs/slo.md)"
+        ", judged as they were written; null where no objective covers the tier.",
+    )
+    goodputPerSec: float | None = Field(
+        default=None, description="goodCount over the window's seconds; null as goodCount."
+    )
 
 
 class TiersResponse(Shape):

@@ -165,7 +165,8 @@ class WindowedStages:
         def parse(replies: Sequence[Any]) -> list[TierMetrics]:
             recent = dict(zip(s.tiers, replies[1 : 1 + len(s.tiers)], strict=True))
             latency: dict[str, Distribution] = percentiles.parse(replies[1 + len(s.tiers) :])
-            entries = aggregates.tier_metrics(s.tiers, _sums(replies[0]), recent)
+            seconds = window_s or s.retention.window_s
+            entries = aggregates.tier_metrics(s.tiers, _sums(replies[0]), recent, seconds)
             return [
                 entry.model_copy(
                     update={

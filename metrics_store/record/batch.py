@@ -29,6 +29,7 @@ import orjson
 from metrics_store.buckets import Level, bucket_levels
 from metrics_store.histogram import bin_index
 from metrics_store.record.events import AvailabilityEvent, Event, QueryEvent, RoutingEvent
+from metrics_store.record.judge import QueryJudge, Thresholds, is_good
 from metrics_store.redis.keys import (
     ALL_TIME_FIGURES,
     FIGURE_LATENCY,
@@ -38,11 +39,13 @@ from metrics_store.redis.keys import (
     HISTOGRAM_SUM,
     QUERY_COUNT,
     QUERY_ERRORS,
+    QUERY_GOOD,
     QUERY_LATENCY_MS,
     ROUTING_COUNT,
     ROUTING_DECISION_MS,
     ROUTING_FALLBACKS,
     ROUTING_SCORE,
+    TOTAL_GOOD,
     TOTAL_LATENCY_MS,
     TOTAL_QUERIES,
     TOTAL_ROUTING,
@@ -152,10 +155,15 @@ class _Fold:
     """One batch's events as the script writes them: stream entries, per-bucket sums and the
     newest queries of each tier (only those are formatted: the recent lists keep `keep`)."""
 
-    def __init__(self, bucket_s: int, keep: int, node: str) -> None:
+    def __init__(
+        self, bucket_s: int, keep: int, node: str, thresholds: Thresholds | None = None
+    ) -> None:
         self._bucket_s = bucket_s
         self._keep = keep
         self._node = node
+        # Per judged tier, what a good query meets (judge.py); none judged: nothing counted.
+        self._thresholds = thresholds or {}
+        self.good: defaultdict[tuple[int, str], int] = defaultdict(int)
         self.queries: list[Arg] = []
         self.decisions: list[Arg] = []
         self.availability: list[Arg] = []
@@ -185,6 +193,10 @@ class _Fold:
         sums[1] += latency
         sums[2] += error
         sums[3] += tokens
+        if self._thresholds:
+            judged = self._thresholds.get(tier)
+            if judged is not None:
+                self.good[fine_start, tier] += is_good(event, judged)
         newest = self.recent.get(tier)
         if newest is None:
             newest = self.recent[tier] = deque(maxlen=self._keep)
@@ -212,8 +224,15 @@ class BatchEncoder:
     on another slot (Redis Cluster), written by a second call.
     """
 
-    def __init__(self, settings: Settings, keys: Keys, control: Keys | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        keys: Keys,
+        control: Keys | None = None,
+        judge: QueryJudge | None = None,
+    ) -> None:
         self._settings = settings
+        self._judge = judge
         self._keys = keys
         self._control = control
         # Split: the data call never touches the control keys, so their places hold a key of
@@ -246,7 +265,8 @@ class BatchEncoder:
         `refused` counts events taken out of the batch for their clock, recorded with it.
         """
         s = self._settings
-        fold = _Fold(s.retention.bucket_s, s.retention.sparkline_points, s.node)
+        thresholds = self._judge.thresholds if self._judge is not None else None
+        fold = _Fold(s.retention.bucket_s, s.retention.sparkline_points, s.node, thresholds)
         fold.add(events)
         table = _KeyTable([*self._fixed, *self._marker_and_feed(batch_id), *self._recent])
         stamps = _stamp_range(events)
@@ -292,6 +312,7 @@ class BatchEncoder:
         """The sections a data call writes; numbering their keys fills `table`."""
         increments = self._query_increments(fold.query_sums, table)
         increments += self._routing_increments(fold.routing_sums, table)
+        increments += self._good_increments(fold.good, table)
         increments += _total_increments(fold.query_sums, fold.routing_sums)
         return {
             "queries": fold.queries,
@@ -415,6 +436,19 @@ class BatchEncoder:
                 out += (bucket, member(QUERY_LATENCY_MS, tier), latency)
                 if errors:
                     out += (bucket, member(QUERY_ERRORS, tier), errors)
+        return out
+
+    def _good_increments(self, good: dict[tuple[int, str], int], table: _KeyTable) -> list[Arg]:
+        """Judged queries that were good, per bucket and in the all-time totals (added even
+        when 0: the counter's presence says the tier is judged)."""
+        out: list[Arg] = []
+        totals: defaultdict[str, int] = defaultdict(int)
+        for (fine_start, tier), count in good.items():
+            for bucket in self._bucket_indexes(table, "q", fine_start):
+                out += (bucket, member(QUERY_GOOD, tier), count)
+            totals[tier] += count
+        for tier, count in totals.items():
+            out += (TOTALS_INDEX, member(TOTAL_GOOD, tier), count)
         return out
 
     def _routing_increments(self, sums: RoutingSums, table: _KeyTable) -> list[Arg]:

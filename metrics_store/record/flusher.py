@@ -28,6 +28,7 @@ from metrics_store.record.batch import BatchEncoder, EncodedBatch
 from metrics_store.record.deadletter import DeadLetters
 from metrics_store.record.event_buffer import EventBuffer
 from metrics_store.record.in_hand import BUFFER_FULL, Batch, BatchesInHand, FlushCounters
+from metrics_store.record.judge import QueryJudge
 from metrics_store.record.replay import PrimaryWatch, RecentlyWritten
 from metrics_store.record.retry import BATCH_FAULT_ATTEMPTS, Retrier, Verdict, note_attempt, verdict
 from metrics_store.record.upkeep import Upkeep
@@ -60,7 +61,11 @@ class Flusher:
         self._client = client
         # Cluster: each shard's data call is followed by a control call (batch.py).
         control = Keys(settings.key_prefix) if topology.control_apart else None
-        self._encoders = [BatchEncoder(settings, shard, control) for shard in topology.shards]
+        # Judges each query against the objectives for goodput (judge.py); upkeep refreshes it.
+        self._judge = QueryJudge(settings)
+        self._encoders = [
+            BatchEncoder(settings, shard, control, self._judge) for shard in topology.shards
+        ]
         self._shard_picker = topology.shard_picker(client)
         self._writer = BatchWriter(client, topology)
         replay_s = settings.redis.failover_replay_s if topology.primary_moves else 0.0
@@ -69,7 +74,9 @@ class Flusher:
         self._guard = LoopGuard(
             "collector-flusher", base_s=0.05, cap_s=settings.recording.retry_max_backoff_s
         )
-        self._upkeep = Upkeep(client, topology, clock, self._counters, stopping, self._primary)
+        self._upkeep = Upkeep(
+            client, topology, clock, self._counters, stopping, self._primary, self._judge
+        )
         self._retrier = Retrier(
             settings,
             clock,
@@ -90,6 +97,7 @@ class Flusher:
         return self._buffer.events + self.counters.in_flight
 
     def run(self) -> None:
+        self._upkeep.refresh_objectives()  # before the first batch: judged from the start
         upkeep = threading.Thread(target=self._upkeep.run, name="metrics-upkeep", daemon=True)
         upkeep.start()
         run_forever(self._guard, self._step, self._stopping, after_failure=self._after_failure)

@@ -1,6 +1,7 @@
 """A collector's upkeep, on a thread and a schedule of its own: its heartbeat and counters,
-its loop health, the retirement of old buckets, and a look at which server is the primary
-(a move means the flusher writes its recent batches again: replay.py).
+its loop health, the retirement of old buckets, a look at which server is the primary (a move
+means the flusher writes its recent batches again: replay.py), and the objectives its queries
+are judged by (judge.py).
 
 It never waits for the batch in hand: a batch may wait minutes for a replica to acknowledge
 it, or for Redis to have memory again, while the primary still takes these small writes, and
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from functools import partial
 
 import redis
 
@@ -19,6 +21,7 @@ from metrics_store.clock import Clock
 from metrics_store.live import collector_stats, process_health
 from metrics_store.live.collector_stats import CollectorCounters
 from metrics_store.loops import LoopGuard
+from metrics_store.record.judge import QueryJudge
 from metrics_store.record.replay import PrimaryWatch
 from metrics_store.record.retention import prune_retired_buckets
 from metrics_store.redis.client import redis_now
@@ -40,6 +43,7 @@ class Upkeep:
         counters_now: CountersNow,
         stopping: threading.Event,
         primary: PrimaryWatch | None = None,
+        judge: QueryJudge | None = None,
     ) -> None:
         self._client = client
         self._topology = topology
@@ -49,6 +53,8 @@ class Upkeep:
         self._counters_now = counters_now
         self._stopping = stopping
         self._primary = primary
+        self._judge = judge
+        self._objectives_guard = LoopGuard("collector-objectives")
         self._watch_guard = LoopGuard("collector-primary-watch")
         self._beat_guard = LoopGuard("collector-heartbeat")
         self._prune_guard = LoopGuard("collector-retention")
@@ -72,7 +78,13 @@ class Upkeep:
         if self._primary is not None:  # first: a moved primary is the flusher's to act on
             self._watch_guard.call(self._watch_primary)
         self._beat_guard.call(self._heartbeat)
+        self.refresh_objectives()
         self._prune_guard.call(self._prune_when_due)
+
+    def refresh_objectives(self) -> None:
+        """The objectives queries are judged by, if they changed (judge.py)."""
+        if self._judge is not None:
+            self._objectives_guard.call(partial(self._judge.refresh, self._client))
 
     def _watch_primary(self) -> None:
         assert self._primary is not None
