@@ -46,9 +46,18 @@ def test_endpoints_answer_the_guides_shapes(client: TestClient) -> None:
     assert set(queries) == {"timestamps", "queryRate", "totalQueries", "avgLatencyMs",
                             "tierDistribution"}  # fmt: skip
     assert set(client.get("/api/metrics/tiers").json()["tiers"][0]) == {
-        "name", "tokensPerSec", "latencyMs", "requestCount", "errorRate",
-        "p50LatencyMs", "p95LatencyMs", "p99LatencyMs",
-        "requestsPerSec", "goodCount", "goodputPerSec"}  # fmt: skip (goodput: docs/slo.md)
+        "name",
+        "tokensPerSec",
+        "latencyMs",
+        "requestCount",
+        "errorRate",
+        "p50LatencyMs",
+        "p95LatencyMs",
+        "p99LatencyMs",
+        "requestsPerSec",
+        "goodCount",
+        "goodputPerSec",
+    }  # fmt: skip (goodput: docs/slo.md)
     resources = client.get("/api/metrics/resources").json()
     assert set(resources) == {"vram", "cpu", "memory", "faissIndexSize", "redisCacheSize",
                               "activeConnections", "threadPoolStatus", "diskIO",

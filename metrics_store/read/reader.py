@@ -125,14 +125,16 @@ class MetricsReader:
         """Everything the live stream sends, read in a single round trip, as of `now_s`."""
         if now_s is None:
             now_s = self._clock.now()
+        stored = await self.objectives.current()
         stages = (
             self._windowed.queries,
             self._windowed.tiers,
             self._stage_resources,
             self._windowed.routing,
             self._stage_latency,
+            partial(self._stage_slo, stored),
         )
-        queries, tiers, resources, routing, latency = await self._runner.run(stages, now_s)
+        queries, tiers, resources, routing, latency, slo = await self._runner.run(stages, now_s)
         return MetricsUpdate(
             timestamp=iso_utc(now_s),
             queries=queries,
@@ -140,6 +142,7 @@ class MetricsReader:
             resources=resources,
             routing=routing,
             latency=latency,
+            slo=slo,
         )
 
     # --- the stages that are not the window counters' -------------------------------------

@@ -198,6 +198,60 @@ class LatencyMetrics(Shape):
     tiers: list[TierLatency] = Field(description="One entry per configured tier, in order.")
 
 
+# --- /api/metrics/slo -----------------------------------------------------------------------
+class BurnAlert(Shape):
+    windows: str = Field(description='The pair\'s long and short windows, as "1h/5m".')
+    factor: float = Field(description="The burn rate both windows must exceed to fire.")
+    severity: str = Field(description="page or ticket: what a firing pair asks for.")
+    longRate: float = Field(description="Burn rate over the long window.")
+    shortRate: float = Field(description="Burn rate over the short window.")
+    firing: bool = Field(description="Both rates above the factor.")
+
+
+class ObjectiveStatus(Shape):
+    name: str = Field(description="The objective's name.")
+    tier: str = Field(description='Its tier, or "all".')
+    kind: str = Field(description="latency, errors or combined (docs/slo.md).")
+    figure: str | None = Field(
+        default=None, description="latency objectives: latency, ttft, queue or tpot."
+    )
+    thresholdMs: float | None = Field(default=None, description="The threshold as defined.")
+    effectiveThresholdMs: float | None = Field(
+        default=None,
+        description="The histogram bin edge nearest the threshold: the counts are exact for it.",
+    )
+    target: float = Field(description="The share of good queries promised, e.g. 0.99.")
+    windowSeconds: int = Field(description="The compliance window.")
+    windowStart: str = Field(
+        description="Where the counted compliance window starts (ISO-8601 UTC): later than "
+        "now - windowSeconds by less than an hour, at the edge of the hour roll-ups kept."
+    )
+    good: int = Field(description="Good queries in the compliance window.")
+    total: int = Field(description="Queries the objective counts in the compliance window.")
+    compliance: float | None = Field(description="good / total; null with no query.")
+    errorBudgetRemainingRatio: float = Field(
+        description="1 - bad / (total x (1 - target)): 1 untouched, 0 spent, below 0 overspent."
+    )
+    exhaustedInSeconds: float | None = Field(
+        description="When the budget runs out if the last hour's burn rate goes on; 0 spent "
+        "already; null when it is not burning."
+    )
+    burnRates: dict[str, float] = Field(
+        description='Burn rate per window ("5m" to "3d"): the window\'s bad share over the '
+        "budget share 1 - target (1 spends the budget exactly over the compliance window)."
+    )
+    alerts: list[BurnAlert] = Field(description="The multi-window pairs, fastest first.")
+    state: str = Field(description="page, ticket or ok: the most severe firing pair's.")
+
+
+class SloMetrics(Shape):
+    timestamp: str = Field(description="When the answer was computed (ISO-8601 UTC).")
+    definitionsVersion: int = Field(
+        description="Version of the stored definitions (0: none stored yet)."
+    )
+    objectives: list[ObjectiveStatus] = Field(description="One entry per objective, in order.")
+
+
 # --- the live stream -----------------------------------------------------------------------
 class MetricsUpdate(Shape):
     type: str = Field(default="metrics_update")
@@ -208,6 +262,9 @@ class MetricsUpdate(Shape):
     routing: RoutingMetrics
     latency: LatencyMetrics | None = Field(
         default=None, description="The /latency answer for the default window."
+    )
+    slo: SloMetrics | None = Field(
+        default=None, description="The /slo answer: every objective's budget and state."
     )
 
 
@@ -277,57 +334,3 @@ class HealthStatus(Shape):
         description='Scraped points that mapped to no tier, per "<url> <family> <tier label '
         'value>" (docs/engines.md).',
     )
-
-
-# --- /api/metrics/slo -----------------------------------------------------------------------
-class BurnAlert(Shape):
-    windows: str = Field(description='The pair\'s long and short windows, as "1h/5m".')
-    factor: float = Field(description="The burn rate both windows must exceed to fire.")
-    severity: str = Field(description="page or ticket: what a firing pair asks for.")
-    longRate: float = Field(description="Burn rate over the long window.")
-    shortRate: float = Field(description="Burn rate over the short window.")
-    firing: bool = Field(description="Both rates above the factor.")
-
-
-class ObjectiveStatus(Shape):
-    name: str = Field(description="The objective's name.")
-    tier: str = Field(description='Its tier, or "all".')
-    kind: str = Field(description="latency, errors or combined (docs/slo.md).")
-    figure: str | None = Field(
-        default=None, description="latency objectives: latency, ttft, queue or tpot."
-    )
-    thresholdMs: float | None = Field(default=None, description="The threshold as defined.")
-    effectiveThresholdMs: float | None = Field(
-        default=None,
-        description="The histogram bin edge nearest the threshold: the counts are exact for it.",
-    )
-    target: float = Field(description="The share of good queries promised, e.g. 0.99.")
-    windowSeconds: int = Field(description="The compliance window.")
-    windowStart: str = Field(
-        description="Where the counted compliance window starts (ISO-8601 UTC): later than "
-        "now - windowSeconds by less than an hour, at the edge of the hour roll-ups kept."
-    )
-    good: int = Field(description="Good queries in the compliance window.")
-    total: int = Field(description="Queries the objective counts in the compliance window.")
-    compliance: float | None = Field(description="good / total; null with no query.")
-    errorBudgetRemainingRatio: float = Field(
-        description="1 - bad / (total x (1 - target)): 1 untouched, 0 spent, below 0 overspent."
-    )
-    exhaustedInSeconds: float | None = Field(
-        description="When the budget runs out if the last hour's burn rate goes on; 0 spent "
-        "already; null when it is not burning."
-    )
-    burnRates: dict[str, float] = Field(
-        description='Burn rate per window ("5m" to "3d"): the window\'s bad share over the '
-        "budget share 1 - target (1 spends the budget exactly over the compliance window)."
-    )
-    alerts: list[BurnAlert] = Field(description="The multi-window pairs, fastest first.")
-    state: str = Field(description="page, ticket or ok: the most severe firing pair's.")
-
-
-class SloMetrics(Shape):
-    timestamp: str = Field(description="When the answer was computed (ISO-8601 UTC).")
-    definitionsVersion: int = Field(
-        description="Version of the stored definitions (0: none stored yet)."
-    )
-    objectives: list[ObjectiveStatus] = Field(description="One entry per objective, in order.")
