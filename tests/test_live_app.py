@@ -66,8 +66,8 @@ def test_first_update_comes_at_once_in_the_rest_shapes(
         update = orjson.loads(ws.receive_text())
         ws.send_text("hello")  # read and ignored
         later = orjson.loads(ws.receive_text())
-    assert set(update) == {
-        "type", "timestamp", "queries", "tiers", "resources", "routing", "latency", "slo"}  # fmt: skip
+    assert set(update) == {"type", "timestamp", "queries", "tiers", "resources", "routing",
+                           "latency", "slo"}  # fmt: skip
     assert set(update["latency"]) == set(client.get("/api/metrics/latency").json())
     assert set(update["slo"]) == set(client.get("/api/metrics/slo").json())
     assert update["type"] == "metrics_update"
