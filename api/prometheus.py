@@ -8,7 +8,7 @@ a custom collector yields metric families, and the library does the escaping, th
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client.exposition import choose_encoder
@@ -25,8 +25,11 @@ from metrics_store.histogram import LE_EDGES_S, le_counts
 from metrics_store.live.snapshots import NodeSnapshot
 from metrics_store.read.fleet import AllTimeHistogram, Fleet
 from metrics_store.read.resources import cluster_wide
+from metrics_store.read.shapes import SloMetrics
+from metrics_store.read.slo import all_time_counts
 from metrics_store.redis.keys import FIGURE_LATENCY, FIGURE_TTFT
 from metrics_store.settings import Settings
+from metrics_store.slo.definitions import Objective
 
 router = APIRouter(tags=["prometheus"])
 
@@ -42,8 +45,11 @@ BOOLEAN = ("false", "true")
 async def get_metrics(request: Request, reader: ReaderDep, settings: SettingsDep) -> Response:
     """The fleet's counters, histograms and gauges for Prometheus (text 0.0.4 or OpenMetrics)."""
     fleet = await reader.fleet()
+    stored = await reader.objectives.current()
+    slo = await reader.slo()
     registry = CollectorRegistry(auto_describe=False)
     registry.register(FleetCollector(fleet, settings))
+    registry.register(SloCollector(slo, stored.objectives, fleet, settings.tiers))
     encode, content_type = choose_encoder(request.headers.get("accept", ""))
     return Response(encode(registry), media_type=content_type)
 
@@ -147,6 +153,53 @@ class FleetCollector(Collector):
             for reason, count in sorted(by_reason.items()):
                 dropped.add_metric([collector.node, str(collector.pid), reason], count)
         yield dropped
+
+
+class SloCollector(Collector):
+    """The objectives' families (docs/slo.md): burn rates and budget left as the store computes
+    them, and all-time good and total counters for Prometheus's own rules (`slo rules`)."""
+
+    def __init__(
+        self, slo: SloMetrics, objectives: Sequence[Objective], fleet: Fleet, tiers: list[str]
+    ) -> None:
+        self._slo = slo
+        self._objectives = objectives
+        self._fleet = fleet
+        self._tiers = tiers
+
+    def collect(self) -> Iterator[Metric]:
+        burn = GaugeMetricFamily(
+            "llm_slo_burn_rate",
+            "Error budget burn rate over the window: its bad share over 1 - target.",
+            labels=["slo", "window"],
+        )
+        remaining = GaugeMetricFamily(
+            "llm_slo_error_budget_remaining_ratio",
+            "Error budget left in the compliance window: 1 untouched, 0 spent, below 0 over.",
+            labels=["slo"],
+        )
+        for status in self._slo.objectives:
+            for window, rate in status.burnRates.items():
+                burn.add_metric([status.name, window], rate)
+            remaining.add_metric([status.name], status.errorBudgetRemainingRatio)
+        good = CounterMetricFamily(
+            "llm_slo_good", "Queries good for the objective, all time.", labels=["slo"]
+        )
+        total = CounterMetricFamily(
+            "llm_slo", "Queries the objective counts, all time.", labels=["slo"]
+        )
+        for objective in self._objectives:
+            counts = all_time_counts(objective, self._fleet, self._tiers)
+            good.add_metric([objective.name], counts.good)
+            total.add_metric([objective.name], counts.total)
+        goodput = CounterMetricFamily(
+            "llm_queries_good",
+            "Queries that met every objective of their tier, judged as written (goodput).",
+            labels=["tier"],
+        )
+        for tier in self._tiers:
+            goodput.add_metric([tier], self._fleet.totals.good(tier))
+        yield from (burn, remaining, good, total, goodput)
 
 
 # (series, help, NodeSnapshot field, factor to base units)

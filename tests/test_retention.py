@@ -21,8 +21,9 @@ HOUR = 3600
 
 @pytest.fixture
 def harness(settings: Settings) -> Iterator[StoreHarness]:
-    # Two hours of history as well: coarse buckets then retire within the simulated day.
-    update = {"stream_maxlen": 500, "history_s": 2 * HOUR}
+    # Two hours of history as well, for the hour roll-ups too (no objective's 30 days): coarse
+    # buckets then retire within the simulated day.
+    update = {"stream_maxlen": 500, "history_s": 2 * HOUR, "slo_history_s": 0}
     h = make_harness("redis", settings.replace(**update), T0)
     yield h
     h.close()

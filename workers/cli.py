@@ -1,5 +1,5 @@
 """The `metrics-store` command: up, api, otlp, scrape, sampler, worker, simulate, watch,
-replay-deadletter.
+replay-deadletter, slo rules.
 
 It imports with the core install alone (`pip install metrics-store`): each subcommand imports
 what it runs inside its handler, and one whose extra is missing says which in one line.
@@ -29,6 +29,9 @@ log = logging.getLogger("metrics_store.cli")
 
 Handler = Callable[[argparse.Namespace], int]
 if TYPE_CHECKING:
+    from metrics_store.settings import Settings
+    from metrics_store.slo.definitions import Objective
+
     Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
 DEFAULT_WATCH_URL = "ws://127.0.0.1:8000/api/metrics/ws"
@@ -48,6 +51,7 @@ OPTIONAL_MODULES = frozenset(
         "psutil",
         "pynvml",
         "fakeredis",
+        "yaml",
     }
 )
 
@@ -198,6 +202,44 @@ def _cmd_replay_deadletter(args: argparse.Namespace) -> int:
     return 1 if lost else 0
 
 
+def _cmd_slo_rules(args: argparse.Namespace) -> int:
+    import yaml
+
+    from metrics_store.errors import InvalidObjectives
+    from metrics_store.settings import get_settings
+    from metrics_store.slo.files import read_objectives_file
+    from metrics_store.slo.rules import prometheus_rules
+
+    settings = get_settings()
+    path = args.file or settings.slo.file
+    try:
+        objectives = read_objectives_file(path, settings) if path else _stored_objectives(settings)
+    except InvalidObjectives as exc:
+        print(f"metrics-store slo rules: {exc}", file=sys.stderr)
+        return 2
+    print(yaml.safe_dump(prometheus_rules(objectives), sort_keys=False, width=100), end="")
+    return 0
+
+
+def _stored_objectives(settings: Settings) -> list[Objective]:
+    import redis
+
+    from metrics_store.redis.topology import sync_client
+    from metrics_store.slo import store
+
+    client = sync_client(settings)
+    try:
+        stored = store.load_sync(client, settings, known_version=-1)
+    except redis.RedisError as exc:
+        raise MissingSetting(
+            f"cannot read the stored objectives from {describe_redis(settings)} ({exc}); "
+            "give --file"
+        ) from exc
+    finally:
+        client.close()
+    return [] if stored is None else stored.objectives
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="metrics-store", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
@@ -210,7 +252,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     replay.add_argument("--list", action="store_true", help="list them, replay nothing")
     replay.set_defaults(handler=_cmd_replay_deadletter, extra="all")
+    _add_slo(sub)
     return parser
+
+
+def _add_slo(sub: Subparsers) -> None:
+    slo = sub.add_parser("slo", help="service-level objectives (docs/slo.md)")
+    slo_sub = slo.add_subparsers(dest="slo_command", required=True)
+    rules = slo_sub.add_parser(
+        "rules", help="print the objectives as Prometheus recording and alerting rules"
+    )
+    rules.add_argument(
+        "--file",
+        type=Path,
+        help="the objectives' TOML or YAML file (default METRICS_SLO_FILE; unset: those "
+        "stored in Redis)",
+    )
+    rules.set_defaults(handler=_cmd_slo_rules, extra="api")
 
 
 def _add_servers(sub: Subparsers) -> None:

@@ -22,6 +22,7 @@ from metrics_store.redis.keys import (
     ALL_TIME_FIGURES,
     HISTOGRAM_ERROR,
     HISTOGRAM_SUM,
+    TOTAL_GOOD,
     TOTAL_LATENCY_MS,
     TOTAL_QUERIES,
     TOTAL_ROUTING,
@@ -51,6 +52,10 @@ class Totals:
 
     def latency_ms(self, tier: str) -> float:
         return self.values.get(f"{TOTAL_LATENCY_MS}:{tier}", 0.0)
+
+    def good(self, tier: str) -> float:
+        """Queries that met every objective of their tier (judged as written: judge.py)."""
+        return self.values.get(f"{TOTAL_GOOD}:{tier}", 0.0)
 
     def routing(self, complexity: str, tier: str, fallback: bool) -> float:
         return self.values.get(f"{TOTAL_ROUTING}:{complexity}:{tier}:{int(fallback)}", 0.0)

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
-from metrics_store.histogram import ZERO_BIN
+from metrics_store.read.fleet import Fleet
 from metrics_store.read.latency import LatencyPlanner, parse_histogram
 from metrics_store.read.shapes import BurnAlert, ObjectiveStatus, SloMetrics
 from metrics_store.redis.fan_out import FanOutPlan
@@ -104,7 +104,7 @@ class SloStages:
                 bins, _ = parse_histogram(found[window_s, (objective.figure, tier)])
                 limit = objective.threshold_bin
                 total += sum(bins.values())
-                good += sum(n for index, n in bins.items() if index <= limit or index == ZERO_BIN)
+                good += sum(n for index, n in bins.items() if index <= limit)  # zero bin too
                 continue
             sums = _sums(found[window_s, None])
             count = int(sums.get(member(QUERY_COUNT, tier), 0))
@@ -162,3 +162,22 @@ def _sums(flat: Sequence[bytes]) -> dict[str, float]:
 
 def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
+
+
+def all_time_counts(objective: Objective, fleet: Fleet, tiers: Sequence[str]) -> Counts:
+    """The objective's good and total queries since the store began (Prometheus counters):
+    from the all-time histograms for a latency objective, the all-time totals otherwise. A
+    combined objective's good count starts when its tier was first judged."""
+    good = total = 0.0
+    for tier in (t for t in tiers if objective.covers(t)):
+        if objective.kind == LATENCY:
+            assert objective.figure is not None and objective.threshold_bin is not None
+            found = fleet.histograms.get((objective.figure, tier))
+            bins = found.bins if found is not None else {}
+            total += sum(bins.values())
+            good += sum(n for i, n in bins.items() if i <= objective.threshold_bin)
+            continue
+        ok, failed = fleet.totals.queries(tier, False), fleet.totals.queries(tier, True)
+        total += ok + failed
+        good += ok if objective.kind == ERRORS else fleet.totals.good(tier)
+    return Counts(int(good), int(total))

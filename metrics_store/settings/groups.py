@@ -379,7 +379,7 @@ class SloSettings(BaseModel):
     )
     history_s: int = Field(
         default=31 * 86_400,
-        ge=3 * 86_400,
+        ge=0,
         description="How long the hour roll-ups are kept: the longest compliance window an "
-        "objective may have (30 days, and an hour of edge).",
+        "objective may have (30 days, and an hour of edge); below METRICS_HISTORY_S, that.",
     )
