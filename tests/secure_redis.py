@@ -20,7 +20,7 @@ ACL_USER = "metrics-app"
 STORE_COMMANDS = (
     "+ping +hello +select +info "
     "+evalsha +script|load +multi +exec +time +exists "
-    "+get +set +del +expire +hset +hincrby +hincrbyfloat +hgetall +hdel "
+    "+get +set +del +expire +hset +hget +hmget +hincrby +hincrbyfloat +hgetall +hdel "
     "+lpush +ltrim +lrange +llen "
     "+xadd +xrange +xdel "
     "+zadd +zincrby +zrange +zrangebyscore +zremrangebyscore +zrem +zcount +type "

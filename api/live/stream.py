@@ -14,6 +14,7 @@ from starlette.websockets import WebSocket
 from api.live.client import GOING_AWAY, serve_client
 from api.live.hub import ClientHub
 from api.live.relay import Relay
+from api.live.slo_alerts import SloAlerts
 from api.live.slot import Frame
 from api.live.ticker import Ticker
 from metrics_store.clock import Clock, SystemClock
@@ -24,6 +25,7 @@ from metrics_store.loops import LoopGuard, run_forever_async
 from metrics_store.read.reader import MetricsReader
 from metrics_store.redis.keys import Keys
 from metrics_store.settings import Settings
+from metrics_store.slo.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +56,8 @@ class LiveStream:
         live = LiveStore(client, settings)
         self.replica_id = new_replica_id(settings.node)
         self.hub = ClientHub()
-        self.ticker = Ticker(client, reader, live, clock, self.replica_id)
+        self.alerts = SloAlerts(Outbox(client, keys), settings, self.replica_id)
+        self.ticker = Ticker(client, reader, live, clock, self.replica_id, self.alerts)
         self.relay = Relay(live, self.hub)
         self.registry = ReplicaRegistry(client, settings, self.replica_id)
         self._client = client
@@ -82,6 +85,7 @@ class LiveStream:
             _, stuck = await asyncio.wait(tasks, timeout=STOP_TASKS_TIMEOUT_S)
             for task in stuck:
                 log.warning("live: %s did not stop in time", task.get_name())
+        await self.alerts.close()
         try:
             async with asyncio.timeout(DEREGISTER_TIMEOUT_S):
                 await self.registry.remove()

@@ -22,6 +22,7 @@ import math
 import orjson
 import redis.asyncio as aioredis
 
+from api.live.slo_alerts import SloAlerts
 from metrics_store.clock import Clock
 from metrics_store.live.live_store import LiveStore
 from metrics_store.loops import LoopGuard, run_forever_async
@@ -44,8 +45,10 @@ class Ticker:
         live: LiveStore,
         clock: Clock,
         replica_id: str,
+        alerts: SloAlerts | None = None,
     ) -> None:
         self._client = client
+        self._alerts = alerts
         self._reader = reader
         self._live = live
         self._clock = clock
@@ -69,6 +72,8 @@ class Ticker:
             return False
         update = await self._reader.update(now_s=float(tick))
         await self._live.publish_update(orjson.dumps(update.model_dump()))
+        if self._alerts is not None:  # the objectives' changes, noticed once: by the winner
+            self._alerts.after_tick(update.slo, float(tick))
         return True
 
     async def _sleep_until_next_tick(self) -> int:

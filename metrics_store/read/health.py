@@ -30,13 +30,14 @@ def stage_health(plan: ReadPlan, keys: Keys, ttl_s: float) -> Staged[HealthStatu
     plan.hgetall(keys.otlp_unmapped)
     plan.hgetall(keys.engines_failed)
     plan.hgetall(keys.engines_unmapped)
+    plan.hgetall(keys.slo_webhook)
 
     def parse(replies: Sequence[Any]) -> HealthStatus:
         alive_since = float(replies[0]) - ttl_s
         count = replicas.parse(replies[2:3])
         return health_status([replies[1], count, *replies[3:]], alive_since)
 
-    return Staged(9, parse)
+    return Staged(10, parse)
 
 
 def health_status(replies: Sequence[Any], alive_since: float) -> HealthStatus:
@@ -44,7 +45,8 @@ def health_status(replies: Sequence[Any], alive_since: float) -> HealthStatus:
     unmapped, engine scrapes failed, engine series unmapped (hashes);
     `alive_since` is by Redis's clock, as the records' stamps are."""
     nodes, replicas, collector_records, process_records, refused, unmapped = replies[:6]
-    scrapes_failed, engine_unmapped = replies[6:]
+    scrapes_failed, engine_unmapped, webhook = replies[6:]
+    webhook_counts = pairs(webhook)
     collectors = _live_collectors(pairs(collector_records).values(), alive_since)
     processes = _live_processes(pairs(process_records).values(), alive_since)
     return HealthStatus(
@@ -58,6 +60,8 @@ def health_status(replies: Sequence[Any], alive_since: float) -> HealthStatus:
         otlpUnmapped=_counts(unmapped),
         engineScrapesFailed=_counts(scrapes_failed),
         engineUnmapped=_counts(engine_unmapped),
+        sloWebhookSent=int(webhook_counts.get(b"sent", 0)),
+        sloWebhookFailures=int(webhook_counts.get(b"failures", 0)),
     )
 
 

@@ -324,6 +324,14 @@ class HealthStatus(Shape):
         description="OTLP data points refused as mapping to no tier, per "
         '"<metric> <tier attribute value>" (docs/otel.md).',
     )
+    sloWebhookSent: int = Field(
+        default=0, description="Objective state changes the webhook receiver took (docs/slo.md)."
+    )
+    sloWebhookFailures: int = Field(
+        default=0,
+        description="Webhook POSTs that failed (an error status, no answer in time); each is "
+        "tried again with backoff.",
+    )
     engineScrapesFailed: dict[str, int] = Field(
         default_factory=dict,
         description="Per engine URL, scrapes of `metrics-store scrape` that failed: "

@@ -179,6 +179,26 @@ class Keys:
         """The objectives as stored (field json) and their version (field version)."""
         return f"{self.control_root}:slo:definitions"
 
+    @property
+    def slo_states(self) -> str:
+        """Each objective's state as the tick winners last saw it (a change is a notice)."""
+        return f"{self.control_root}:slo:states"
+
+    @property
+    def slo_notices(self) -> str:
+        """The webhook's outbox: one entry per state change, sent in order."""
+        return f"{self.control_root}:slo:notices"
+
+    @property
+    def slo_webhook(self) -> str:
+        """The webhook's progress: the last notice sent, the next try, the failures."""
+        return f"{self.control_root}:slo:webhook"
+
+    @property
+    def slo_webhook_lease(self) -> str:
+        """Held by the one replica sending notices now."""
+        return f"{self.control_root}:slo:webhook:lease"
+
     # --- live (control) -------------------------------------------------------------------
     @property
     def live_nodes(self) -> str:

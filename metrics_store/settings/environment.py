@@ -95,6 +95,8 @@ FLAT_NAMES: dict[str, tuple[str, str]] = {
     "scrape_tier_label": ("scrape", "tier_label"),
     "slo_file": ("slo", "file"),
     "slo_history_s": ("slo", "history_s"),
+    "slo_webhook_url": ("slo", "webhook_url"),
+    "slo_webhook_timeout_s": ("slo", "webhook_timeout_s"),
 }
 # The settings every room shares stay at the top, under their own names.
 TOP_LEVEL = ("key_prefix", "node", "tiers", "complexities")

@@ -368,7 +368,7 @@ class ScrapeSettings(BaseModel):
 
 
 class SloSettings(BaseModel):
-    """Service-level objectives (docs/slo.md): their file and the history they need."""
+    """Service-level objectives (docs/slo.md): their file, the history they need, their alerts."""
 
     model_config = _GROUP_CONFIG
 
@@ -382,4 +382,13 @@ class SloSettings(BaseModel):
         ge=0,
         description="How long the hour roll-ups are kept: the longest compliance window an "
         "objective may have (30 days, and an hour of edge); below METRICS_HISTORY_S, that.",
+    )
+    webhook_url: str | None = Field(
+        default=None,
+        description="Where each change of an objective's state is POSTed, in Alertmanager's "
+        "webhook format (version 4), once across all replicas; unset: nowhere.",
+        repr=False,  # it may carry a token
+    )
+    webhook_timeout_s: float = Field(
+        default=5.0, gt=0, le=60, description="How long one webhook POST may take."
     )

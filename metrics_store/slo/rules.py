@@ -16,7 +16,7 @@ from typing import Any
 from metrics_store.slo.burn import BURN_PAIRS, BURN_WINDOWS_S, span
 from metrics_store.slo.definitions import Objective
 
-ERROR_RATIO = "slo:llm_slo_error_ratio:increase{window}"
+ERROR_RATIO = "llm_slo:error_ratio:increase{window}"
 ALERT = "LlmSloErrorBudgetBurn"
 
 
