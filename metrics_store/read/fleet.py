@@ -19,7 +19,7 @@ from metrics_store.read.resources import resource_metrics
 from metrics_store.read.shapes import HealthStatus, ModelAvailability, ResourceMetrics
 from metrics_store.redis.fan_out import FanOutPlan
 from metrics_store.redis.keys import (
-    ALL_TIME_FIGURES,
+    FIGURES,
     HISTOGRAM_ERROR,
     HISTOGRAM_SUM,
     TOTAL_GOOD,
@@ -110,7 +110,8 @@ def stage_fleet(plan: FanOutPlan, settings: Settings, shards: Sequence[Keys]) ->
     # The totals are data keys: each shard's (one on a single Redis), summed over shards.
     plan.sum_shards(lambda i: [shards[i].totals])
     plan.hgetall(keys.availability)
-    histograms = [(f, t) for t in settings.tiers for f in ALL_TIME_FIGURES]
+    # Every figure: besides the Prometheus histograms', those a latency objective keeps.
+    histograms = [(f, t) for t in settings.tiers for f in FIGURES]
     for figure, tier in histograms:
         plan.hgetall_shards(partial(_histogram_totals, shards, figure, tier))
     snapshots = read_live_snapshots(plan, keys, ttl_s)

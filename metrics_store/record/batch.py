@@ -414,13 +414,14 @@ class BatchEncoder:
         (one per level, and the all-time hash where kept), m, then m pairs field, amount: the
         sum first, then each occupied bin and its count; added to every one of the n."""
         out: list[Arg] = []
+        all_time = ALL_TIME_FIGURES if self._judge is None else self._judge.all_time_figures
         for (fine_start, figure, tier), total in histograms.sums.items():
 
             def name(size_s: int, start: int, figure: str = figure, tier: str = tier) -> str:
                 return self._keys.histogram_bucket(figure, tier, size_s, start)
 
             indexes = self._level_indexes(table, fine_start, name)
-            if figure in ALL_TIME_FIGURES:
+            if figure in all_time:
                 indexes.append(table.permanent(self._keys.histogram_totals(figure, tier)))
             bins = histograms.bins[fine_start, figure, tier]
             out += (len(indexes), *indexes, len(bins) + 1, HISTOGRAM_SUM, repr(total))

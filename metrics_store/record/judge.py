@@ -25,7 +25,13 @@ import redis
 from metrics_store.errors import InvalidObjectives
 from metrics_store.histogram import bin_index
 from metrics_store.record.events import QueryEvent
-from metrics_store.redis.keys import FIGURE_LATENCY, FIGURE_QUEUE, FIGURE_TPOT, FIGURE_TTFT
+from metrics_store.redis.keys import (
+    ALL_TIME_FIGURES,
+    FIGURE_LATENCY,
+    FIGURE_QUEUE,
+    FIGURE_TPOT,
+    FIGURE_TTFT,
+)
 from metrics_store.settings import Settings
 from metrics_store.slo import store
 from metrics_store.slo.definitions import Objective, threshold_bins
@@ -80,8 +86,11 @@ class QueryJudge:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._version = 0
-        # Replaced whole, never changed in place: the flusher reads it while upkeep refreshes.
+        # Replaced whole, never changed in place: the flusher reads them while upkeep refreshes.
         self.thresholds: Thresholds = {}
+        # The figures kept for all time: the Prometheus histograms', and any figure a latency
+        # objective counts (its llm_slo_good_total); the others' bins cost no all-time write.
+        self.all_time_figures: frozenset[str] = frozenset(ALL_TIME_FIGURES)
 
     def refresh(self, client: redis.Redis) -> None:
         """Take the stored objectives if their version moved (one HGET otherwise)."""
@@ -93,4 +102,6 @@ class QueryJudge:
         if stored is None:
             return
         self.thresholds = thresholds_of(stored.objectives, self._settings.tiers)
+        figures = {o.figure for o in stored.objectives if o.figure is not None}
+        self.all_time_figures = frozenset(ALL_TIME_FIGURES) | figures
         self._version = stored.version
