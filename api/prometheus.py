@@ -180,8 +180,9 @@ class SloCollector(Collector):
         )
         for status in self._slo.objectives:
             for window, rate in status.burnRates.items():
-                burn.add_metric([status.name, window], rate)
-            remaining.add_metric([status.name], status.errorBudgetRemainingRatio)
+                if rate is not None:  # no query in the window: no sample, rather than a 0
+                    burn.add_metric([status.name, window], rate)
+            remaining.add_metric([status.name], status.errorBudgetRemaining)
         good = CounterMetricFamily(
             "llm_slo_good", "Queries good for the objective, all time.", labels=["slo"]
         )

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, HTTPException, Query, WebSocket
+import orjson
+from fastapi import APIRouter, HTTPException, Query, Request, WebSocket
 
 from api.deps import LiveDep, ReaderDep, SettingsDep
 from api.responses import ErrorBody, OrjsonResponse
 from api.security import admit_websocket
+from metrics_store.errors import InvalidObjectives
 from metrics_store.read.shapes import (
     HealthStatus,
     LatencyMetrics,
@@ -20,7 +22,7 @@ from metrics_store.read.shapes import (
 )
 from metrics_store.read.windows import parse_window, window_schema_pattern
 from metrics_store.settings import MAX_NAME_CHARS, NAME_PATTERN, Settings
-from metrics_store.slo.definitions import parse_objectives
+from metrics_store.slo.definitions import definitions_schema, parse_objectives
 from metrics_store.slo.store import StoredObjectives
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -35,6 +37,10 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 router = APIRouter(prefix="/api/metrics", tags=["metrics"], responses=ERRORS)
 live_router = APIRouter(prefix="/api/metrics", tags=["metrics"])
 
+
+# The tiers the PUT's schema names: the default ones (as WindowQuery's pattern spells the
+# default history); the route checks the configured ones.
+SCHEMA_TIERS = Settings.default_of("tiers")
 
 # ?window=: seconds, or a number with s, m, h or d; at most METRICS_HISTORY_S (else 422).
 # The schema's pattern spells the default history; parse_window enforces the configured one.
@@ -155,15 +161,29 @@ async def get_slo_definitions(reader: ReaderDep) -> OrjsonResponse:
     "/slo/definitions",
     response_class=OrjsonResponse,
     responses={422: {"model": ErrorBody, "description": "A definition is invalid: none stored."}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": definitions_schema(SCHEMA_TIERS)}},
+        }
+    },
 )
 async def put_slo_definitions(
-    reader: ReaderDep,
-    settings: SettingsDep,
-    body: Annotated[dict[str, Any], Body(examples=[{"objectives": []}])],
+    request: Request, reader: ReaderDep, settings: SettingsDep
 ) -> OrjsonResponse:
     """Replace the objectives, whole (docs/slo.md); every replica and collector follows."""
-    objectives = parse_objectives(body, settings.tiers, settings.slo.history_s)
+    objectives = parse_objectives(
+        _json_body(await request.body()), settings.tiers, settings.slo.history_s
+    )
     return OrjsonResponse(_definitions(await reader.objectives.replace(objectives)))
+
+
+def _json_body(raw: bytes) -> object:
+    """The body as JSON; anything else is a definition problem like any other (422)."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidObjectives([f"the body is not JSON: {exc}"]) from exc
 
 
 @live_router.websocket("/ws")

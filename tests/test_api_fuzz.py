@@ -113,7 +113,12 @@ def assert_error_body(body: object) -> None:
 def test_every_operation_answers_in_schema_and_never_5xx(
     case: schemathesis.Case, fuzzed_api: ApiProcess
 ) -> None:
-    response = case.call_and_validate(base_url=fuzzed_api.base_url, checks=CHECKS, timeout=10)
+    checks = CHECKS
+    if case.operation.path == "/api/metrics/slo/definitions":
+        # A set of objectives has rules no JSON Schema states (each name once, a window within
+        # the history kept): a schema-valid set may rightly get 422. Everything else holds.
+        checks = [check for check in CHECKS if check is not positive_data_acceptance]
+    response = case.call_and_validate(base_url=fuzzed_api.base_url, checks=checks, timeout=10)
     assert response.status_code < 500
     if response.status_code >= 400:
         assert_error_body(response.json())

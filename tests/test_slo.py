@@ -41,7 +41,7 @@ LATENCY_Q3 = {
     "tier": "Q3",
     "kind": "latency",
     "figure": "latency",
-    "threshold_ms": 2000,
+    "thresholdMs": 2000,
     "target": 0.99,
 }
 ERRORS_ALL = {"name": "errors", "kind": "errors", "target": 0.999, "window": "30d"}
@@ -50,7 +50,7 @@ TTFT_Q2 = {
     "tier": "Q2",
     "kind": "latency",
     "figure": "ttft",
-    "threshold_ms": 500,
+    "thresholdMs": 500,
     "target": 0.95,
     "window": "7d",
 }
@@ -60,7 +60,7 @@ TTFT_Q2 = {
 def test_a_definition_reads_as_given_with_its_defaults() -> None:
     (latency, errors) = objectives(LATENCY_Q3, ERRORS_ALL)
     assert (latency.tier, latency.window_s, latency.figure) == ("Q3", 30 * DAY, "latency")
-    assert (errors.tier, errors.figure, errors.threshold_ms) == ("all", None, None)
+    assert (errors.tier, errors.figure, errors.threshold_ms) == ("*", None, None)
     # The threshold snaps to the nearest bin edge: counts below it are exact.
     effective = latency.effective_threshold_ms
     assert effective is not None and abs(effective - 2000) / 2000 < 0.011
@@ -73,14 +73,14 @@ def test_a_definition_reads_as_given_with_its_defaults() -> None:
     [
         ({"target": 1.0}, "target must be a number between 0 and 1"),
         ({"target": "0.99"}, "target must be a number between 0 and 1"),
-        ({"tier": "Q9"}, "tier must be one of Q2, Q3, Q4 or 'all'"),
+        ({"tier": "Q9"}, "tier must be one of Q2, Q3, Q4 or '*'"),
         ({"kind": "speed"}, "kind must be one of latency, errors, combined"),
         ({"figure": "tokens"}, "figure must be one of latency, ttft, queue, tpot"),
-        ({"threshold_ms": -5}, "threshold_ms must be a number of milliseconds"),
+        ({"thresholdMs": -5}, "thresholdMs must be a number of milliseconds"),
         ({"window": "40d"}, "window must be seconds or a number"),
         ({"window": "1d"}, "window must be seconds or a number"),
         ({"name": "has space"}, "name must match"),
-        ({"treshold_ms": 5}, "unknown fields treshold_ms"),
+        ({"threshold_ms": 5}, "unknown fields threshold_ms"),
     ],
 )
 def test_a_bad_definition_names_its_problem(change: dict[str, Any], problem: str) -> None:
@@ -99,7 +99,7 @@ def test_every_problem_is_named_at_once() -> None:
     with pytest.raises(InvalidObjectives, match="used twice"):
         objectives(ERRORS_ALL, ERRORS_ALL)
     with pytest.raises(InvalidObjectives, match="only"):
-        objectives({**ERRORS_ALL, "threshold_ms": 5})
+        objectives({**ERRORS_ALL, "thresholdMs": 5})
 
 
 def test_files_in_toml_and_yaml_read_the_same(tmp_path: Path) -> None:
@@ -107,13 +107,13 @@ def test_files_in_toml_and_yaml_read_the_same(tmp_path: Path) -> None:
     toml = tmp_path / "slo.toml"
     toml.write_text(
         '[[objectives]]\nname = "q3-latency"\ntier = "Q3"\nkind = "latency"\n'
-        "threshold_ms = 2000\ntarget = 0.99\n\n"
+        "thresholdMs = 2000\ntarget = 0.99\n\n"
         '[[objectives]]\nname = "errors"\nkind = "errors"\ntarget = 0.999\nwindow = "30d"\n'
     )
     yaml = tmp_path / "slo.yaml"
     yaml.write_text(
         "objectives:\n"
-        "  - {name: q3-latency, tier: Q3, kind: latency, threshold_ms: 2000, target: 0.99}\n"
+        "  - {name: q3-latency, tier: Q3, kind: latency, thresholdMs: 2000, target: 0.99}\n"
         "  - {name: errors, kind: errors, target: 0.999, window: 30d}\n"
     )
     expected = objectives({**LATENCY_Q3}, ERRORS_ALL)
@@ -129,7 +129,7 @@ def test_files_in_toml_and_yaml_read_the_same(tmp_path: Path) -> None:
 def test_burn_rates_budget_and_state_follow_the_workbook() -> None:
     target, window_s = 0.99, 30 * DAY
     assert burn_rate(Counts(good=990, total=1000), target) == pytest.approx(1.0)
-    assert burn_rate(Counts(good=0, total=0), target) == 0.0
+    assert burn_rate(Counts(good=0, total=0), target) is None  # no query: no rate, not 0
     # 20 % bad over the last hour and 5 minutes: 20x the budget, past 14.4: a page.
     hot = dict.fromkeys(BURN_WINDOWS_S, Counts(good=800, total=1000))
     budget = assess(hot, Counts(good=99_500, total=100_000), target, window_s)
@@ -204,7 +204,7 @@ def test_each_answer_counts_exactly_the_queries_of_its_windows(store: StoreHarne
         windows = {s: expected_counts(objective, recorded, s) for s in BURN_WINDOWS_S}
         budget = assess(windows, compliance, objective.target, objective.window_s)
         assert status.state == budget.state
-        assert status.errorBudgetRemainingRatio == pytest.approx(budget.remaining_ratio, abs=1e-6)
+        assert status.errorBudgetRemaining == pytest.approx(budget.remaining_ratio, abs=1e-6)
         rates = list(status.burnRates.values())
         assert rates == pytest.approx([budget.rates[s] for s in BURN_WINDOWS_S], abs=1e-6)
         assert status.effectiveThresholdMs == (
@@ -220,7 +220,7 @@ def test_each_answer_counts_exactly_the_queries_of_its_windows(store: StoreHarne
 
 def test_an_effective_threshold_is_a_bin_edge_within_the_bins_error() -> None:
     for threshold in (0.5, 1.0, 37.0, 500.0, 2000.0, 123_456.0):
-        (objective,) = objectives({**LATENCY_Q3, "threshold_ms": threshold})
+        (objective,) = objectives({**LATENCY_Q3, "thresholdMs": threshold})
         effective = objective.effective_threshold_ms
         assert effective is not None
         assert math.isclose(effective, upper_bound_s(objective.threshold_bin or 0) * 1000)
@@ -248,7 +248,7 @@ def test_put_then_get_on_another_replica(settings: Settings) -> None:
         assert {o["state"] for o in answer["objectives"]} == {"ok"}
         assert second.get("/api/metrics/slo/definitions").json()["objectives"][0] == {
             **LATENCY_Q3,
-            "window": f"{30 * DAY}s",
+            "window": "30d",
         }
         # The same set again changes nothing.
         assert first.put("/api/metrics/slo/definitions", json=body).json()["version"] == 1
@@ -267,7 +267,8 @@ def test_a_bad_put_gets_422_and_the_stored_set_stays(api: TestClient) -> None:
         content=b"{",
         headers={"content-type": "application/json"},
     )
-    assert not_json.status_code == 422 and not_json.json()["error"] == "ValidationError"
+    assert not_json.status_code == 422 and not_json.json()["error"] == "InvalidObjectives"
+    assert "not JSON" in not_json.json()["details"]["problems"][0]
     stored = api.get("/api/metrics/slo/definitions").json()
     assert (stored["version"], [o["name"] for o in stored["objectives"]]) == (1, ["errors"])
 
@@ -362,7 +363,7 @@ def test_a_collector_takes_changed_objectives_by_their_version(settings: Setting
         assert asyncio.run(store_set(LATENCY_Q3, COMBINED_Q3)) == 1
         judge.refresh(client)
         assert judge.thresholds == {"Q3": {"latency": 32}}  # 2 s: bin 32 (32 bins a doubling)
-        assert asyncio.run(store_set({**LATENCY_Q3, "tier": "all", "threshold_ms": 1000})) == 2
+        assert asyncio.run(store_set({**LATENCY_Q3, "tier": "*", "thresholdMs": 1000})) == 2
         judge.refresh(client)
         assert judge.thresholds == {tier: {"latency": 0} for tier in TIERS}
     finally:

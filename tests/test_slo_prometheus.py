@@ -23,9 +23,9 @@ from tests.tools import require_tool
 
 OBJECTIVES = {
     "objectives": [
-        {"name": "q2-latency", "tier": "Q2", "kind": "latency", "threshold_ms": 250, "target": 0.9},
+        {"name": "q2-latency", "tier": "Q2", "kind": "latency", "thresholdMs": 250, "target": 0.9},
         {"name": "q2-queue", "tier": "Q2", "kind": "latency", "figure": "queue",
-         "threshold_ms": 50, "target": 0.9},
+         "thresholdMs": 50, "target": 0.9},
         {"name": "availability", "kind": "errors", "target": 0.99},
         {"name": "q2-good", "tier": "Q2", "kind": "combined", "target": 0.9},
     ]
@@ -35,7 +35,7 @@ RULES_FILE = """\
 name = "q3-latency"
 tier = "Q3"
 kind = "latency"
-threshold_ms = 2000
+thresholdMs = 2000
 target = 0.99
 """
 
@@ -78,7 +78,7 @@ def test_metrics_carry_each_objectives_counters_and_burn(settings: Settings) -> 
         for window, rate in objective["burnRates"].items():
             assert series("llm_slo_burn_rate", slo=name, window=window) == pytest.approx(rate)
         remaining = series("llm_slo_error_budget_remaining_ratio", slo=name)
-        assert remaining == pytest.approx(objective["errorBudgetRemainingRatio"])
+        assert remaining == pytest.approx(objective["errorBudgetRemaining"])
     assert series("llm_queries_good_total", tier="Q2") == 1
     assert series("llm_queries_good_total", tier="Q3") == 0  # judged by availability: failed
     promtool = require_tool("promtool", install_hint=PROMETHEUS_HINT)
@@ -112,9 +112,7 @@ def _rule_test(bad: int, alerts: list[dict[str, object]]) -> dict[str, object]:
                 "values": f"0+{100 - bad}x100",
             },
         ],
-        "alert_rule_test": [
-            {"eval_time": "90m", "alertname": "LlmSloErrorBudgetBurn", "exp_alerts": alerts}
-        ],
+        "alert_rule_test": [{"eval_time": "90m", "alertname": "SLOBurn", "exp_alerts": alerts}],
     }
 
 

@@ -94,12 +94,12 @@ def test_each_change_is_posted_once_across_two_replicas(
     assert len(receiver.posts) == 2  # each change once, though two replicas tick
     firing, resolved = receiver.taken()
     assert firing["version"] == "4" and firing["status"] == "firing"
-    assert firing["groupLabels"] == {"alertname": "LlmSloErrorBudgetBurn", "slo": "availability"}
+    assert firing["groupLabels"] == {"alertname": "SLOBurn", "slo": "availability"}
     (alert,) = firing["alerts"]
     assert alert["labels"] == {
-        "alertname": "LlmSloErrorBudgetBurn",
+        "alertname": "SLOBurn",
         "slo": "availability",
-        "tier": "all",
+        "tier": "*",
         "severity": "ticket",
     }
     assert alert["endsAt"] == "0001-01-01T00:00:00Z"

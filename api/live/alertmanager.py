@@ -53,12 +53,11 @@ def _alert(
     status: ObjectiveStatus, severity: str, state: str, starts_s: float, ends_at: str
 ) -> dict[str, Any]:
     labels = {"alertname": ALERT, "slo": status.name, "tier": status.tier, "severity": severity}
-    firing = [a.windows for a in status.alerts if a.firing]
-    rates = ", ".join(f"{w} {status.burnRates[w.split('/')[0]]:.3g}x" for w in firing)
+    rates = ", ".join(f"{a.windows} {a.longRate:.3g}x" for a in status.alerts if a.firing)
     annotations = {
         "summary": f"{status.name}: {severity} ({state})",
         "description": f"target {status.target:g} over {status.windowSeconds} s; error budget "
-        f"left {status.errorBudgetRemainingRatio:.3g}" + (f"; burning {rates}" if rates else ""),
+        f"left {status.errorBudgetRemaining:.3g}" + (f"; burning {rates}" if rates else ""),
     }
     return {
         "status": state,

@@ -203,14 +203,14 @@ class BurnAlert(Shape):
     windows: str = Field(description='The pair\'s long and short windows, as "1h/5m".')
     factor: float = Field(description="The burn rate both windows must exceed to fire.")
     severity: str = Field(description="page or ticket: what a firing pair asks for.")
-    longRate: float = Field(description="Burn rate over the long window.")
-    shortRate: float = Field(description="Burn rate over the short window.")
-    firing: bool = Field(description="Both rates above the factor.")
+    longRate: float | None = Field(description="Burn rate over the long window (null: no query).")
+    shortRate: float | None = Field(description="Burn rate over the short window.")
+    firing: bool = Field(description="Both rates at least the factor.")
 
 
 class ObjectiveStatus(Shape):
     name: str = Field(description="The objective's name.")
-    tier: str = Field(description='Its tier, or "all".')
+    tier: str = Field(description='Its tier, or "*" (every tier).')
     kind: str = Field(description="latency, errors or combined (docs/slo.md).")
     figure: str | None = Field(
         default=None, description="latency objectives: latency, ttft, queue or tpot."
@@ -229,19 +229,23 @@ class ObjectiveStatus(Shape):
     good: int = Field(description="Good queries in the compliance window.")
     total: int = Field(description="Queries the objective counts in the compliance window.")
     compliance: float | None = Field(description="good / total; null with no query.")
-    errorBudgetRemainingRatio: float = Field(
+    errorBudgetRemaining: float = Field(
         description="1 - bad / (total x (1 - target)): 1 untouched, 0 spent, below 0 overspent."
     )
     exhaustedInSeconds: float | None = Field(
         description="When the budget runs out if the last hour's burn rate goes on; 0 spent "
         "already; null when it is not burning."
     )
-    burnRates: dict[str, float] = Field(
+    burnRates: dict[str, float | None] = Field(
         description='Burn rate per window ("5m" to "3d"): the window\'s bad share over the '
-        "budget share 1 - target (1 spends the budget exactly over the compliance window)."
+        "budget share 1 - target (1 spends the budget exactly over the compliance window); "
+        "null with no query in the window."
     )
     alerts: list[BurnAlert] = Field(description="The multi-window pairs, fastest first.")
-    state: str = Field(description="page, ticket or ok: the most severe firing pair's.")
+    state: str = Field(
+        description="page when 1h and 5m both burn at least 14.4, or 6h and 30m at least 6; "
+        "else ticket when 1d and 2h burn at least 3, or 3d and 6h at least 1; else ok."
+    )
 
 
 class SloMetrics(Shape):

@@ -134,9 +134,9 @@ class SloStages:
             good=compliance.good,
             total=compliance.total,
             compliance=compliance.good / compliance.total if compliance.total else None,
-            errorBudgetRemainingRatio=round(budget.remaining_ratio, 6),
+            errorBudgetRemaining=round(budget.remaining_ratio, 6),
             exhaustedInSeconds=_rounded(budget.exhausted_in_s),
-            burnRates={span(s): round(rate, 6) for s, rate in budget.rates.items()},
+            burnRates={span(s): _rounded(rate, 6) for s, rate in budget.rates.items()},
             alerts=_alerts(budget),
             state=budget.state,
         )
@@ -148,8 +148,8 @@ def _alerts(budget: Budget) -> list[BurnAlert]:
             windows=state.pair.label,
             factor=state.pair.factor,
             severity=state.pair.severity,
-            longRate=round(state.long_rate, 6),
-            shortRate=round(state.short_rate, 6),
+            longRate=_rounded(state.long_rate, 6),
+            shortRate=_rounded(state.short_rate, 6),
             firing=state.firing,
         )
         for state in budget.pairs
@@ -160,8 +160,8 @@ def _sums(flat: Sequence[bytes]) -> dict[str, float]:
     return {flat[i].decode(): float(flat[i + 1]) for i in range(0, len(flat), 2)}
 
 
-def _rounded(value: float | None) -> float | None:
-    return None if value is None else round(value, 3)
+def _rounded(value: float | None, digits: int = 3) -> float | None:
+    return None if value is None else round(value, digits)
 
 
 def all_time_counts(objective: Objective, fleet: Fleet, tiers: Sequence[str]) -> Counts:

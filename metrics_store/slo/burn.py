@@ -6,7 +6,7 @@ share divided by the budget share, so 1 spends the budget exactly over the compl
 and 14.4 spends 2 % of a 30-day budget in one hour.
 
 Alerts follow the multi-window, multi-burn-rate rule of Google's SRE workbook: a pair fires
-when both its long and its short window burn faster than its factor (the short one makes the
+when both its long and its short window burn at least at its factor (the short one makes the
 alert stop soon after the burning does). The two fastest pairs page, the two slowest open a
 ticket.
 """
@@ -52,29 +52,33 @@ class Counts:
         return self.total - self.good
 
 
-def burn_rate(counts: Counts, target: float) -> float:
-    """How many times faster than the budget allows the window failed (0 with no queries)."""
+def burn_rate(counts: Counts, target: float) -> float | None:
+    """How many times faster than the budget allows the window failed (None with no query)."""
     if counts.total <= 0:
-        return 0.0
+        return None
     return (counts.bad / counts.total) / (1.0 - target)
 
 
 @dataclass(frozen=True)
 class PairState:
     pair: BurnPair
-    long_rate: float
-    short_rate: float
+    long_rate: float | None
+    short_rate: float | None
 
     @property
     def firing(self) -> bool:
-        return self.long_rate > self.pair.factor and self.short_rate > self.pair.factor
+        """Both windows burn at least the pair's factor (a window with no query does not)."""
+        factor = self.pair.factor
+        return all(
+            rate is not None and rate >= factor for rate in (self.long_rate, self.short_rate)
+        )
 
 
 @dataclass(frozen=True)
 class Budget:
     """An objective's standing: its rates, its budget left and what to do about it."""
 
-    rates: dict[int, float]  # window (s) -> burn rate
+    rates: dict[int, float | None]  # window (s) -> burn rate; None: no query in it
     pairs: list[PairState]
     remaining_ratio: float  # 1: untouched; 0: spent; below 0: overspent
     exhausted_in_s: float | None  # at the last hour's burn rate; None: not burning
@@ -96,12 +100,12 @@ def assess(
     return Budget(rates, pairs, remaining, _exhausted_in(remaining, rates[3600], window_s), state)
 
 
-def _exhausted_in(remaining: float, hourly_rate: float, window_s: int) -> float | None:
+def _exhausted_in(remaining: float, hourly_rate: float | None, window_s: int) -> float | None:
     """Seconds until the budget is spent if the last hour's burn goes on: a rate of 1 spends
     all of it in `window_s`."""
     if remaining <= 0:
         return 0.0
-    if hourly_rate <= 0:
+    if hourly_rate is None or hourly_rate <= 0:
         return None
     return remaining * window_s / hourly_rate
 

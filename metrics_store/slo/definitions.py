@@ -3,7 +3,7 @@
 An objective promises that a share (`target`, e.g. 0.99) of a tier's queries are good over a
 compliance window (30 days unless set). What "good" means is its kind:
 
-- `latency`: the query's `figure` (latency, ttft, queue or tpot) is at most `threshold_ms`.
+- `latency`: the query's `figure` (latency, ttft, queue or tpot) is at most `thresholdMs`.
   It is counted from the latency histograms, whose bins have edges every 2.2 %: the threshold
   is snapped to the nearest edge (`effective_threshold_ms`), below which the count is exact.
 - `errors`: the query did not fail.
@@ -12,7 +12,7 @@ compliance window (30 days unless set). What "good" means is its kind:
   as each query is written, by the collector, against the definitions of that moment:
   history is not rewritten.
 
-`tier` is a configured tier, or "all" (every tier's queries together). A set of definitions is
+`tier` is a configured tier, or "*" (every tier's queries together). A set of definitions is
 refused whole, with every problem named (InvalidObjectives), so the stored set never holds
 half of an edit.
 
@@ -21,7 +21,7 @@ half of an edit.
     tier = "Q3"
     kind = "latency"
     figure = "latency"
-    threshold_ms = 2000
+    thresholdMs = 2000
     target = 0.99
     window = "30d"
 """
@@ -37,15 +37,16 @@ from metrics_store.errors import InvalidObjectives
 from metrics_store.histogram import BINS_PER_DOUBLING, upper_bound_s
 from metrics_store.redis.keys import FIGURE_LATENCY, FIGURES
 from metrics_store.settings import NAME_PATTERN
+from metrics_store.slo.burn import span
 
 LATENCY, ERRORS, COMBINED = "latency", "errors", "combined"
 KINDS = (LATENCY, ERRORS, COMBINED)
-ALL_TIERS = "all"
+ALL_TIERS = "*"
 DEFAULT_WINDOW = "30d"
 # The longest burn-rate window (3 d) is the shortest compliance window that makes sense.
 MIN_WINDOW_S = 3 * 86_400
 MAX_OBJECTIVES = 100
-_FIELDS = {"name", "tier", "kind", "figure", "threshold_ms", "target", "window"}
+_FIELDS = {"name", "tier", "kind", "figure", "thresholdMs", "target", "window"}
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
 
 
@@ -82,10 +83,10 @@ class Objective:
             "tier": self.tier,
             "kind": self.kind,
             "target": self.target,
-            "window": f"{self.window_s}s",
+            "window": span(self.window_s),
         }
         if self.kind == LATENCY:
-            found.update(figure=self.figure, threshold_ms=self.threshold_ms)
+            found.update(figure=self.figure, thresholdMs=self.threshold_ms)
         return found
 
 
@@ -93,9 +94,9 @@ def parse_objectives(raw: object, tiers: Sequence[str], max_window_s: int) -> li
     """The objectives of a document {"objectives": [...]}; InvalidObjectives naming every
     problem if any one is wrong (`tiers`: the configured ones; `max_window_s`: the history
     of hour roll-ups kept)."""
-    if not isinstance(raw, Mapping) or set(raw) - {"objectives"}:
+    if not isinstance(raw, Mapping) or set(raw) != {"objectives"}:
         raise InvalidObjectives(['the definitions must be {"objectives": [...]}'])
-    entries = raw.get("objectives", [])
+    entries = raw["objectives"]
     if not isinstance(entries, list):
         raise InvalidObjectives(["objectives must be a list"])
     if len(entries) > MAX_OBJECTIVES:
@@ -156,7 +157,12 @@ def _window(value: object, max_window_s: int, problem: Any) -> int:
     seconds = 0
     if isinstance(value, int) and not isinstance(value, bool):
         seconds = value
-    elif isinstance(value, str) and value[:-1].isdigit() and value[-1:] in _UNIT_S:
+    elif (
+        isinstance(value, str)
+        and value[:-1].isascii()
+        and value[:-1].isdigit()
+        and value[-1:] in _UNIT_S
+    ):
         seconds = int(value[:-1]) * _UNIT_S[value[-1]]
     if not MIN_WINDOW_S <= seconds <= max_window_s:
         problem(
@@ -170,16 +176,16 @@ def _latency_fields(
     entry: Mapping[str, object], kind: object, problem: Any
 ) -> tuple[str | None, float | None]:
     figure = entry.get("figure", FIGURE_LATENCY if kind == LATENCY else None)
-    threshold = entry.get("threshold_ms")
+    threshold = entry.get("thresholdMs")
     if kind != LATENCY:
         if kind in KINDS and ("figure" in entry or threshold is not None):
-            problem("figure and threshold_ms belong to latency objectives only")
+            problem("figure and thresholdMs belong to latency objectives only")
         return None, None
     if figure not in FIGURES:
         problem(f"figure must be one of {', '.join(FIGURES)}")
     valid = isinstance(threshold, (int, float)) and not isinstance(threshold, bool)
     if not valid or not 0.001 <= float(threshold) <= 3_600_000:  # type: ignore[arg-type]
-        problem("threshold_ms must be a number of milliseconds, from 0.001 to 3600000")
+        problem("thresholdMs must be a number of milliseconds, from 0.001 to 3600000")
         return str(figure), None
     return str(figure), float(threshold)  # type: ignore[arg-type]
 
@@ -201,3 +207,49 @@ def threshold_bins(objectives: Sequence[Objective], tier: str) -> dict[str, int]
             assert objective.figure is not None
             found[objective.figure] = min(index, found.get(objective.figure, index))
     return found
+
+
+def definitions_schema(tiers: Sequence[str]) -> dict[str, Any]:
+    """The JSON Schema of a definitions document (the PUT's OpenAPI body). What it cannot
+    state, parse_objectives checks: names used once, a window within the history kept."""
+    common: dict[str, Any] = {
+        "name": {"type": "string", "pattern": NAME_PATTERN.pattern},
+        "tier": {"enum": [*tiers, ALL_TIERS]},
+        "target": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+        "window": {
+            "oneOf": [
+                {"type": "string", "pattern": "^[0-9]+[smhd]$"},
+                {"type": "integer", "minimum": 1},  # seconds
+            ],
+            "default": DEFAULT_WINDOW,
+        },
+    }
+    latency = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["name", "kind", "target", "thresholdMs"],
+        "properties": {
+            **common,
+            "kind": {"const": LATENCY},
+            "figure": {"enum": list(FIGURES), "default": FIGURE_LATENCY},
+            "thresholdMs": {"type": "number", "minimum": 0.001, "maximum": 3_600_000},
+        },
+    }
+    counted = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["name", "kind", "target"],
+        "properties": {**common, "kind": {"enum": [ERRORS, COMBINED]}},
+    }
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["objectives"],
+        "properties": {
+            "objectives": {
+                "type": "array",
+                "maxItems": MAX_OBJECTIVES,
+                "items": {"oneOf": [latency, counted]},
+            }
+        },
+    }

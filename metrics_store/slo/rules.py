@@ -17,7 +17,7 @@ from metrics_store.slo.burn import BURN_PAIRS, BURN_WINDOWS_S, span
 from metrics_store.slo.definitions import Objective
 
 ERROR_RATIO = "llm_slo:error_ratio:increase{window}"
-ALERT = "LlmSloErrorBudgetBurn"
+ALERT = "SLOBurn"
 
 
 def prometheus_rules(objectives: Sequence[Objective]) -> dict[str, Any]:
@@ -52,12 +52,12 @@ def _group(objective: Objective) -> dict[str, Any]:
         rules.append(
             {
                 "alert": ALERT,
-                "expr": f"{long_rule} > {threshold} and {short_rule} > {threshold}",
+                "expr": f"{long_rule} >= {threshold} and {short_rule} >= {threshold}",
                 "labels": {"slo": name, "severity": pair.severity, "windows": pair.label},
                 "annotations": {
                     "summary": f"{name} burns its error budget {pair.factor:g}x too fast "
                     f"over {pair.label}",
-                    "description": f"Bad share above {threshold} (target {objective.target:g})"
+                    "description": f"Bad share at least {threshold} (target {objective.target:g})"
                     f" over both {span(pair.long_s)} and {span(pair.short_s)}: at this rate the "
                     f"{span(objective.window_s)} budget lasts "
                     f"{span(int(objective.window_s / pair.factor))}.",
