@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 
 import pytest
 from fastapi.testclient import TestClient
@@ -13,6 +14,7 @@ from fastapi.testclient import TestClient
 from api.main import create_app
 from metrics_store.clock import ManualClock
 from metrics_store.histogram import bin_index, summarize
+from metrics_store.read.reader import MetricsReader
 from metrics_store.read.shapes import LatencyHistory
 from metrics_store.settings import Settings
 from metrics_store.timefmt import iso_utc
@@ -60,7 +62,7 @@ def expected_points(
     queries: list[Recorded], tier: str, starts: list[int], point_s: int, end_s: int, figure: str
 ) -> list[tuple[int, float | None, float | None, float | None]]:
     """Per point: (count, p50, p95, p99) of the tier's values in [start, start + point_s)."""
-    out = []
+    out: list[tuple[int, float | None, float | None, float | None]] = []
     for start in starts:
         values = [
             q.latency_ms if figure == "latency" else q.ttft_ms
@@ -107,7 +109,9 @@ def test_a_long_window_reads_the_rollups_point_by_point(settings: Settings) -> N
         queries = spread(6 * 3600, 600, seed=3)  # past the 2 hours of fine buckets
         record(harness, queries)
         for figure in ("latency", "ttft"):
-            answer = harness.read(lambda r, f=figure: r.latency_history(6 * 3600, f))  # type: ignore[misc]
+            answer = harness.read(
+                partial(MetricsReader.latency_history, window_s=6 * 3600, figure=figure)
+            )
             check_against(answer, queries, 1200, figure)
     finally:
         harness.close()
