@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
 from fastapi import APIRouter, HTTPException, Query, Request, WebSocket
@@ -13,6 +13,7 @@ from api.security import admit_websocket
 from metrics_store.errors import InvalidObjectives
 from metrics_store.read.shapes import (
     HealthStatus,
+    LatencyHistory,
     LatencyMetrics,
     QueryMetrics,
     ResourceMetrics,
@@ -54,6 +55,8 @@ WindowQuery = Annotated[
     ),
 ]
 
+TierQuery = Annotated[str | None, Query(max_length=MAX_NAME_CHARS, description="Only this tier.")]
+
 
 def _window_s(window: str | None, settings: Settings) -> int | None:
     return (
@@ -61,6 +64,24 @@ def _window_s(window: str | None, settings: Settings) -> int | None:
         if window is None
         else parse_window(window, settings.retention.bucket_s, settings.retention.history_s)
     )
+
+
+UNKNOWN_TIER: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorBody, "description": "No configured tier has that name."}
+}
+# An answer per tier, of which ?tier= keeps one.
+PerTier = TypeVar("PerTier", LatencyMetrics, LatencyHistory)
+
+
+def _only_tier(answer: PerTier, tier: str | None) -> PerTier:
+    if tier is None:
+        return answer
+    return answer.model_copy(update={"tiers": [t for t in answer.tiers if t.name == tier]})
+
+
+def _check_tier(tier: str | None, settings: Settings) -> None:
+    if tier is not None and tier not in settings.tiers:
+        raise HTTPException(404, f"no tier named {tier!r}; tiers: {', '.join(settings.tiers)}")
 
 
 @router.get("/queries", response_model=QueryMetrics, response_class=OrjsonResponse)
@@ -83,23 +104,39 @@ async def get_tiers(
     "/latency",
     response_model=LatencyMetrics,
     response_class=OrjsonResponse,
-    responses={404: {"model": ErrorBody, "description": "No configured tier has that name."}},
+    responses=UNKNOWN_TIER,
 )
 async def get_latency(
     reader: ReaderDep,
     settings: SettingsDep,
     window: WindowQuery = None,
-    tier: Annotated[
-        str | None, Query(max_length=MAX_NAME_CHARS, description="Only this tier.")
-    ] = None,
+    tier: TierQuery = None,
 ) -> OrjsonResponse:
     """Latency, time to first token, queue time and time per output token: p50 to p99.9."""
-    if tier is not None and tier not in settings.tiers:
-        raise HTTPException(404, f"no tier named {tier!r}; tiers: {', '.join(settings.tiers)}")
-    answer = await reader.latency(_window_s(window, settings))
-    if tier is not None:
-        answer = answer.model_copy(update={"tiers": [t for t in answer.tiers if t.name == tier]})
-    return OrjsonResponse(answer)
+    _check_tier(tier, settings)
+    return OrjsonResponse(_only_tier(await reader.latency(_window_s(window, settings)), tier))
+
+
+@router.get(
+    "/latency/history",
+    response_model=LatencyHistory,
+    response_class=OrjsonResponse,
+    responses=UNKNOWN_TIER,
+)
+async def get_latency_history(
+    reader: ReaderDep,
+    settings: SettingsDep,
+    window: WindowQuery = None,
+    figure: Annotated[
+        Literal["latency", "ttft", "queue", "tpot"],
+        Query(description="The figure: latency (default), ttft, queue or tpot."),
+    ] = "latency",
+    tier: TierQuery = None,
+) -> OrjsonResponse:
+    """p50, p95 and p99 per tier at each of the window's 18 points, each of its own queries."""
+    _check_tier(tier, settings)
+    answer = await reader.latency_history(_window_s(window, settings), figure)
+    return OrjsonResponse(_only_tier(answer, tier))
 
 
 @router.get(

@@ -25,7 +25,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-PANELS = ("queries", "tiers", "latency", "resources", "routing")
+PANELS = ("queries", "tiers", "slo", "latency", "resources", "routing")
 # Generous: these wait for conditions, they never measure speed.
 WAIT_MS = 20_000
 

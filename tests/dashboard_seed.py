@@ -1,14 +1,17 @@
-"""Known data for the dashboard: recorded events and two hand-written node snapshots.
+"""Known data for the dashboard: objectives, recorded events and two hand-written node snapshots.
 
 Shared by the browser tests and scripts/screenshot.py, so the screenshot shows what is tested.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import redis
+import redis.asyncio as aioredis
 
 from metrics_store.clock import ManualClock
 from metrics_store.live.snapshots import NodeSnapshot, StoredGpu
@@ -16,6 +19,8 @@ from metrics_store.record.collector import MetricsCollector
 from metrics_store.redis.client import redis_now
 from metrics_store.redis.keys import Keys
 from metrics_store.settings import Settings
+from metrics_store.slo.definitions import parse_objectives
+from metrics_store.slo.store import save
 
 GIB = 2**30
 MIB = 2**20
@@ -157,6 +162,39 @@ def write_snapshots(redis_url: str, prefix: str) -> None:
         client.close()
 
 
+# Objectives whose states differ on the seeded traffic: Q4's queries (3.9 s and more) all miss
+# their 1 s (page: every window burns 100x); the slow Q2 hour 3 hours ago spends Q2's latency
+# budget over 3 days and 6 hours but not lately (ticket); Q2's errors stay within half its
+# queries (ok). No objective covers Q3: its goodput is unknown (null), not 0.
+OBJECTIVES: dict[str, Any] = {
+    "objectives": [
+        {"name": "q4-latency", "tier": "Q4", "kind": "latency", "threshold_ms": 1000,
+         "target": 0.99},
+        {"name": "q2-latency", "tier": "Q2", "kind": "latency", "threshold_ms": 2000,
+         "target": 0.9},
+        {"name": "q2-errors", "tier": "Q2", "kind": "errors", "target": 0.5},
+    ]
+}  # fmt: skip
+
+
+def define_objectives(settings: Settings) -> None:
+    """Store OBJECTIVES, as PUT /api/metrics/slo/definitions would, before any query is
+    written: the collectors judge each query for goodput as they write it."""
+    objectives = parse_objectives(OBJECTIVES, settings.tiers, settings.slo.history_s)
+
+    async def store() -> None:
+        client = aioredis.Redis.from_url(settings.redis.url)
+        try:
+            await save(client, settings, objectives)
+        finally:
+            await client.aclose()
+
+    # In a thread of its own: the caller may run an event loop already (Playwright's sync API).
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, store()).result()
+
+
 def seed(settings: Settings) -> None:
+    define_objectives(settings)
     record_events(settings)
     write_snapshots(settings.redis.url, settings.key_prefix)

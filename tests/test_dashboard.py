@@ -9,13 +9,14 @@ from contextlib import contextmanager
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, Page, WebSocketRoute, expect
 
 from metrics_store.record.collector import MetricsCollector
 from metrics_store.settings import Settings
 from tests.browser import WAIT_MS, chromium, expect_panels, expect_state, require_chromium
-from tests.dashboard_seed import API_ENV, NODES, seed
+from tests.dashboard_seed import API_ENV, NODES, OBJECTIVES, seed
 from tests.processes import ApiProcess, child_env
 from tests.waiting import wait_for, wait_until
 
@@ -24,6 +25,9 @@ from tests.waiting import wait_for, wait_until
 def _needs_chromium() -> None:
     """Before any other fixture starts: skip the module without Chromium (fail it in CI)."""
     require_chromium()
+
+
+NO_VALUE = "\u2013"  # the page's en dash where a figure is unknown
 
 
 # --- the page's number formats, in Python (app.js: num, percentOf, bytes) ----------------------
@@ -35,6 +39,23 @@ def js_num(value: float) -> str:
 def to_fixed(value: float, digits: int) -> str:
     """Number.prototype.toFixed: the exact binary value, ties rounded up."""
     return str(Decimal(value).quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP))
+
+
+def js_sig3(value: float) -> str:
+    """String(Number(value.toPrecision(3))): the exact binary value to 3 significant digits,
+    a tie rounded up."""
+    if value == 0:
+        return "0"
+    exact = Decimal(value)
+    return js_num(float(exact.quantize(Decimal(1).scaleb(exact.adjusted() - 2), ROUND_HALF_UP)))
+
+
+def duration_text(seconds: float) -> str:
+    """app.js duration()."""
+    for limit, unit, size in ((120, "s", 1), (7200, "min", 60), (172800, "h", 3600)):
+        if seconds < limit:
+            return f"{js_sig3(seconds / size)} {unit}"
+    return f"{js_sig3(seconds / 86400)} d"
 
 
 def percent_of(ratio: float) -> str:
@@ -104,6 +125,25 @@ def expect_texts(page: Page, expected: dict[str, str]) -> None:
         expect(page.get_by_test_id(test_id), f"{test_id}").to_have_text(text, timeout=WAIT_MS)
 
 
+def expect_current(page: Page, expected: Callable[[], dict[str, str]], what: str) -> None:
+    """Until the page shows what `expected()` (read from the API again each time) says.
+
+    For figures that move with the clock (burn windows, the chart point holding now): a value
+    read once could change between the API's answer and the page's."""
+    differences: list[object] = []
+
+    def same() -> bool:
+        wanted = expected()
+        shown = {test_id: page.get_by_test_id(test_id).text_content() for test_id in wanted}
+        differences[:] = [(k, shown[k], v) for k, v in wanted.items() if shown[k] != v]
+        return not differences
+
+    try:
+        wait_until(same, WAIT_MS / 1000, what)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; (test id, shown, expected): {differences}") from None
+
+
 def wait_current(page: Page) -> None:
     expect_state(page, "live")
     expect_panels(page, "fresh")
@@ -127,7 +167,13 @@ def tier_texts(tiers: list[dict[str, Any]]) -> dict[str, str]:
         texts[f"{t}-errors"] = percent_of(tier["errorRate"])
         texts[f"{t}-tps"] = js_num(tier["tokensPerSec"][-1])
         texts[f"{t}-latency"] = js_num(tier["latencyMs"][-1])
+        texts[f"{t}-rps"] = per_sec(tier["requestsPerSec"])
+        texts[f"{t}-goodput"] = per_sec(tier["goodputPerSec"])
     return texts
+
+
+def per_sec(value: float | None) -> str:
+    return NO_VALUE if value is None else f"{js_sig3(value)} q/s"
 
 
 def resource_texts(r: dict[str, Any]) -> dict[str, str]:
@@ -189,6 +235,7 @@ def test_each_panel_shows_what_the_rest_api_returns(page: Page, api: ApiProcess)
     resources = resources_counting_the_page(api)
     routing = api.get("/api/metrics/routing").json()
     assert queries["totalQueries"] > 0 and len(resources["nodes"]) == len(NODES)  # seeded
+    assert [t["goodputPerSec"] is None for t in tiers] == [False, True, False]  # Q3: no objective
 
     expect_texts(page, query_texts(queries))
     expect(page.get_by_test_id("query-chart")).to_have_attribute(
@@ -271,6 +318,7 @@ def test_websocket_updates_make_the_page_live(browser: Browser, api: ApiProcess)
             "resources": api.get("/api/metrics/resources").json(),
             "routing": api.get("/api/metrics/routing").json(),
             "latency": api.get("/api/metrics/latency").json(),
+            "slo": api.get("/api/metrics/slo").json(),
         }
         sockets[0].send(json.dumps(update))
         expect_texts(page, {"q-total": "4242"})
@@ -283,7 +331,6 @@ def test_websocket_updates_make_the_page_live(browser: Browser, api: ApiProcess)
 
 
 # --- latency percentiles and the window selector ------------------------------------------------
-NO_VALUE = "\u2013"  # the page's en dash where a figure is unknown
 
 
 def ms_text(value: float) -> str:
@@ -341,13 +388,49 @@ def test_tier_cards_and_latency_panel_show_the_seeded_percentiles(
     expect_texts(page, latency_panel_texts(latency, first))
     chart = page.get_by_test_id("latency-chart")
     expect(chart.locator("path[data-percentile]")).to_have_count(3)
-    # The socket's next update adds the second point of the page's own history.
-    expect(chart).to_have_attribute("data-points", "2", timeout=WAIT_MS)
+    # The whole window at once, from the server: its 18 points, not one per second since now.
+    expect(chart).to_have_attribute("data-points", "18", timeout=WAIT_MS)
+    expect_chart(page, api, "30m", first)
     expect(page.get_by_test_id("latency-from")).not_to_be_empty()
     expect(page.get_by_test_id("latency-y-max")).to_have_text(re.compile(r"^[\d.]+ ms$"))
+    expect(page.get_by_test_id("latency-axis-title")).to_contain_text("each 100 s point")
 
     page.get_by_test_id("latency-tier").select_option("Q4")
     expect_texts(page, latency_panel_texts(latency, "Q4"))
+    expect_chart(page, api, "30m", "Q4")
+
+
+def chart_values(page: Page) -> dict[str, str]:
+    paths = page.get_by_test_id("latency-chart").locator("path[data-percentile]")
+    return {
+        path.get_attribute("data-percentile") or "": path.get_attribute("data-values") or ""
+        for path in paths.all()
+    }
+
+
+PERCENTILES = ("p50", "p95", "p99")
+
+
+def history_values(api: ApiProcess, window: str, tier: str) -> dict[str, str]:
+    """Each percentile line's values as the chart lists them, from /latency/history."""
+    history = api.get(f"/api/metrics/latency/history?window={window}&tier={tier}").json()
+    (entry,) = history["tiers"]
+    return {p: ",".join("" if v is None else js_num(v) for v in entry[p]) for p in PERCENTILES}
+
+
+def expect_chart(page: Page, api: ApiProcess, window: str, tier: str) -> None:
+    """The chart draws the server's history of `window` for `tier`, with values in it."""
+    found: list[dict[str, str]] = []
+
+    def drawn() -> bool:
+        wanted = history_values(api, window, tier)
+        found[:] = [wanted, chart_values(page)]
+        return found[0] == found[1] and any(found[0]["p99"].split(","))
+
+    try:
+        wait_until(drawn, WAIT_MS / 1000, f"the {window} history of {tier} in the chart")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: wanted, shown = {found}") from None
 
 
 def test_window_selector_rereads_every_windowed_panel(browser: Browser, api: ApiProcess) -> None:
@@ -370,8 +453,10 @@ def check_window_switch(page: Page, api: ApiProcess, frames: list[object]) -> No
 
     page.get_by_test_id("window-select").select_option("6h")
     expect_texts(page, six_hours | {"q-total-label": "Queries (6 h)"})
-    for panel in ("queries", "tiers", "routing", "latency"):
+    for panel in ("queries", "tiers", "routing", "latency", "latency/history"):
         assert any(f"/api/metrics/{panel}?window=6h" in url for url in requested), panel
+    expect_chart(page, api, "6h", "Q2")  # the seed's slow hour, 3 hours ago, among its points
+    expect(page.get_by_test_id("latency-axis-title")).to_contain_text("each 20 min point")
     expect(page.get_by_test_id("query-axis-title")).to_contain_text("one point per 20 min")
     expect(page.get_by_test_id("query-from")).not_to_be_empty()
     expect_panels(page, "fresh")
@@ -388,3 +473,83 @@ def check_window_switch(page: Page, api: ApiProcess, frames: list[object]) -> No
     page.get_by_test_id("window-select").select_option("30m")
     expect_texts(page, {"q-total": live["q-total"], "q-total-label": "Queries (30 min)"})
     wait_current(page)
+
+
+# --- objectives and goodput -----------------------------------------------------------------
+def slo_texts(api: ApiProcess) -> dict[str, str]:
+    """What each objective's card must show, from /api/metrics/slo."""
+    texts = {}
+    for o in api.get("/api/metrics/slo").json()["objectives"]:
+        card = f"slo-{o['name']}"
+        texts[f"{card}-state"] = o["state"]
+        texts[f"{card}-budget"] = f"{js_sig3(o['errorBudgetRemainingRatio'] * 100)}%"
+        for window, rate in o["burnRates"].items():
+            texts[f"{card}-burn-{window}"] = NO_VALUE if rate is None else f"{js_sig3(rate)}\u00d7"
+        left = o["exhaustedInSeconds"]
+        texts[f"{card}-exhausted"] = (
+            "not burning"
+            if left is None
+            else "budget exhausted"
+            if left <= 0
+            else f"exhausted in {duration_text(left)}"
+        )
+    return texts
+
+
+def test_slo_panel_shows_each_objectives_budget_burn_rates_and_state(
+    page: Page, api: ApiProcess
+) -> None:
+    wait_current(page)
+    objectives = api.get("/api/metrics/slo").json()["objectives"]
+    names = [o["name"] for o in OBJECTIVES["objectives"]]
+    assert [o["name"] for o in objectives] == names
+    assert [o["state"] for o in objectives] == ["page", "ticket", "ok"]  # seeded
+    assert objectives[2]["exhaustedInSeconds"] > 0 and objectives[0]["exhaustedInSeconds"] == 0
+
+    expect_current(page, lambda: slo_texts(api), "the objectives' figures")
+    expect(page.get_by_test_id("slo-empty")).to_be_hidden()
+    expect_texts(page, {"slo-summary": "1 page \u00b7 1 ticket \u00b7 1 ok"})
+    for name, state in zip(names, ("page", "ticket", "ok"), strict=True):
+        expect(page.get_by_test_id(f"slo-{name}")).to_have_attribute("data-state", state)
+    # The states look different, not only read differently: each badge its own colours.
+    looks = {
+        page.get_by_test_id(f"slo-{name}-state").evaluate(
+            "e => [getComputedStyle(e).color, getComputedStyle(e).backgroundColor].join()"
+        )
+        for name in names
+    }
+    assert len(looks) == 3
+    # The budget bar: empty when overspent, the share left otherwise.
+    widths = [
+        float(
+            page.get_by_test_id(f"slo-{name}").locator(".bar i").evaluate("e => e.style.width")[:-1]
+        )
+        for name in names
+    ]
+    assert widths == [0, 0, pytest.approx(objectives[2]["errorBudgetRemainingRatio"] * 100)]
+
+
+def test_slo_panel_says_when_no_objective_is_defined_and_follows_a_change(
+    page: Page, api: ApiProcess
+) -> None:
+    wait_current(page)
+    expect(page.get_by_test_id("slo-list").locator("[data-state]")).to_have_count(3)
+    cleared = httpx.put(f"{api.base_url}/api/metrics/slo/definitions", json={"objectives": []})
+    assert cleared.status_code == 200, cleared.text
+    # The next live update carries the empty set: no reload, no card left.
+    expect(page.get_by_test_id("slo-empty")).to_be_visible(timeout=WAIT_MS)
+    expect(page.get_by_test_id("slo-list").locator("[data-state]")).to_have_count(0)
+    expect_texts(page, {"slo-summary": ""})
+    expect(page.get_by_test_id("panel-slo")).to_have_attribute("data-state", "fresh")
+
+
+def test_tier_cards_show_goodput_beside_throughput(page: Page, api: ApiProcess) -> None:
+    wait_current(page)
+    tiers = api.get("/api/metrics/tiers").json()["tiers"]
+    q2, q3, q4 = tiers
+    assert 0 < q2["goodputPerSec"] < q2["requestsPerSec"]  # seeded: Q2's errors are not good
+    assert q3["goodputPerSec"] is None and q4["goodputPerSec"] == 0  # none covers Q3; Q4 all slow
+    expect_texts(
+        page, {k: v for k, v in tier_texts(tiers).items() if k.endswith(("rps", "goodput"))}
+    )
+    expect_texts(page, {"tier-Q3-goodput": NO_VALUE, "tier-Q4-goodput": "0 q/s"})

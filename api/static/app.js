@@ -2,7 +2,7 @@
 // The MetricsPage: WebSocket first; REST polling at the guide's intervals while the socket is
 // down; every panel marked stale when its data stops being current. Plain JS, no build step.
 
-const POLL_MS = { queries: 10000, tiers: 5000, resources: 2000, routing: 5000, latency: 5000 };
+const POLL_MS = { queries: 10000, tiers: 5000, resources: 2000, routing: 5000, latency: 5000, slo: 5000 };
 const LIVE_MS = 1000; // the WebSocket sends one update a second
 const STALE_AFTER = 3; // intervals without a successful update before a panel is stale
 const REQUEST_TIMEOUT_MS = 5000;
@@ -13,12 +13,13 @@ const PANELS = Object.keys(POLL_MS);
 const WINDOWED = ["queries", "tiers", "routing", "latency"];
 const DEFAULT_WINDOW = "30m";
 const WINDOW_LABELS = { "30m": "30 min", "6h": "6 h", "24h": "24 h", "7d": "7 d" };
-// The latency chart is a client-side history of the window's percentiles as this page read
-// them: one point per LATENCY_SAMPLE_MS (a newer reading replaces the last point within it),
-// at most LATENCY_POINTS, started over when the window changes. docs/dashboard.md
-const LATENCY_SAMPLE_MS = 5000;
-const LATENCY_POINTS = 360; // 30 minutes of points
+// The latency chart is the server's history of the selected window (/latency/history: 18
+// points, each the percentiles of its own queries), read again every HISTORY_MS so that the
+// point holding now follows the traffic and new points come in at the right. docs/dashboard.md
+const HISTORY_MS = 5000;
 const PERCENTILES = ["p50", "p95", "p99"];
+// The objectives' burn-rate windows, fastest first (docs/slo.md).
+const BURN_WINDOWS = ["5m", "30m", "1h", "2h", "6h", "1d", "3d"];
 
 const page = {
   socket: null,
@@ -32,7 +33,7 @@ const page = {
   node: "", // "" = all nodes
   window: DEFAULT_WINDOW,
   latencyTier: "", // the tier the latency chart shows; "" until the first answer
-  latencyHistory: [], // [{at: ms, tiers: {name: {p50, p95, p99}}}], oldest first
+  history: null, // the latest /latency/history answer for page.window
   nodeNames: [],
   data: {},
   panels: Object.fromEntries(PANELS.map((name) => [name, { okAt: 0, failed: false, note: "" }])),
@@ -72,6 +73,9 @@ function pollUrl(panel) {
 
 // --- formatting ---------------------------------------------------------------------------------
 const num = (value) => String(value); // the API already rounds to 2 decimals
+// Three significant digits (0.0123, 4.57, 1230): the newer panels' figures.
+const sig3 = (value) => String(Number(Number(value).toPrecision(3)));
+const perSec = (value) => (value === null || value === undefined ? "–" : `${sig3(value)} q/s`);
 const percentOf = (ratio) => `${(ratio * 100).toFixed(2)}%`;
 const lastOf = (values) => (values.length ? num(values[values.length - 1]) : "–");
 const clockTime = (ms) => new Date(ms).toLocaleTimeString("en-GB", { hour12: false });
@@ -82,6 +86,14 @@ function axisTime(ms) {
   if (page.window !== "24h" && page.window !== "7d") return clockTime(ms).slice(0, 5);
   const day = new Date(ms).toLocaleDateString("en-GB", { weekday: "short", day: "numeric" });
   return `${day} ${clockTime(ms).slice(0, 5)}`;
+}
+
+// A time to come, to 3 significant digits: "45 s", "12.5 min", "3.2 h", "9.5 d".
+function duration(seconds) {
+  if (seconds < 120) return `${sig3(seconds)} s`;
+  if (seconds < 7200) return `${sig3(seconds / 60)} min`;
+  if (seconds < 172800) return `${sig3(seconds / 3600)} h`;
+  return `${sig3(seconds / 86400)} d`;
 }
 
 // The length of a span as "10 s", "20 min" or "2.5 h", for axis titles.
@@ -206,7 +218,13 @@ function tierCard(tier) {
       el("div", {}, el("dt", {}, "TTFT p95"), el("dd", { "data-testid": `${id}-ttft` }, ttftP95(tier.name)))),
     el("dl", { class: "stats" },
       el("div", {}, el("dt", {}, "requests"), el("dd", { "data-testid": `${id}-requests` }, num(tier.requestCount))),
-      el("div", {}, el("dt", {}, "error rate"), el("dd", { "data-testid": `${id}-errors` }, percentOf(tier.errorRate)))));
+      el("div", {}, el("dt", {}, "error rate"), el("dd", { "data-testid": `${id}-errors` }, percentOf(tier.errorRate)))),
+    // Goodput: the queries per second that met every objective of the tier; "–" where no
+    // objective covers it (the API's null), which is not the same as 0.
+    el("dl", { class: "stats throughput" },
+      el("div", {}, el("dt", {}, "throughput"), el("dd", { "data-testid": `${id}-rps` }, perSec(tier.requestsPerSec))),
+      el("div", { title: "queries per second that met every objective of this tier" },
+        el("dt", {}, "goodput"), el("dd", { "data-testid": `${id}-goodput` }, perSec(tier.goodputPerSec)))));
 }
 
 const ms = (value) => `${num(value)} ms`;
@@ -288,16 +306,22 @@ function renderRouting(r) {
   );
 }
 
-// --- the latency panel: the window's percentiles, sampled over time by this page ----------------
-function recordLatency(answer) {
-  const tiers = Object.fromEntries(answer.tiers.map((t) => [t.name, t.latencyMs]));
-  const point = { at: Date.now(), tiers };
-  const history = page.latencyHistory;
-  // Points stay LATENCY_SAMPLE_MS apart; the newest reading always shows, as the last point.
-  const kept = history[history.length - 2];
-  if (kept && point.at - kept.at < LATENCY_SAMPLE_MS) history[history.length - 1] = point;
-  else history.push(point);
-  if (history.length > LATENCY_POINTS) history.shift();
+// --- the latency panel: the window's percentiles point by point, from the server ----------------
+async function pollHistory() {
+  const window = page.window;
+  const url = apiUrl("api/metrics/latency/history");
+  url.searchParams.set("window", window);
+  let body;
+  try {
+    const response = await fetch(url, { cache: "no-store", headers: AUTH_HEADERS, signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
+    if (!response.ok) return; // the panel's freshness says why, from its own answers
+    body = await response.json();
+  } catch {
+    return;
+  }
+  if (window !== page.window) return; // an answer for a window no longer selected
+  page.history = body;
+  drawLatencyChart(page.history, page.latencyTier);
 }
 
 function updateLatencyTiers(names) {
@@ -309,33 +333,45 @@ function updateLatencyTiers(names) {
   select.value = page.latencyTier;
 }
 
+// One path per percentile across the window's points; a point with no query is a gap, and a
+// point between gaps a dot (a zero-length segment with round caps).
+function percentilePath(values, x, y) {
+  let d = "";
+  values.forEach((value, i) => {
+    if (value === null) return;
+    const at = `${x(i).toFixed(1)},${y(value).toFixed(1)}`;
+    d += i > 0 && values[i - 1] !== null ? ` L${at}` : ` M${at} L${at}`;
+  });
+  return d.trim();
+}
+
 function drawLatencyChart(history, tier) {
   const svg = document.getElementById("latency-chart");
   const [width, height] = [600, 190];
-  const rows = history.filter((point) => point.tiers[tier]);
-  const max = Math.max(...rows.map((point) => point.tiers[tier].p99), 1) * 1.1;
-  const first = rows.length ? rows[0].at : 0;
-  const spanMs = rows.length > 1 ? rows[rows.length - 1].at - first : 0;
-  // One reading so far: a flat line at its values, across the chart.
-  const x = (at) => (spanMs ? ((at - first) / spanMs) * width : 0);
+  const entry = history && history.tiers.find((t) => t.name === tier);
+  const starts = history ? history.timestamps.map(Date.parse) : [];
+  const max = Math.max(...(entry ? entry.p99.filter((v) => v !== null) : []), 1) * 1.1;
+  const x = (i) => (starts.length > 1 ? (i / (starts.length - 1)) * width : 0);
+  const y = (value) => height - (value / max) * height;
   const line = (p) => {
-    const points = rows.map((point) => [x(point.at), height - (point.tiers[tier][p] / max) * height]);
-    if (points.length === 1) points.push([width, points[0][1]]);
-    return `<path class="line ${p}" data-percentile="${p}" d="${pathOf(points)}"/>`;
+    const values = entry ? entry[p] : [];
+    const listed = values.map((v) => (v === null ? "" : String(v))).join(",");
+    return `<path class="line ${p}" data-percentile="${p}" data-values="${listed}" d="${percentilePath(values, x, y)}"/>`;
   };
   const grid = [0.25, 0.5, 0.75].map((f) => `<line x1="0" x2="${width}" y1="${f * height}" y2="${f * height}"/>`);
-  svg.setAttribute("data-points", String(rows.length));
+  svg.setAttribute("data-points", String(starts.length));
   svg.innerHTML = `${grid.join("")}${PERCENTILES.map(line).join("")}`;
-  setText("latency-y-max", `${num(+max.toFixed(1))} ms`);
-  setText("latency-from", rows.length ? axisTime(first) : "");
-  setText("latency-to", "now");
+  setText("latency-y-max", `${sig3(max)} ms`);
+  setText("latency-from", starts.length ? axisTime(starts[0]) : "");
+  setText("latency-to", starts.length ? "now" : "");
+  setText("latency-axis-title", history
+    ? `p50, p95, p99 of each ${spanText(history.pointSeconds)} point's own queries, ms (point start; the last holds now)`
+    : "");
 }
 
 function renderLatency(answer) {
   updateLatencyTiers(answer.tiers.map((t) => t.name));
-  drawLatencyChart(page.latencyHistory, page.latencyTier);
-  setText("latency-axis-title",
-    `latency of the last ${WINDOW_LABELS[page.window]} per reading, ms; one point per ${LATENCY_SAMPLE_MS / 1000} s since the page opened or the window changed`);
+  drawLatencyChart(page.history, page.latencyTier);
   const entry = answer.tiers.find((t) => t.name === page.latencyTier);
   const d = entry ? entry.latencyMs : null;
   for (const p of [...PERCENTILES, "p999"]) setText(`lat-${p}`, d ? ms(d[p]) : "–");
@@ -347,6 +383,59 @@ function renderLatency(answer) {
 function onLatencyTierChange(event) {
   page.latencyTier = event.target.value;
   if (page.data.latency) renderLatency(page.data.latency);
+}
+
+// --- the objectives panel: budget, burn rates, state and time to exhaustion per objective ---------
+function objectiveGoal(o) {
+  const target = `${sig3(o.target * 100)}% over ${duration(o.windowSeconds)}`;
+  if (o.kind !== "latency") return `${o.tier} · ${o.kind} · ${target}`;
+  return `${o.tier} · ${o.figure} ≤ ${sig3(o.effectiveThresholdMs)} ms · ${target}`;
+}
+
+function exhaustionText(seconds) {
+  if (seconds === null || seconds === undefined) return "not burning";
+  return seconds <= 0 ? "budget exhausted" : `exhausted in ${duration(seconds)}`;
+}
+
+function budgetBar(ratio) {
+  const fill = el("i");
+  setBar(fill, ratio * 100, false);
+  fill.className = ratio <= 0.1 ? "high" : ratio <= 0.5 ? "mid" : "ok";
+  return el("div", { class: "bar budget" }, fill);
+}
+
+function burnRates(o, id) {
+  const firing = new Set(o.alerts.filter((a) => a.firing).flatMap((a) => a.windows.split("/")));
+  return el("dl", { class: "burns" },
+    ...BURN_WINDOWS.map((w) => {
+      const rate = o.burnRates[w];
+      return el("div", { class: firing.has(w) ? "firing" : "" }, el("dt", {}, w),
+        el("dd", { "data-testid": `${id}-burn-${w}` }, rate === null || rate === undefined ? "–" : `${sig3(rate)}×`));
+    }));
+}
+
+function objectiveCard(o) {
+  const id = `slo-${o.name}`;
+  return el("div", { class: `slo slo-${o.state}`, "data-testid": id, "data-state": o.state },
+    el("div", { class: "slo-head" },
+      el("h3", {}, o.name),
+      el("span", { class: `slo-state slo-state-${o.state}`, "data-testid": `${id}-state` }, o.state)),
+    el("p", { class: "muted slo-goal" }, objectiveGoal(o)),
+    el("div", { class: "slo-budget" },
+      el("span", { class: "muted" }, "budget left"), budgetBar(o.errorBudgetRemainingRatio),
+      el("b", { "data-testid": `${id}-budget` }, `${sig3(o.errorBudgetRemainingRatio * 100)}%`)),
+    burnRates(o, id),
+    el("p", { class: "muted" },
+      el("span", { "data-testid": `${id}-exhausted` }, exhaustionText(o.exhaustedInSeconds)),
+      ` · ${o.good}/${o.total} good`));
+}
+
+function renderSlo(answer) {
+  const objectives = answer.objectives;
+  byTestId("slo-empty").hidden = objectives.length > 0;
+  document.getElementById("slo-list").replaceChildren(...objectives.map(objectiveCard));
+  const counts = ["page", "ticket", "ok"].map((state) => [state, objectives.filter((o) => o.state === state).length]);
+  setText("slo-summary", counts.filter(([, n]) => n).map(([state, n]) => `${n} ${state}`).join(" · "));
 }
 
 // --- accepting data, from the socket or from a poll ----------------------------------------------
@@ -371,10 +460,8 @@ function accept(panel, data, { allNodes = true } = {}) {
   if (panel === "queries") renderQueries(data);
   if (panel === "tiers") renderTiers(data);
   if (panel === "routing") renderRouting(data);
-  if (panel === "latency") {
-    recordLatency(data);
-    renderLatency(data);
-  }
+  if (panel === "latency") renderLatency(data);
+  if (panel === "slo") renderSlo(data);
   if (panel === "resources") {
     if (allNodes) updateNodeOptions(data.nodes.map((n) => n.node));
     showResources();
@@ -388,6 +475,7 @@ function onSocketMessage(event) {
   if (update.type !== "metrics_update") return;
   page.attempts = 0; // reset here, not on open: a server that accepts then drops must back off
   accept("resources", update.resources);
+  if (update.slo) accept("slo", update.slo); // the objectives' own windows, on every view
   if (!isLiveView()) return; // the stream is the 30-minute view; REST feeds a longer window
   accept("queries", update.queries);
   accept("tiers", update.tiers);
@@ -419,7 +507,7 @@ async function poll(panel) {
   } else {
     const body = await response.json();
     // An answer for a node or window no longer selected is dropped.
-    const current = panel === "resources" ? node === page.node : window === page.window;
+    const current = panel === "resources" ? node === page.node : !WINDOWED.includes(panel) || window === page.window;
     if (current) accept(panel, panel === "tiers" ? body.tiers : body, { allNodes: !node });
   }
   refreshFreshness();
@@ -567,7 +655,9 @@ function onNodeChange(event) {
 // feeds them again when the 30-minute view comes back).
 function onWindowChange(event) {
   page.window = event.target.value;
-  page.latencyHistory = [];
+  page.history = null;
+  drawLatencyChart(null, page.latencyTier);
+  pollHistory();
   page.modeSince = Date.now();
   for (const panel of WINDOWED) {
     clearInterval(page.pollTimers[panel]);
@@ -585,6 +675,8 @@ function start() {
   document.getElementById("latency-tier").addEventListener("change", onLatencyTierChange);
   showState();
   connectSocket();
+  pollHistory();
+  setInterval(pollHistory, HISTORY_MS);
   // Socket first; if it has not opened within a second (or has failed), poll meanwhile.
   setTimeout(() => page.socketOpen || startPolling(), LIVE_MS);
   setInterval(() => {

@@ -21,9 +21,11 @@ from metrics_store.errors import UnknownNode
 from metrics_store.read.fleet import Fleet, stage_fleet, stage_resources
 from metrics_store.read.health import stage_health
 from metrics_store.read.latency import LatencyPlanner
+from metrics_store.read.latency_history import LatencyHistoryStages
 from metrics_store.read.runner import PlanRunner, Stage
 from metrics_store.read.shapes import (
     HealthStatus,
+    LatencyHistory,
     LatencyMetrics,
     MetricsUpdate,
     QueryMetrics,
@@ -35,7 +37,7 @@ from metrics_store.read.shapes import (
 from metrics_store.read.slo import SloStages
 from metrics_store.read.windowed import WindowedStages
 from metrics_store.redis.fan_out import FanOutPlan
-from metrics_store.redis.keys import Keys
+from metrics_store.redis.keys import FIGURE_LATENCY, Keys
 from metrics_store.redis.read_plan import Staged
 from metrics_store.redis.topology import topology_for
 from metrics_store.settings import Settings
@@ -68,6 +70,7 @@ class MetricsReader:
         self._latency = LatencyPlanner(settings, self._keys, self._shards)
         self._windowed = WindowedStages(settings, self._shards, self._latency)
         self._slo = SloStages(settings, self._shards, self._latency)
+        self._history = LatencyHistoryStages(settings, self._shards, self._latency)
         self.objectives = objectives or SharedObjectives(client, settings, from_file=None)
         self._tiers_responses: dict[int | None, tuple[object, TiersResponse]] = {}
 
@@ -95,6 +98,16 @@ class MetricsReader:
         """Latency, TTFT, queue time and time per output token per tier, over the window."""
         return await self._run_prepared(
             ("latency", window_s), lambda plan, now: self._stage_latency(plan, now, window_s)
+        )
+
+    async def latency_history(
+        self, window_s: int | None = None, figure: str = FIGURE_LATENCY
+    ) -> LatencyHistory:
+        """p50, p95 and p99 of one figure per tier at each of the window's chart points."""
+        seconds = window_s or self._settings.retention.window_s
+        return await self._run_prepared(
+            ("latency-history", seconds, figure),
+            lambda plan, now: self._history.stage(plan, now, seconds, figure),
         )
 
     async def slo(self) -> SloMetrics:

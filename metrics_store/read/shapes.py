@@ -198,6 +198,33 @@ class LatencyMetrics(Shape):
     tiers: list[TierLatency] = Field(description="One entry per configured tier, in order.")
 
 
+class TierLatencyHistory(Shape):
+    name: str = Field(description="Tier name.")
+    relativeError: float = Field(
+        description="The bound of this tier's quantiles (larger where coarse histograms fed it)."
+    )
+    count: list[int] = Field(description="Values of the figure in each point, oldest first.")
+    p50: list[float | None] = Field(
+        description="Each point's median, ms; null where the point holds no value."
+    )
+    p95: list[float | None] = Field(description="Each point's 95th percentile, ms, or null.")
+    p99: list[float | None] = Field(description="Each point's 99th percentile, ms, or null.")
+
+
+class LatencyHistory(Shape):
+    window: LatencyWindow
+    figure: str = Field(description="latency, ttft, queue or tpot (docs/latency.md).")
+    pointSeconds: int = Field(description="Length of each point (window / 18, rounded up).")
+    timestamps: list[str] = Field(
+        description="Each point's start (ISO-8601 UTC), oldest first; the last holds now."
+    )
+    relativeError: float = Field(description="The worst tier's bound (docs/latency.md).")
+    tiers: list[TierLatencyHistory] = Field(
+        description="One entry per configured tier, in order: the percentiles of each point's "
+        "own values, from the histogram buckets that tile it."
+    )
+
+
 # --- /api/metrics/slo -----------------------------------------------------------------------
 class BurnAlert(Shape):
     windows: str = Field(description='The pair\'s long and short windows, as "1h/5m".')

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from metrics_store.buckets import bucket_start, chart_starts, plan_window, tile_window
+from metrics_store.buckets import Level, bucket_start, chart_starts, plan_window, tile_window
 from metrics_store.read import aggregates
 from metrics_store.read.latency import LatencyPlanner
 from metrics_store.read.shapes import Distribution, QueryMetrics, RoutingMetrics, TierMetrics
@@ -39,6 +39,33 @@ def _sums(flat: Sequence[bytes]) -> dict[str, float]:
 
 def _round_up(value: int, step: int) -> int:
     return -(-value // step) * step
+
+
+def chart_points(
+    settings: Settings, levels: list[Level], now_s: float, window_s: int
+) -> tuple[list[int], int, list[tuple[tuple[int, int], ...]]]:
+    """A window's chart: chart_points points, each window / points long, the last holding
+    now; each point's buckets (size, start) tile it (/queries' queryRate, latency history).
+
+    A point is rounded up to whole fine buckets, and to whole 10-minute rollups where the
+    window reaches past the fine buckets' retention; points start at multiples of their
+    length since the epoch, like buckets, so that every point tiles with kept buckets.
+    """
+    retention = settings.retention
+    point_s = _round_up(-(-window_s // retention.chart_points), retention.bucket_s)
+    if window_s + 2 * point_s > retention.retention_s:  # the oldest point may outlive fine buckets
+        point_s = _round_up(point_s, levels[2].size_s)
+    end = bucket_start(now_s, retention.bucket_s) + retention.bucket_s
+    current = bucket_start(now_s, point_s)
+    starts = [
+        current - point_s * (retention.chart_points - 1 - i) for i in range(retention.chart_points)
+    ]
+    tilings = []
+    for start in starts:
+        point_end = min(start + point_s, end)
+        tiling = tile_window(point_end, point_end - start, now_s, levels)
+        tilings.append(tiling.buckets)
+    return starts, point_s, tilings
 
 
 class WindowedStages:
@@ -106,7 +133,7 @@ class WindowedStages:
             cached = self._bucket_keys("q", starts[-1])
             chart_keys: ShardKeys = lambda i: cached[i].chart  # noqa: E731
         else:
-            starts, point_s, tilings = self._chart_points(now_s, window_s)
+            starts, point_s, tilings = chart_points(s, self._latency.levels, now_s, window_s)
             sizes = [len(tiling) for tiling in tilings]
 
             def chart_keys(i: int) -> list[str]:
@@ -123,35 +150,6 @@ class WindowedStages:
             return aggregates.query_metrics(s.tiers, starts, chart, window, now_s, point_s)
 
         return Staged(2, parse)
-
-    def _chart_points(
-        self, now_s: float, window_s: int
-    ) -> tuple[list[int], int, list[tuple[tuple[int, int], ...]]]:
-        """queryRate of a window: chart_points points, each window / points long, the last
-        holding now; each point's buckets (size, start) tile it.
-
-        A point is rounded up to whole fine buckets, and to whole 10-minute rollups where the
-        window reaches past the fine buckets' retention; points start at multiples of their
-        length since the epoch, like buckets, so that every point tiles with kept buckets.
-        """
-        s = self._settings
-        point_s = _round_up(-(-window_s // s.retention.chart_points), s.retention.bucket_s)
-        if (
-            window_s + 2 * point_s > s.retention.retention_s
-        ):  # the oldest point may outlive fine buckets
-            point_s = _round_up(point_s, self._latency.levels[2].size_s)
-        end = bucket_start(now_s, s.retention.bucket_s) + s.retention.bucket_s
-        current = bucket_start(now_s, point_s)
-        starts = [
-            current - point_s * (s.retention.chart_points - 1 - i)
-            for i in range(s.retention.chart_points)
-        ]
-        tilings = []
-        for start in starts:
-            point_end = min(start + point_s, end)
-            tiling = tile_window(point_end, point_end - start, now_s, self._latency.levels)
-            tilings.append(tiling.buckets)
-        return starts, point_s, tilings
 
     def tiers(
         self, plan: FanOutPlan, now_s: float, window_s: int | None = None
