@@ -168,9 +168,9 @@ def write_snapshots(redis_url: str, prefix: str) -> None:
 # queries (ok). No objective covers Q3: its goodput is unknown (null), not 0.
 OBJECTIVES: dict[str, Any] = {
     "objectives": [
-        {"name": "q4-latency", "tier": "Q4", "kind": "latency", "threshold_ms": 1000,
+        {"name": "q4-latency", "tier": "Q4", "kind": "latency", "thresholdMs": 1000,
          "target": 0.99},
-        {"name": "q2-latency", "tier": "Q2", "kind": "latency", "threshold_ms": 2000,
+        {"name": "q2-latency", "tier": "Q2", "kind": "latency", "thresholdMs": 2000,
          "target": 0.9},
         {"name": "q2-errors", "tier": "Q2", "kind": "errors", "target": 0.5},
     ]

@@ -482,7 +482,7 @@ def slo_texts(api: ApiProcess) -> dict[str, str]:
     for o in api.get("/api/metrics/slo").json()["objectives"]:
         card = f"slo-{o['name']}"
         texts[f"{card}-state"] = o["state"]
-        texts[f"{card}-budget"] = f"{js_sig3(o['errorBudgetRemainingRatio'] * 100)}%"
+        texts[f"{card}-budget"] = f"{js_sig3(o['errorBudgetRemaining'] * 100)}%"
         for window, rate in o["burnRates"].items():
             texts[f"{card}-burn-{window}"] = NO_VALUE if rate is None else f"{js_sig3(rate)}\u00d7"
         left = o["exhaustedInSeconds"]
@@ -526,7 +526,7 @@ def test_slo_panel_shows_each_objectives_budget_burn_rates_and_state(
         )
         for name in names
     ]
-    assert widths == [0, 0, pytest.approx(objectives[2]["errorBudgetRemainingRatio"] * 100)]
+    assert widths == [0, 0, pytest.approx(objectives[2]["errorBudgetRemaining"] * 100)]
 
 
 def test_slo_panel_says_when_no_objective_is_defined_and_follows_a_change(
