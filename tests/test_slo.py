@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import math
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis
 import redis.asyncio as aioredis
@@ -26,6 +29,7 @@ from metrics_store.slo.files import read_objectives_file
 from metrics_store.slo.store import SharedObjectives
 from tests.conftest import T0
 from tests.harness import StoreHarness
+from tests.processes import ApiProcess, child_env
 
 TIERS = ["Q2", "Q3", "Q4"]
 MONTH_S = 31 * 86_400
@@ -368,3 +372,56 @@ def test_a_collector_takes_changed_objectives_by_their_version(settings: Setting
         assert judge.thresholds == {tier: {"latency": 0} for tier in TIERS}
     finally:
         client.close()
+
+
+# --- the same events over processes and replicas -----------------------------------------------
+RECORDER = """
+import sys
+from metrics_store import get_metrics_collector
+part, parts = int(sys.argv[1]), int(sys.argv[2])
+collector = get_metrics_collector()
+for i in range(part, 60, parts):
+    latency = [150.0, 1999.0, 2000.0, 2100.0, 2600.0][i % 5]
+    collector.record_query("Q3", latency, 10, 5.0, i % 7 == 0, ttft_ms=[100.0, 600.0][i % 2])
+collector.flush(timeout_s=30)
+"""
+
+
+@pytest.mark.timeout(120)
+def test_events_split_over_processes_answer_alike_on_every_replica(settings: Settings) -> None:
+    body = {"objectives": [LATENCY_Q3, TTFT_Q3, COMBINED_Q3, ERRORS_ALL]}
+    env = child_env(settings.redis.url, settings.key_prefix)
+    with ApiProcess(env) as first, ApiProcess(env) as second:
+        assert httpx.put(f"{first.base_url}/api/metrics/slo/definitions", json=body).is_success
+        recorders = [
+            subprocess.run(
+                [sys.executable, "-c", RECORDER, str(part), "3"],
+                env={**env, "METRICS_NODE": f"recorder-{part}"},
+                timeout=60,
+                check=True,
+            )
+            for part in range(3)
+        ]
+        assert len(recorders) == 3
+        answers = [
+            httpx.get(f"{api.base_url}/api/metrics/slo", timeout=5).json()["objectives"]
+            for api in (first, second)
+        ]
+    counts = [{o["name"]: (o["good"], o["total"], o["state"]) for o in a} for a in answers]
+    assert counts[0] == counts[1]  # every replica answers alike
+    latencies = [[150.0, 1999.0, 2000.0, 2100.0, 2600.0][i % 5] for i in range(60)]
+    ttfts = [[100.0, 600.0][i % 2] for i in range(60)]
+    errors = [i % 7 == 0 for i in range(60)]
+    combined = sum(
+        not e and lat <= 2000.0 and t <= 500.0
+        for lat, t, e in zip(latencies, ttfts, errors, strict=True)
+    )
+    expected = {
+        "q3-latency": sum(lat <= 2000.0 for lat in latencies),
+        "q3-ttft": sum(t <= 500.0 for t in ttfts),
+        "q3-good": combined,
+        "errors": sum(not e for e in errors),
+    }
+    assert {name: c[:2] for name, c in counts[0].items()} == {
+        name: (good, 60) for name, good in expected.items()
+    }

@@ -1,6 +1,7 @@
 """Objectives for Prometheus: the `llm_slo_*` series on `/metrics` (promtool-clean), and
 `metrics-store slo rules`, whose rules promtool checks and whose alerts Prometheus's own rule
-engine (`promtool test rules`) fires as `/api/metrics/slo` does."""
+engine (`promtool test rules`) fires as `/api/metrics/slo` does, and a real Prometheus running
+them beside two replicas agrees with the store."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 from fastapi.testclient import TestClient
@@ -16,10 +18,11 @@ from api.main import create_app
 from metrics_store.clock import SystemClock
 from metrics_store.record.collector import MetricsCollector
 from metrics_store.settings import Settings
-from tests.processes import child_env
-from tests.prometheus_server import PROMETHEUS_HINT
-from tests.test_prometheus import samples
+from tests.processes import ApiProcess, child_env
+from tests.prometheus_server import PROMETHEUS_HINT, PrometheusServer, scrape_config
+from tests.test_prometheus import samples, value_of
 from tests.tools import require_tool
+from tests.waiting import wait_for
 
 OBJECTIVES = {
     "objectives": [
@@ -157,3 +160,64 @@ def test_a_bad_objectives_file_is_one_clear_line(tmp_path: Path) -> None:
     assert made.stdout == ""
     lines = made.stderr.strip().splitlines()
     assert len(lines) == 1 and "target must be a number between 0 and 1" in lines[0]
+
+
+@pytest.mark.timeout(180)
+def test_a_real_prometheus_evaluating_the_rules_agrees_with_the_store(
+    settings: Settings, tmp_path: Path
+) -> None:
+    binary = require_tool("prometheus", install_hint=PROMETHEUS_HINT)
+    env = child_env(settings.redis.url, settings.key_prefix)
+    availability = {"objectives": [{"name": "availability", "kind": "errors", "target": 0.9}]}
+    with ApiProcess(env) as first, ApiProcess(env) as second:
+        put = httpx.put(f"{first.base_url}/api/metrics/slo/definitions", json=availability)
+        assert put.is_success, put.text
+        made = subprocess.run(
+            [sys.executable, "-m", "workers.cli", "slo", "rules"],  # the set stored in Redis
+            env=env, capture_output=True, text=True, timeout=60, check=True,
+            cwd=Path(__file__).resolve().parent.parent,
+        )  # fmt: skip
+        rules = tmp_path / "rules.yaml"
+        rules.write_text(made.stdout)
+        targets = [api.base_url.removeprefix("http://") for api in (first, second)]
+        config = scrape_config(targets) + f"rule_files: [{str(rules)!r}]\n"
+        prometheus = PrometheusServer(binary, tmp_path, targets, config_text=config)
+        prometheus.start()
+        try:
+            # Both replicas scraped at 0 before any query: the increases start from there.
+            wait_for(
+                lambda: prometheus.query('llm_slo_total{slo="availability"}'),
+                lambda found: len(found) == 2,
+                30,
+                "both replicas' llm_slo_total",
+            )
+            record_errors(settings, ok=15, failed=5)
+            ratio = 'llm_slo:error_ratio:increase5m{slo="availability"}'
+            wait_for(lambda: value_of(prometheus, ratio), lambda v: v == pytest.approx(0.25), 30,
+                     "Prometheus's 5-minute error ratio")  # fmt: skip
+            firing = 'ALERTS{alertname="SLOBurn", alertstate="firing"}'
+            wait_for(lambda: prometheus.query(firing), lambda found: len(found) == 1, 30,
+                     "the burn alert")  # fmt: skip
+            alerts = prometheus.query(firing)
+            hourly = value_of(prometheus, 'llm_slo:error_ratio:increase1h{slo="availability"}')
+            slo = httpx.get(f"{second.base_url}/api/metrics/slo", timeout=5).json()
+        finally:
+            prometheus.stop()
+    (objective,) = slo["objectives"]
+    # The store's burn rate is Prometheus's error ratio over the budget share (1 - 0.9).
+    assert objective["burnRates"]["5m"] == pytest.approx(0.25 / 0.1)
+    assert hourly is not None
+    assert objective["burnRates"]["1h"] == pytest.approx(hourly / 0.1)
+    store_firing = [a["windows"] for a in objective["alerts"] if a["firing"]]
+    assert store_firing == [alerts[0]["metric"]["windows"]] == ["3d/6h"]  # 2.5x: past 1, not 3
+    assert objective["state"] == alerts[0]["metric"]["severity"] == "ticket"
+
+
+def record_errors(settings: Settings, ok: int, failed: int) -> None:
+    collector = MetricsCollector(settings)
+    try:
+        for i in range(ok + failed):
+            collector.record_query("Q2", 10.0, 1, 1.0, is_error=i < failed)
+        collector.flush(timeout_s=20)
+    finally:
+        collector.close()

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import orjson
+import psutil
 import pytest
 
 from metrics_store.record.collector import MetricsCollector
@@ -30,11 +31,20 @@ class Receiver:
     def __init__(self, statuses: list[int]) -> None:
         self.statuses = list(statuses)
         self.posts: list[tuple[int, dict[str, Any]]] = []
+        # hold_first: the first POST is held unanswered until `release` is set (status 0)
+        self.hold_first = False
+        self.held_from: int | None = None  # the held sender's port
+        self.release = threading.Event()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["content-length"]))
+                if receiver.hold_first and receiver.held_from is None:
+                    receiver.posts.append((0, orjson.loads(body)))
+                    receiver.held_from = self.client_address[1]
+                    receiver.release.wait(60)
+                    return  # never answered: its sender is gone by then
                 status = receiver.statuses.pop(0) if receiver.statuses else 200
                 receiver.posts.append((status, orjson.loads(body)))
                 self.send_response(status)
@@ -59,6 +69,7 @@ def receiver() -> Iterator[Receiver]:
     found = Receiver([])
     found.thread.start()
     yield found
+    found.release.set()
     found.server.shutdown()
     found.server.server_close()
 
@@ -124,3 +135,46 @@ def test_a_failing_receiver_is_retried_with_backoff_and_counted(
     assert [status for status, _ in receiver.posts] == [500, 503, 200]
     assert receiver.posts[0][1] == receiver.posts[2][1]  # the same notice, sent again
     assert (found["sloWebhookSent"], found["sloWebhookFailures"]) == (1, 2)
+
+
+def sender_of(port: int, replicas: list[ApiProcess]) -> ApiProcess:
+    """The replica whose connection comes from `port` (the one sending the held POST)."""
+    for replica in replicas:
+        for connection in psutil.Process(replica.pid).net_connections(kind="tcp"):
+            if connection.laddr and connection.laddr.port == port:
+                return replica
+    raise AssertionError(f"no replica holds a connection from port {port}")
+
+
+@pytest.mark.timeout(120)
+def test_a_replica_killed_while_sending_leaves_the_change_to_the_other(
+    settings: Settings, receiver: Receiver
+) -> None:
+    receiver.hold_first = True
+    env = child_env(
+        settings.redis.url,
+        settings.key_prefix,
+        METRICS_SLO_WEBHOOK_URL=receiver.url,
+        METRICS_SLO_WEBHOOK_TIMEOUT_S="3",  # the lease: 4 x 3 + 2 = 14 s
+    )
+    replicas = [ApiProcess(env), ApiProcess(env)]
+    for replica in replicas:
+        replica.start()
+    try:
+        put = httpx.put(f"{replicas[0].base_url}/api/metrics/slo/definitions", json=OBJECTIVES)
+        assert put.is_success
+        record(settings, ok=5, failed=5)
+        wait_until(lambda: receiver.held_from is not None, 30, "the notice's first POST")
+        assert receiver.held_from is not None
+        sender = sender_of(receiver.held_from, replicas)
+        sender.kill()  # mid-POST: the notice is sent, not yet recorded as taken
+        receiver.release.set()
+        survivor = replicas[1 - replicas.index(sender)]
+        wait_until(lambda: len(receiver.taken()) == 1, 40, "the survivor's POST, past the lease")
+        wait_until(lambda: health(survivor)["sloWebhookSent"] == 1, 10, "counted as sent")
+    finally:
+        for replica in replicas:
+            replica.stop()
+    (held, _), (taken, body) = receiver.posts
+    assert (held, taken) == (0, 200)
+    assert body == receiver.posts[0][1]  # the same notice, once taken

@@ -59,7 +59,11 @@ class SloStages:
                 plan.hsum_shards(keys)
 
         def parse(replies: Sequence[Any]) -> SloMetrics:
-            found = dict(zip(reads, replies, strict=True))
+            # Each read parsed once, however many objectives share it.
+            found = {
+                read: _sums(reply) if read[1] is None else parse_histogram(reply)[0]
+                for read, reply in zip(reads, replies, strict=True)
+            }
             statuses = [
                 self._status(objective, found, starts[objective.window_s])
                 for objective in objectives
@@ -101,12 +105,12 @@ class SloStages:
         for tier in self._tiers(objective):
             if objective.kind == LATENCY:
                 assert objective.figure is not None and objective.threshold_bin is not None
-                bins, _ = parse_histogram(found[window_s, (objective.figure, tier)])
+                bins = found[window_s, (objective.figure, tier)]
                 limit = objective.threshold_bin
                 total += sum(bins.values())
                 good += sum(n for index, n in bins.items() if index <= limit)  # zero bin too
                 continue
-            sums = _sums(found[window_s, None])
+            sums = found[window_s, None]
             count = int(sums.get(member(QUERY_COUNT, tier), 0))
             total += count
             if objective.kind == ERRORS:
