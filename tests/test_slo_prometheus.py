@@ -21,6 +21,7 @@ from metrics_store.settings import Settings
 from tests.processes import ApiProcess, child_env
 from tests.prometheus_server import PROMETHEUS_HINT, PrometheusServer, scrape_config
 from tests.test_prometheus import samples, value_of
+from tests.test_slo_webhook import record
 from tests.tools import require_tool
 from tests.waiting import wait_for
 
@@ -191,7 +192,7 @@ def test_a_real_prometheus_evaluating_the_rules_agrees_with_the_store(
                 30,
                 "both replicas' llm_slo_total",
             )
-            record_errors(settings, ok=15, failed=5)
+            record(settings, ok=15, failed=5)
             ratio = 'llm_slo:error_ratio:increase5m{slo="availability"}'
             wait_for(lambda: value_of(prometheus, ratio), lambda v: v == pytest.approx(0.25), 30,
                      "Prometheus's 5-minute error ratio")  # fmt: skip
@@ -211,13 +212,3 @@ def test_a_real_prometheus_evaluating_the_rules_agrees_with_the_store(
     store_firing = [a["windows"] for a in objective["alerts"] if a["firing"]]
     assert store_firing == [alerts[0]["metric"]["windows"]] == ["3d/6h"]  # 2.5x: past 1, not 3
     assert objective["state"] == alerts[0]["metric"]["severity"] == "ticket"
-
-
-def record_errors(settings: Settings, ok: int, failed: int) -> None:
-    collector = MetricsCollector(settings)
-    try:
-        for i in range(ok + failed):
-            collector.record_query("Q2", 10.0, 1, 1.0, is_error=i < failed)
-        collector.flush(timeout_s=20)
-    finally:
-        collector.close()

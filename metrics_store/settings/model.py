@@ -148,8 +148,10 @@ class Settings(BaseSettings):
         # A sampler slower than the node TTL would make its node blink in and out of the view.
         if self.sampler.interval_s >= self.liveness.node_ttl_s:
             raise ValueError("sample_interval_s must be shorter than node_ttl_s")
-        # A batch written again after a failover counts once only while its id marker lives.
-        if self.redis.failover_replay_s >= self.recording.batch_id_ttl_s:
+        # A batch written again after a Sentinel failover counts once only while its id marker
+        # lives (no other topology replays: record/replay.py).
+        replays = bool(self.redis.sentinels) and self.redis.failover_replay_s > 0
+        if replays and self.redis.failover_replay_s >= self.recording.batch_id_ttl_s:
             raise ValueError("redis_failover_replay_s must be shorter than batch_id_ttl_s")
         return self
 
