@@ -325,6 +325,12 @@ def test_narrow_window_fits_without_sideways_scrolling(browser: Browser, api: Ap
             "document.documentElement.scrollWidth - document.documentElement.clientWidth"
         )
         assert overflow <= 0
+        # Nor does any figure run out of its own box (into its neighbour's).
+        spilled = page.evaluate(
+            "[...document.querySelectorAll('main dd')]"
+            ".filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.dataset.testid)"
+        )
+        assert spilled == []
 
 
 def test_websocket_updates_make_the_page_live(browser: Browser, api: ApiProcess) -> None:
