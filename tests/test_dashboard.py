@@ -30,44 +30,71 @@ def _needs_chromium() -> None:
 NO_VALUE = "\u2013"  # the page's en dash where a figure is unknown
 
 
-# --- the page's number formats, in Python (app.js: num, percentOf, bytes) ----------------------
+# --- the page's number formats, in Python (app.js: sig3, measure, percent, count, bytes) -------
 def js_num(value: float) -> str:
-    """String(value) in JavaScript, for the API's 2-decimal numbers."""
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
-
-
-def to_fixed(value: float, digits: int) -> str:
-    """Number.prototype.toFixed: the exact binary value, ties rounded up."""
-    return str(Decimal(value).quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP))
+    """String(value) in JavaScript: positional from 1e-6 up, "1.5e-7" below."""
+    if float(value).is_integer():
+        return str(int(value))
+    text = repr(float(value))
+    if "e" not in text:
+        return text
+    if abs(value) >= 1e-6:
+        return format(Decimal(text), "f")
+    mantissa, exponent = text.split("e")
+    return f"{mantissa}e{int(exponent)}"
 
 
 def js_sig3(value: float) -> str:
     """String(Number(value.toPrecision(3))): the exact binary value to 3 significant digits,
-    a tie rounded up."""
+    a tie rounded away from zero."""
     if value == 0:
         return "0"
     exact = Decimal(value)
     return js_num(float(exact.quantize(Decimal(1).scaleb(exact.adjusted() - 2), ROUND_HALF_UP)))
 
 
+def measure(value: float | None, unit: str) -> str:
+    """A figure to 3 significant digits with its unit; the dash where the API has none."""
+    return NO_VALUE if value is None else f"{js_sig3(value)} {unit}"
+
+
+def ms_text(value: float | None) -> str:
+    return measure(value, "ms")
+
+
+def per_sec(value: float | None) -> str:
+    return measure(value, "q/s")
+
+
+def percent(value: float) -> str:
+    """The API's percent (52.08) as the page shows it."""
+    return f"{js_sig3(value)}%"
+
+
+def percent_of(ratio: float) -> str:
+    return percent(ratio * 100)
+
+
+def count(value: int) -> str:
+    """An integer with thousands separators (toLocaleString("en-US"))."""
+    assert float(value).is_integer(), value
+    return f"{int(value):,}"
+
+
 def duration_text(seconds: float) -> str:
     """app.js duration()."""
     for limit, unit, size in ((120, "s", 1), (7200, "min", 60), (172800, "h", 3600)):
         if seconds < limit:
-            return f"{js_sig3(seconds / size)} {unit}"
-    return f"{js_sig3(seconds / 86400)} d"
+            return measure(seconds / size, unit)
+    return measure(seconds / 86400, "d")
 
 
-def percent_of(ratio: float) -> str:
-    return f"{to_fixed(ratio * 100, 2)}%"
-
-
-def human_bytes(count: int) -> str:
+def human_bytes(size: int) -> str:
     units = ["B", "KiB", "MiB", "GiB", "TiB"]
-    value, unit = float(count), 0
+    value, unit = float(size), 0
     while value >= 1024 and unit < len(units) - 1:
         value, unit = value / 1024, unit + 1
-    return f"{count} B" if unit == 0 else f"{to_fixed(value, 1)} {units[unit]}"
+    return measure(value, units[unit])
 
 
 # --- fixtures ----------------------------------------------------------------------------------
@@ -94,10 +121,11 @@ def open_page(
     browser: Browser,
     api: ApiProcess,
     width: int = 1400,
+    height: int = 1000,
     prepare: Callable[[Page], None] | None = None,
 ) -> Iterator[Page]:
     """The dashboard in a fresh browser context; fails on page errors or outside requests."""
-    context = browser.new_context(viewport={"width": width, "height": 1000})
+    context = browser.new_context(viewport={"width": width, "height": height})
     page = context.new_page()
     if prepare is not None:
         prepare(page)
@@ -152,64 +180,69 @@ def wait_current(page: Page) -> None:
 # --- what each panel must show -----------------------------------------------------------------
 def query_texts(queries: dict[str, Any]) -> dict[str, str]:
     texts = {
-        "q-total": js_num(queries["totalQueries"]),
-        "q-latency": f"{js_num(queries['avgLatencyMs'])} ms",
+        "q-total": count(queries["totalQueries"]),
+        "q-latency": ms_text(queries["avgLatencyMs"]),
     }
-    texts |= {f"dist-{tier}": js_num(n) for tier, n in queries["tierDistribution"].items()}
+    texts |= {f"dist-{tier}": count(n) for tier, n in queries["tierDistribution"].items()}
     return texts
+
+
+def query_chart_texts(api: ApiProcess) -> dict[str, str]:
+    """The query chart's peak and top label: they move as its 10-second buckets pass."""
+    rates = api.get("/api/metrics/queries").json()["queryRate"]
+    return {
+        "query-peak": per_sec(max([0, *rates])),
+        "query-y-max": per_sec(max([*rates, 0.1]) * 1.1),
+    }
 
 
 def tier_texts(tiers: list[dict[str, Any]]) -> dict[str, str]:
     texts = {}
     for tier in tiers:
         t = f"tier-{tier['name']}"
-        texts[f"{t}-requests"] = js_num(tier["requestCount"])
+        texts[f"{t}-requests"] = count(tier["requestCount"])
         texts[f"{t}-errors"] = percent_of(tier["errorRate"])
-        texts[f"{t}-tps"] = js_num(tier["tokensPerSec"][-1])
-        texts[f"{t}-latency"] = js_num(tier["latencyMs"][-1])
+        texts[f"{t}-tps"] = measure(tier["tokensPerSec"][-1], "tok/s")
+        texts[f"{t}-latency"] = ms_text(tier["latencyMs"][-1])
         texts[f"{t}-rps"] = per_sec(tier["requestsPerSec"])
         texts[f"{t}-goodput"] = per_sec(tier["goodputPerSec"])
     return texts
 
 
-def per_sec(value: float | None) -> str:
-    return NO_VALUE if value is None else f"{js_sig3(value)} q/s"
-
-
 def resource_texts(r: dict[str, Any]) -> dict[str, str]:
     texts = {}
     for part in ("vram", "memory"):
-        texts[f"res-{part}-used"] = js_num(r[part]["used"])
-        texts[f"res-{part}-total"] = js_num(r[part]["total"])
-        texts[f"res-{part}-percent"] = f"{js_num(r[part]['percent'])}%"
+        texts[f"res-{part}-used"] = js_sig3(r[part]["used"])
+        texts[f"res-{part}-total"] = measure(r[part]["total"], "GiB")
+        texts[f"res-{part}-percent"] = percent(r[part]["percent"])
     return texts | {
-        "res-cpu-percent": f"{js_num(r['cpu']['percent'])}%",
-        "res-cpu-cores": js_num(r["cpu"]["cores"]),
+        "res-cpu-percent": percent(r["cpu"]["percent"]),
+        "res-cpu-cores": count(r["cpu"]["cores"]),
         "res-faiss": human_bytes(r["faissIndexSize"]),
         "res-redis": human_bytes(r["redisCacheSize"]),
-        "res-connections": js_num(r["activeConnections"]),
-        "res-jobs-active": js_num(r["threadPoolStatus"]["active"]),
-        "res-jobs-queued": js_num(r["threadPoolStatus"]["queued"]),
-        "res-disk-read": js_num(r["diskIO"]["readMBps"]),
-        "res-disk-write": js_num(r["diskIO"]["writeMBps"]),
-        "res-net-rx": js_num(r["networkThroughput"]["rxMBps"]),
-        "res-net-tx": js_num(r["networkThroughput"]["txMBps"]),
+        "res-connections": count(r["activeConnections"]),
+        "res-jobs-active": count(r["threadPoolStatus"]["active"]),
+        "res-jobs-queued": count(r["threadPoolStatus"]["queued"]),
+        "res-disk-read": measure(r["diskIO"]["readMBps"], "MB/s"),
+        "res-disk-write": measure(r["diskIO"]["writeMBps"], "MB/s"),
+        "res-net-rx": measure(r["networkThroughput"]["rxMBps"], "MB/s"),
+        "res-net-tx": measure(r["networkThroughput"]["txMBps"], "MB/s"),
     }
 
 
 def routing_texts(routing: dict[str, Any]) -> dict[str, str]:
     accuracy = routing["accuracyMetrics"]
     texts = {
-        "r-total": js_num(accuracy["totalDecisions"]),
-        "r-time": f"{js_num(accuracy['avgDecisionTimeMs'])} ms",
+        "r-total": count(accuracy["totalDecisions"]),
+        "r-time": ms_text(accuracy["avgDecisionTimeMs"]),
         "r-fallback": percent_of(accuracy["fallbackRate"]),
     }
     for cell in routing["decisionMatrix"]:
         key = f"{cell['complexity']}-{cell['tier']}"
-        texts[f"cell-{key}"] = js_num(cell["count"])
-        texts[f"score-{key}"] = js_num(cell["avgScore"])
+        texts[f"cell-{key}"] = count(cell["count"])
+        texts[f"score-{key}"] = js_sig3(cell["avgScore"])
     for model in routing["modelAvailability"]:
-        texts[f"avail-{model['tier']}"] = f"{model['available']}/{model['total']}"
+        texts[f"avail-{model['tier']}"] = f"{count(model['available'])}/{count(model['total'])}"
     return texts
 
 
@@ -238,6 +271,7 @@ def test_each_panel_shows_what_the_rest_api_returns(page: Page, api: ApiProcess)
     assert [t["goodputPerSec"] is None for t in tiers] == [False, True, False]  # Q3: no objective
 
     expect_texts(page, query_texts(queries))
+    expect_current(page, lambda: query_chart_texts(api), "the query chart's peak and top")
     expect(page.get_by_test_id("query-chart")).to_have_attribute(
         "data-points", str(len(queries["queryRate"]))
     )
@@ -279,7 +313,7 @@ def test_outage_marks_data_stale_and_recovery_needs_no_reload(
 
     with ApiProcess(api_env, port=api.port) as again:
         wait_current(page)
-        expect_texts(page, {"q-total": js_num(total + 1)})
+        expect_texts(page, {"q-total": count(total + 1)})
         expect_texts(page, query_texts(again.get("/api/metrics/queries").json()))
         assert page.evaluate("window.sameDocument") is True  # no reload happened
 
@@ -291,6 +325,12 @@ def test_narrow_window_fits_without_sideways_scrolling(browser: Browser, api: Ap
             "document.documentElement.scrollWidth - document.documentElement.clientWidth"
         )
         assert overflow <= 0
+        # Nor does any figure run out of its own box (into its neighbour's).
+        spilled = page.evaluate(
+            "[...document.querySelectorAll('main dd')]"
+            ".filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.dataset.testid)"
+        )
+        assert spilled == []
 
 
 def test_websocket_updates_make_the_page_live(browser: Browser, api: ApiProcess) -> None:
@@ -321,20 +361,16 @@ def test_websocket_updates_make_the_page_live(browser: Browser, api: ApiProcess)
             "slo": api.get("/api/metrics/slo").json(),
         }
         sockets[0].send(json.dumps(update))
-        expect_texts(page, {"q-total": "4242"})
+        expect_texts(page, {"q-total": "4,242"})
         expect_panels(page, "fresh")
         expect_texts(page, routing_texts(update["routing"]))
 
         sockets[0].close()
         expect_state(page, "polling")
-        expect_texts(page, {"q-total": js_num(queries["totalQueries"])})
+        expect_texts(page, {"q-total": count(queries["totalQueries"])})
 
 
 # --- latency percentiles and the window selector ------------------------------------------------
-
-
-def ms_text(value: float) -> str:
-    return f"{js_num(value)} ms"
 
 
 def percentile_texts(tiers: list[dict[str, Any]], latency: dict[str, Any]) -> dict[str, str]:
@@ -354,7 +390,7 @@ def latency_panel_texts(latency: dict[str, Any], tier: str) -> dict[str, str]:
     entry = next(t for t in latency["tiers"] if t["name"] == tier)
     texts = {f"lat-{p}": ms_text(entry["latencyMs"][p]) for p in ("p50", "p95", "p99", "p999")}
     return texts | {
-        "lat-count": js_num(entry["latencyMs"]["count"]),
+        "lat-count": count(entry["latencyMs"]["count"]),
         "lat-ttft-p95": ms_text(entry["ttftMs"]["p95"]),
     }
 
@@ -366,7 +402,7 @@ def window_texts(api: ApiProcess, window: str, tier: str) -> dict[str, str]:
     latency = api.get(f"/api/metrics/latency{suffix}").json()
     return (
         query_texts(api.get(f"/api/metrics/queries{suffix}").json())
-        | {f"tier-{t['name']}-requests": js_num(t["requestCount"]) for t in tiers}
+        | {f"tier-{t['name']}-requests": count(t["requestCount"]) for t in tiers}
         | percentile_texts(tiers, latency)
         | latency_panel_texts(latency, tier)
         | routing_texts(api.get(f"/api/metrics/routing{suffix}").json())
@@ -392,7 +428,7 @@ def test_tier_cards_and_latency_panel_show_the_seeded_percentiles(
     expect(chart).to_have_attribute("data-points", "18", timeout=WAIT_MS)
     expect_chart(page, api, "30m", first)
     expect(page.get_by_test_id("latency-from")).not_to_be_empty()
-    expect(page.get_by_test_id("latency-y-max")).to_have_text(re.compile(r"^[\d.]+ ms$"))
+    expect_current(page, lambda: latency_top_text(api, "30m", first), "the latency chart's top")
     expect(page.get_by_test_id("latency-axis-title")).to_contain_text("each 100 s point")
 
     page.get_by_test_id("latency-tier").select_option("Q4")
@@ -416,6 +452,13 @@ def history_values(api: ApiProcess, window: str, tier: str) -> dict[str, str]:
     history = api.get(f"/api/metrics/latency/history?window={window}&tier={tier}").json()
     (entry,) = history["tiers"]
     return {p: ",".join("" if v is None else js_num(v) for v in entry[p]) for p in PERCENTILES}
+
+
+def latency_top_text(api: ApiProcess, window: str, tier: str) -> dict[str, str]:
+    """The latency chart's top label: 1.1 times the highest p99 of the history (1 ms at least)."""
+    history = api.get(f"/api/metrics/latency/history?window={window}&tier={tier}").json()
+    (entry,) = history["tiers"]
+    return {"latency-y-max": ms_text(max([*(v for v in entry["p99"] if v is not None), 1]) * 1.1)}
 
 
 def expect_chart(page: Page, api: ApiProcess, window: str, tier: str) -> None:
@@ -482,7 +525,7 @@ def slo_texts(api: ApiProcess) -> dict[str, str]:
     for o in api.get("/api/metrics/slo").json()["objectives"]:
         card = f"slo-{o['name']}"
         texts[f"{card}-state"] = o["state"]
-        texts[f"{card}-budget"] = f"{js_sig3(o['errorBudgetRemaining'] * 100)}%"
+        texts[f"{card}-budget"] = percent_of(o["errorBudgetRemaining"])
         for window, rate in o["burnRates"].items():
             texts[f"{card}-burn-{window}"] = NO_VALUE if rate is None else f"{js_sig3(rate)}\u00d7"
         left = o["exhaustedInSeconds"]
@@ -553,3 +596,131 @@ def test_tier_cards_show_goodput_beside_throughput(page: Page, api: ApiProcess) 
         page, {k: v for k, v in tier_texts(tiers).items() if k.endswith(("rps", "goodput"))}
     )
     expect_texts(page, {"tier-Q3-goodput": NO_VALUE, "tier-Q4-goodput": "0 q/s"})
+
+
+# --- number formats and the tiers panel's layout ---------------------------------------------
+FORMAT_SAMPLES = [0, 1, 8, 0.1, 0.5, 0.125, 0.0004321, 0.0433, 2.675, 4.445, 99.95, 425.002,
+                  563.228, 999.5, 1234.5, 4222.33, 12345.678, -0.0641, -98.765, 0.0000123456,
+                  1e-9]  # fmt: skip
+
+
+def test_the_pages_formats_are_3_significant_digits_with_units(page: Page) -> None:
+    """app.js's formatters give what the tests' Python twins expect, on awkward values."""
+    wait_current(page)
+    shown = page.evaluate(
+        """samples => samples.map(v => [sig3(v), ms(v), perSec(v), percentOf(v),
+                                        duration(Math.abs(v) * 1e4),
+                                        bytes(Math.round(Math.abs(v) * 1e6))])""",
+        FORMAT_SAMPLES,
+    )
+    wanted = [
+        [js_sig3(v), ms_text(v), per_sec(v), percent_of(v), duration_text(abs(v) * 1e4),
+         human_bytes(round(abs(v) * 1e6))]
+        for v in FORMAT_SAMPLES
+    ]  # fmt: skip
+    assert shown == wanted
+    assert page.evaluate("[count(1234567), count(0), ms(null), perSec(undefined)]") == [
+        "1,234,567",
+        "0",
+        NO_VALUE,
+        NO_VALUE,
+    ]
+    # No figure on the page has more than 3 significant digits (a count has no decimal point).
+    shown_text = page.locator("main").inner_text()
+    decimals = re.findall(r"\d[\d,]*\.\d+", shown_text)
+    assert decimals  # the page does show some
+    assert [d for d in decimals if len(re.sub(r"\D", "", d).lstrip("0")) > 3] == []
+
+
+# The common screens: laptop, desktop, full HD and a phone.
+SCREENS = [(1280, 800), (1440, 900), (1920, 1080), (390, 844)]
+# The panel's padding and border, and a little more: what a filled panel may leave at its edges.
+EDGE_PX = 20
+
+TIER_BOXES = """() => {
+  const box = (e) => {
+    const r = e.getBoundingClientRect();
+    return { x: r.left, y: r.top, right: r.right, bottom: r.bottom, width: r.width };
+  };
+  const panel = document.querySelector('[data-testid="panel-tiers"]');
+  return { panel: box(panel), cards: [...panel.querySelectorAll(".tier")].map(box) };
+}"""
+
+
+def tier_layout_gaps(page: Page, tiers: int) -> list[str]:
+    """What leaves empty space in the tiers panel, read in one go (the cards are redrawn every
+    second): the cards must fill each row's width and the panel's height."""
+    boxes = page.evaluate(TIER_BOXES)
+    panel, cards = boxes["panel"], boxes["cards"]
+    if len(cards) != tiers:
+        return [f"{len(cards)} cards, not {tiers}"]
+    rows: dict[int, list[dict[str, float]]] = {}
+    for card in cards:
+        rows.setdefault(round(card["y"]), []).append(card)
+    gaps = []
+    for y, row in sorted(rows.items()):
+        row.sort(key=lambda c: c["x"])
+        left, right = row[0]["x"] - panel["x"], panel["right"] - row[-1]["right"]
+        empty = panel["width"] - sum(c["width"] for c in row)
+        if left > EDGE_PX or right > EDGE_PX:
+            gaps.append(f"row at {y}: {left:.0f} px empty on the left, {right:.0f} px on the right")
+        if empty >= min(c["width"] for c in row):
+            gaps.append(f"row at {y}: {empty:.0f} px empty, a card's width or more")
+    below = panel["bottom"] - max(c["bottom"] for c in cards)
+    if below > EDGE_PX:
+        gaps.append(f"{below:.0f} px empty under the cards")
+    return gaps
+
+
+# The number of lines each figure's text takes, by data-testid.
+FIGURE_LINES = """ids => Object.fromEntries(ids.map(id => {
+  const range = document.createRange();
+  range.selectNodeContents(document.querySelector(`[data-testid="${id}"]`));
+  return [id, new Set([...range.getClientRects()].map(r => Math.round(r.bottom))).size];
+}))"""
+
+
+def expect_tiers_fill_the_panel(page: Page, tiers: int, screen: tuple[int, int]) -> None:
+    found: list[str] = []
+
+    def filled() -> bool:
+        found[:] = tier_layout_gaps(page, tiers)
+        return not found
+
+    try:
+        wait_until(filled, WAIT_MS / 1000, f"the tier cards to fill the panel at {screen}")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {found}") from None
+
+
+@pytest.mark.parametrize("screen", SCREENS, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_tier_cards_fill_the_tiers_panel(
+    browser: Browser, api: ApiProcess, screen: tuple[int, int]
+) -> None:
+    with open_page(browser, api, width=screen[0], height=screen[1]) as page:
+        wait_current(page)
+        tiers = api.get("/api/metrics/tiers").json()["tiers"]
+        expect_tiers_fill_the_panel(page, len(tiers), screen)
+        # And no figure of a card wraps onto a second line.
+        lines = page.evaluate(FIGURE_LINES, list(tier_texts(tiers)))
+        assert {test_id: n for test_id, n in lines.items() if n != 1} == {}
+
+
+@pytest.mark.parametrize("tier_count", [1, 4, 5, 7], ids=lambda n: f"{n}-tiers")
+def test_tier_cards_fill_the_panel_whatever_the_number_of_tiers(
+    browser: Browser, api: ApiProcess, tier_count: int
+) -> None:
+    """/tiers answers `tier_count` tiers (the seeded ones, renamed) and the socket is refused, so
+    the page polls them: at every width, no row of cards leaves empty space."""
+    seeded = api.get("/api/metrics/tiers").json()["tiers"]
+    tiers = [{**seeded[i % len(seeded)], "name": f"T{i}"} for i in range(tier_count)]
+
+    def prepare(page: Page) -> None:
+        page.route_web_socket("**/api/metrics/ws", lambda ws: ws.close(code=1011, reason="test"))
+        page.route("**/api/metrics/tiers*", lambda route: route.fulfill(json={"tiers": tiers}))
+
+    with open_page(browser, api, prepare=prepare) as page:
+        expect_state(page, "polling")
+        for width, height in SCREENS:
+            page.set_viewport_size({"width": width, "height": height})
+            expect_tiers_fill_the_panel(page, tier_count, (width, height))

@@ -71,13 +71,23 @@ function pollUrl(panel) {
   return url;
 }
 
-// --- formatting ---------------------------------------------------------------------------------
-const num = (value) => String(value); // the API already rounds to 2 decimals
-// Three significant digits (0.0123, 4.57, 1230): the newer panels' figures.
+// --- formatting: every figure on the page goes through these ------------------------------------
+// Measures to 3 significant digits with their unit (0.0433 q/s, 563 ms, 16.5 MB/s, 6.41%),
+// counts as integers with thousands separators (1,234), "–" where the API has no value.
+const NONE = "–";
+const known = (value) => value !== null && value !== undefined;
+// Three significant digits, trailing zeros dropped: 0.0123, 4.57, 1230, 8.
 const sig3 = (value) => String(Number(Number(value).toPrecision(3)));
-const perSec = (value) => (value === null || value === undefined ? "–" : `${sig3(value)} q/s`);
-const percentOf = (ratio) => `${(ratio * 100).toFixed(2)}%`;
-const lastOf = (values) => (values.length ? num(values[values.length - 1]) : "–");
+const measure = (value, unit) => (known(value) ? `${sig3(value)} ${unit}` : NONE);
+const ms = (value) => measure(value, "ms");
+const perSec = (value) => measure(value, "q/s");
+const mbPerSec = (value) => measure(value, "MB/s");
+// A percentage, from the API's percent (52.08 -> "52.1%") or from a ratio (0.0641 -> "6.41%").
+const percent = (value) => (known(value) ? `${sig3(value)}%` : NONE);
+const percentOf = (ratio) => (known(ratio) ? percent(ratio * 100) : NONE);
+const factor = (value) => (known(value) ? `${sig3(value)}×` : NONE); // a burn rate
+const count = (value) => (known(value) ? Math.round(value).toLocaleString("en-US") : NONE);
+const lastOf = (values) => (values.length ? values[values.length - 1] : null);
 const clockTime = (ms) => new Date(ms).toLocaleTimeString("en-GB", { hour12: false });
 const isLiveView = () => page.window === DEFAULT_WINDOW;
 
@@ -88,30 +98,24 @@ function axisTime(ms) {
   return `${day} ${clockTime(ms).slice(0, 5)}`;
 }
 
-// A time to come, to 3 significant digits: "45 s", "12.5 min", "3.2 h", "9.5 d".
+// A length of time: "45 s", "12.5 min", "3.2 h", "9.5 d".
 function duration(seconds) {
-  if (seconds < 120) return `${sig3(seconds)} s`;
-  if (seconds < 7200) return `${sig3(seconds / 60)} min`;
-  if (seconds < 172800) return `${sig3(seconds / 3600)} h`;
-  return `${sig3(seconds / 86400)} d`;
+  if (seconds < 120) return measure(seconds, "s");
+  if (seconds < 7200) return measure(seconds / 60, "min");
+  if (seconds < 172800) return measure(seconds / 3600, "h");
+  return measure(seconds / 86400, "d");
 }
 
-// The length of a span as "10 s", "20 min" or "2.5 h", for axis titles.
-function spanText(seconds) {
-  if (seconds < 120) return `${Math.round(seconds)} s`;
-  if (seconds < 7200) return `${+(seconds / 60).toFixed(1)} min`;
-  return `${+(seconds / 3600).toFixed(1)} h`;
-}
-
-function bytes(count) {
+// A size in bytes, in binary units: "512 B", "3.3 MiB", "2.34 GiB".
+function bytes(size) {
   const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-  let value = count;
+  let value = size;
   let unit = 0;
   while (value >= 1024 && unit < units.length - 1) {
     value /= 1024;
     unit += 1;
   }
-  return unit === 0 ? `${count} B` : `${value.toFixed(1)} ${units[unit]}`;
+  return measure(value, units[unit]);
 }
 
 // --- DOM helpers ----------------------------------------------------------------------------------
@@ -182,57 +186,58 @@ function renderQueryAxes(q) {
   setText("query-from", starts.length ? axisTime(starts[0]) : "");
   setText("query-mid", starts.length ? axisTime(starts[Math.floor(starts.length / 2)]) : "");
   setText("query-to", "now");
-  setText("query-y-max", `${num(+(Math.max(...q.queryRate, 0.1) * 1.1).toFixed(2))} q/s`);
-  setText("query-axis-title", `queries per second, one point per ${spanText(stepS)} (bucket start)`);
+  setText("query-y-max", perSec(Math.max(...q.queryRate, 0.1) * 1.1));
+  setText("query-axis-title", `queries per second, one point per ${duration(stepS)} (bucket start)`);
 }
 
 function renderQueries(q) {
   drawQueryChart(q.queryRate);
   renderQueryAxes(q);
-  setText("query-peak", `${num(Math.max(0, ...q.queryRate))} q/s`);
+  setText("query-peak", perSec(Math.max(0, ...q.queryRate)));
   setText("q-total-label", `Queries (${WINDOW_LABELS[page.window]})`);
-  setText("q-total", num(q.totalQueries));
-  setText("q-latency", `${num(q.avgLatencyMs)} ms`);
+  setText("q-total", count(q.totalQueries));
+  setText("q-latency", ms(q.avgLatencyMs));
   const list = document.getElementById("tier-distribution");
   list.replaceChildren(
-    ...Object.entries(q.tierDistribution).map(([tier, count]) => {
-      const share = q.totalQueries ? (count / q.totalQueries) * 100 : 0;
-      return el("li", {}, el("span", {}, tier), bar(share), el("b", { "data-testid": `dist-${tier}` }, num(count)));
+    ...Object.entries(q.tierDistribution).map(([tier, n]) => {
+      const share = q.totalQueries ? (n / q.totalQueries) * 100 : 0;
+      return el("li", {}, el("span", {}, tier), bar(share), el("b", { "data-testid": `dist-${tier}` }, count(n)));
     }),
   );
 }
+
+// One figure of a card: its label and its value, under a data-testid.
+const stat = (label, testId, text, attrs = {}) =>
+  el("div", attrs, el("dt", {}, label), el("dd", { "data-testid": testId }, text));
 
 function tierCard(tier) {
   const id = `tier-${tier.name}`;
   const row = (label, values, valueId, unit) =>
     el("div", { class: "spark-row" }, el("span", {}, label), sparkline(values, `${valueId}-spark`),
-      el("b", {}, el("span", { "data-testid": valueId }, lastOf(values)), unit));
+      el("b", { "data-testid": valueId }, measure(lastOf(values), unit)));
   return el("div", { class: "tier", "data-testid": id },
     el("h3", {}, tier.name),
-    row("tokens/s", tier.tokensPerSec, `${id}-tps`, ""),
-    row("latency", tier.latencyMs, `${id}-latency`, " ms"),
-    el("dl", { class: "stats percentiles" },
-      el("div", {}, el("dt", {}, "p50"), el("dd", { "data-testid": `${id}-p50` }, ms(tier.p50LatencyMs))),
-      el("div", {}, el("dt", {}, "p95"), el("dd", { "data-testid": `${id}-p95` }, ms(tier.p95LatencyMs))),
-      el("div", {}, el("dt", {}, "p99"), el("dd", { "data-testid": `${id}-p99` }, ms(tier.p99LatencyMs))),
-      el("div", {}, el("dt", {}, "TTFT p95"), el("dd", { "data-testid": `${id}-ttft` }, ttftP95(tier.name)))),
+    row("tokens", tier.tokensPerSec, `${id}-tps`, "tok/s"),
+    row("latency", tier.latencyMs, `${id}-latency`, "ms"),
     el("dl", { class: "stats" },
-      el("div", {}, el("dt", {}, "requests"), el("dd", { "data-testid": `${id}-requests` }, num(tier.requestCount))),
-      el("div", {}, el("dt", {}, "error rate"), el("dd", { "data-testid": `${id}-errors` }, percentOf(tier.errorRate)))),
+      stat("p50", `${id}-p50`, ms(tier.p50LatencyMs)),
+      stat("p95", `${id}-p95`, ms(tier.p95LatencyMs)),
+      stat("p99", `${id}-p99`, ms(tier.p99LatencyMs)),
+      stat("TTFT p95", `${id}-ttft`, ttftP95(tier.name))),
     // Goodput: the queries per second that met every objective of the tier; "–" where no
     // objective covers it (the API's null), which is not the same as 0.
-    el("dl", { class: "stats throughput" },
-      el("div", {}, el("dt", {}, "throughput"), el("dd", { "data-testid": `${id}-rps` }, perSec(tier.requestsPerSec))),
-      el("div", { title: "queries per second that met every objective of this tier" },
-        el("dt", {}, "goodput"), el("dd", { "data-testid": `${id}-goodput` }, perSec(tier.goodputPerSec)))));
+    el("dl", { class: "stats" },
+      stat("requests", `${id}-requests`, count(tier.requestCount)),
+      stat("error rate", `${id}-errors`, percentOf(tier.errorRate)),
+      stat("throughput", `${id}-rps`, perSec(tier.requestsPerSec)),
+      stat("goodput", `${id}-goodput`, perSec(tier.goodputPerSec),
+        { title: "queries per second that met every objective of this tier" })));
 }
-
-const ms = (value) => `${num(value)} ms`;
 
 // TTFT comes from the latency answer of the same window (the /tiers entries do not carry it).
 function ttftP95(tierName) {
   const entry = page.data.latency && page.data.latency.tiers.find((t) => t.name === tierName);
-  return entry && entry.ttftMs ? ms(entry.ttftMs.p95) : "–";
+  return entry && entry.ttftMs ? ms(entry.ttftMs.p95) : NONE;
 }
 
 function renderTiers(tiers) {
@@ -245,23 +250,23 @@ function resourceView(resources, node) {
 
 function renderResources(r) {
   for (const part of ["vram", "memory"]) {
-    setText(`res-${part}-used`, num(r[part].used));
-    setText(`res-${part}-total`, num(r[part].total));
-    setText(`res-${part}-percent`, `${num(r[part].percent)}%`);
+    setText(`res-${part}-used`, sig3(r[part].used));
+    setText(`res-${part}-total`, measure(r[part].total, "GiB"));
+    setText(`res-${part}-percent`, percent(r[part].percent));
     setBar(document.querySelector(`[data-bar="${part}"]`), r[part].percent);
   }
-  setText("res-cpu-percent", `${num(r.cpu.percent)}%`);
-  setText("res-cpu-cores", num(r.cpu.cores));
+  setText("res-cpu-percent", percent(r.cpu.percent));
+  setText("res-cpu-cores", count(r.cpu.cores));
   setBar(document.querySelector('[data-bar="cpu"]'), r.cpu.percent);
   setText("res-faiss", bytes(r.faissIndexSize));
   setText("res-redis", bytes(r.redisCacheSize));
-  setText("res-connections", num(r.activeConnections));
-  setText("res-jobs-active", num(r.threadPoolStatus.active));
-  setText("res-jobs-queued", num(r.threadPoolStatus.queued));
-  setText("res-disk-read", num(r.diskIO.readMBps));
-  setText("res-disk-write", num(r.diskIO.writeMBps));
-  setText("res-net-rx", num(r.networkThroughput.rxMBps));
-  setText("res-net-tx", num(r.networkThroughput.txMBps));
+  setText("res-connections", count(r.activeConnections));
+  setText("res-jobs-active", count(r.threadPoolStatus.active));
+  setText("res-jobs-queued", count(r.threadPoolStatus.queued));
+  setText("res-disk-read", mbPerSec(r.diskIO.readMBps));
+  setText("res-disk-write", mbPerSec(r.diskIO.writeMBps));
+  setText("res-net-rx", mbPerSec(r.networkThroughput.rxMBps));
+  setText("res-net-tx", mbPerSec(r.networkThroughput.txMBps));
 }
 
 function updateNodeOptions(names) {
@@ -276,9 +281,9 @@ function updateNodeOptions(names) {
 function heatCell(cell, max) {
   const alpha = max ? 0.12 + 0.78 * (cell.count / max) : 0;
   const key = `${cell.complexity}-${cell.tier}`;
-  return el("td", { style: `background: rgba(56, 189, 248, ${alpha.toFixed(3)})`, title: `avg score ${cell.avgScore}` },
-    el("b", { "data-testid": `cell-${key}` }, num(cell.count)),
-    el("small", { "data-testid": `score-${key}` }, num(cell.avgScore)));
+  return el("td", { style: `background: rgba(56, 189, 248, ${alpha.toFixed(3)})`, title: `avg score ${sig3(cell.avgScore)}` },
+    el("b", { "data-testid": `cell-${key}` }, count(cell.count)),
+    el("small", { "data-testid": `score-${key}` }, sig3(cell.avgScore)));
 }
 
 function renderMatrix(cells) {
@@ -295,14 +300,14 @@ function renderMatrix(cells) {
 
 function renderRouting(r) {
   renderMatrix(r.decisionMatrix);
-  setText("r-total", num(r.accuracyMetrics.totalDecisions));
-  setText("r-time", `${num(r.accuracyMetrics.avgDecisionTimeMs)} ms`);
+  setText("r-total", count(r.accuracyMetrics.totalDecisions));
+  setText("r-time", ms(r.accuracyMetrics.avgDecisionTimeMs));
   setText("r-fallback", percentOf(r.accuracyMetrics.fallbackRate));
   document.getElementById("availability").replaceChildren(
     ...r.modelAvailability.map((m) =>
       el("li", { class: m.total && m.available === m.total ? "ok" : m.available ? "degraded" : "down" },
         el("span", {}, m.tier), bar(m.total ? (m.available / m.total) * 100 : 0),
-        el("b", { "data-testid": `avail-${m.tier}` }, `${m.available}/${m.total}`))),
+        el("b", { "data-testid": `avail-${m.tier}` }, `${count(m.available)}/${count(m.total)}`))),
   );
 }
 
@@ -361,11 +366,11 @@ function drawLatencyChart(history, tier) {
   const grid = [0.25, 0.5, 0.75].map((f) => `<line x1="0" x2="${width}" y1="${f * height}" y2="${f * height}"/>`);
   svg.setAttribute("data-points", String(starts.length));
   svg.innerHTML = `${grid.join("")}${PERCENTILES.map(line).join("")}`;
-  setText("latency-y-max", `${sig3(max)} ms`);
+  setText("latency-y-max", ms(max));
   setText("latency-from", starts.length ? axisTime(starts[0]) : "");
   setText("latency-to", starts.length ? "now" : "");
   setText("latency-axis-title", history
-    ? `p50, p95, p99 of each ${spanText(history.pointSeconds)} point's own queries, ms (point start; the last holds now)`
+    ? `p50, p95, p99 of each ${duration(history.pointSeconds)} point's own queries, ms (point start; the last holds now)`
     : "");
 }
 
@@ -374,9 +379,9 @@ function renderLatency(answer) {
   drawLatencyChart(page.history, page.latencyTier);
   const entry = answer.tiers.find((t) => t.name === page.latencyTier);
   const d = entry ? entry.latencyMs : null;
-  for (const p of [...PERCENTILES, "p999"]) setText(`lat-${p}`, d ? ms(d[p]) : "–");
-  setText("lat-ttft-p95", entry && entry.ttftMs ? ms(entry.ttftMs.p95) : "–");
-  setText("lat-count", d ? num(d.count) : "–");
+  for (const p of [...PERCENTILES, "p999"]) setText(`lat-${p}`, d ? ms(d[p]) : NONE);
+  setText("lat-ttft-p95", entry && entry.ttftMs ? ms(entry.ttftMs.p95) : NONE);
+  setText("lat-count", d ? count(d.count) : NONE);
   if (page.data.tiers) renderTiers(page.data.tiers); // the cards' TTFT comes from this answer
 }
 
@@ -387,9 +392,9 @@ function onLatencyTierChange(event) {
 
 // --- the objectives panel: budget, burn rates, state and time to exhaustion per objective ---------
 function objectiveGoal(o) {
-  const target = `${sig3(o.target * 100)}% over ${duration(o.windowSeconds)}`;
+  const target = `${percentOf(o.target)} over ${duration(o.windowSeconds)}`;
   if (o.kind !== "latency") return `${o.tier} · ${o.kind} · ${target}`;
-  return `${o.tier} · ${o.figure} ≤ ${sig3(o.effectiveThresholdMs)} ms · ${target}`;
+  return `${o.tier} · ${o.figure} ≤ ${ms(o.effectiveThresholdMs)} · ${target}`;
 }
 
 function exhaustionText(seconds) {
@@ -408,9 +413,8 @@ function burnRates(o, id) {
   const firing = new Set(o.alerts.filter((a) => a.firing).flatMap((a) => a.windows.split("/")));
   return el("dl", { class: "burns" },
     ...BURN_WINDOWS.map((w) => {
-      const rate = o.burnRates[w];
       return el("div", { class: firing.has(w) ? "firing" : "" }, el("dt", {}, w),
-        el("dd", { "data-testid": `${id}-burn-${w}` }, rate === null || rate === undefined ? "–" : `${sig3(rate)}×`));
+        el("dd", { "data-testid": `${id}-burn-${w}` }, factor(o.burnRates[w])));
     }));
 }
 
@@ -423,11 +427,11 @@ function objectiveCard(o) {
     el("p", { class: "muted slo-goal" }, objectiveGoal(o)),
     el("div", { class: "slo-budget" },
       el("span", { class: "muted" }, "budget left"), budgetBar(o.errorBudgetRemaining),
-      el("b", { "data-testid": `${id}-budget` }, `${sig3(o.errorBudgetRemaining * 100)}%`)),
+      el("b", { "data-testid": `${id}-budget` }, percentOf(o.errorBudgetRemaining))),
     burnRates(o, id),
     el("p", { class: "muted" },
       el("span", { "data-testid": `${id}-exhausted` }, exhaustionText(o.exhaustedInSeconds)),
-      ` · ${o.good}/${o.total} good`));
+      ` · ${count(o.good)}/${count(o.total)} good`));
 }
 
 function renderSlo(answer) {
