@@ -30,6 +30,7 @@ from metrics_store.slo.store import SharedObjectives
 from tests.conftest import T0
 from tests.harness import StoreHarness
 from tests.processes import ApiProcess, child_env
+from tests.waiting import wait_until
 
 TIERS = ["Q2", "Q3", "Q4"]
 MONTH_S = 31 * 86_400
@@ -425,3 +426,20 @@ def test_events_split_over_processes_answer_alike_on_every_replica(settings: Set
     assert {name: c[:2] for name, c in counts[0].items()} == {
         name: (good, 60) for name, good in expected.items()
     }
+
+
+def test_a_running_collector_takes_a_change_without_a_restart(store: StoreHarness) -> None:
+    collector = store.new_collector()  # started before any objective exists
+    collector.record_query("Q2", 10.0, 1, 1.0)
+    collector.flush(timeout_s=30)
+    assert store.read(lambda reader: reader.tiers()).tiers[0].goodCount is None
+    store.read(lambda reader: reader.objectives.replace(objectives(ERRORS_ALL)))
+
+    def judged() -> bool:  # its upkeep takes the new version within a beat or two
+        collector.record_query("Q2", 10.0, 1, 1.0)
+        collector.flush(timeout_s=30)
+        return store.read(lambda reader: reader.tiers()).tiers[0].goodCount is not None
+
+    wait_until(judged, 20, "the collector judging with the stored objectives")
+    q2 = store.read(lambda reader: reader.tiers()).tiers[0]
+    assert q2.goodCount is not None and 1 <= q2.goodCount < q2.requestCount  # history kept
