@@ -443,3 +443,19 @@ def test_a_running_collector_takes_a_change_without_a_restart(store: StoreHarnes
     wait_until(judged, 20, "the collector judging with the stored objectives")
     q2 = store.read(lambda reader: reader.tiers()).tiers[0]
     assert q2.goodCount is not None and 1 <= q2.goodCount < q2.requestCount  # history kept
+
+
+def test_a_new_combined_objective_counts_only_what_is_judged(store: StoreHarness) -> None:
+    for _ in range(20):  # history from before any objective: never judged
+        store.collector.record_query("Q3", 10.0, 1, 1.0)
+    store.collector.flush(timeout_s=30)
+    store.read(lambda reader: reader.objectives.replace(objectives(COMBINED_Q3, ERRORS_ALL)))
+    judging = store.new_collector()
+    for _ in range(10):
+        judging.record_query("Q3", 10.0, 1, 1.0)
+    judging.flush(timeout_s=30)
+    combined, errors = store.read(lambda reader: reader.slo()).objectives
+    # The 20 unjudged queries are neither good nor bad for the combined objective: it does not
+    # page on a history it never judged. The errors objective reads them from the counters.
+    assert (combined.good, combined.total, combined.state) == (10, 10, "ok")
+    assert (errors.good, errors.total) == (30, 30)

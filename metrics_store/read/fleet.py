@@ -23,6 +23,7 @@ from metrics_store.redis.keys import (
     HISTOGRAM_ERROR,
     HISTOGRAM_SUM,
     TOTAL_GOOD,
+    TOTAL_JUDGED,
     TOTAL_LATENCY_MS,
     TOTAL_QUERIES,
     TOTAL_ROUTING,
@@ -56,6 +57,10 @@ class Totals:
     def good(self, tier: str) -> float:
         """Queries that met every objective of their tier (judged as written: judge.py)."""
         return self.values.get(f"{TOTAL_GOOD}:{tier}", 0.0)
+
+    def judged(self, tier: str) -> float:
+        """Queries judged against their tier's objectives (the good ones' total)."""
+        return self.values.get(f"{TOTAL_JUDGED}:{tier}", 0.0)
 
     def routing(self, complexity: str, tier: str, fallback: bool) -> float:
         return self.values.get(f"{TOTAL_ROUTING}:{complexity}:{tier}:{int(fallback)}", 0.0)

@@ -8,7 +8,8 @@ holds, summed from the reader's copy of the buckets (redis/bucket_cache.py):
 - `errors`: the query counters' `count` and `errors` of the tier;
 - `latency`: the figure's histogram of the tier, whose bins up to the snapped threshold are
   the good ones;
-- `combined`: the query counters' `good`, which the collector adds as it writes each query.
+- `combined`: the query counters' `judged` and `good`, which the collector adds as it writes
+  each query it judges (queries never judged are neither good nor bad).
 Each window is read once, whatever number of objectives share it.
 """
 
@@ -22,11 +23,18 @@ from metrics_store.read.fleet import Fleet
 from metrics_store.read.latency import LatencyPlanner, parse_histogram
 from metrics_store.read.shapes import BurnAlert, ObjectiveStatus, SloMetrics
 from metrics_store.redis.fan_out import FanOutPlan
-from metrics_store.redis.keys import QUERY_COUNT, QUERY_ERRORS, QUERY_GOOD, Keys, member
+from metrics_store.redis.keys import (
+    QUERY_COUNT,
+    QUERY_ERRORS,
+    QUERY_GOOD,
+    QUERY_JUDGED,
+    Keys,
+    member,
+)
 from metrics_store.redis.read_plan import Staged
 from metrics_store.settings import Settings
 from metrics_store.slo.burn import BURN_WINDOWS_S, Budget, Counts, assess, span
-from metrics_store.slo.definitions import COMBINED, ERRORS, LATENCY, Objective
+from metrics_store.slo.definitions import COMBINED, LATENCY, Objective
 from metrics_store.timefmt import iso_utc
 
 # One read of a window: its query counters (None) or one (figure, tier) histogram.
@@ -111,12 +119,13 @@ class SloStages:
                 good += sum(n for index, n in bins.items() if index <= limit)  # zero bin too
                 continue
             sums = found[window_s, None]
+            if objective.kind == COMBINED:  # the queries judged as they were written
+                total += int(sums.get(member(QUERY_JUDGED, tier), 0))
+                good += int(sums.get(member(QUERY_GOOD, tier), 0))
+                continue
             count = int(sums.get(member(QUERY_COUNT, tier), 0))
             total += count
-            if objective.kind == ERRORS:
-                good += count - int(sums.get(member(QUERY_ERRORS, tier), 0))
-            elif objective.kind == COMBINED:
-                good += int(sums.get(member(QUERY_GOOD, tier), 0))
+            good += count - int(sums.get(member(QUERY_ERRORS, tier), 0))
         return Counts(good, total)
 
     def _status(
@@ -170,8 +179,8 @@ def _rounded(value: float | None, digits: int = 3) -> float | None:
 
 def all_time_counts(objective: Objective, fleet: Fleet, tiers: Sequence[str]) -> Counts:
     """The objective's good and total queries since the store began (Prometheus counters):
-    from the all-time histograms for a latency objective, the all-time totals otherwise. A
-    combined objective's good count starts when its tier was first judged."""
+    from the all-time histograms for a latency objective, the all-time totals otherwise (a
+    combined objective's: the queries judged, and the good among them)."""
     good = total = 0.0
     for tier in (t for t in tiers if objective.covers(t)):
         if objective.kind == LATENCY:
@@ -181,7 +190,11 @@ def all_time_counts(objective: Objective, fleet: Fleet, tiers: Sequence[str]) ->
             total += sum(bins.values())
             good += sum(n for i, n in bins.items() if i <= objective.threshold_bin)
             continue
+        if objective.kind == COMBINED:
+            total += fleet.totals.judged(tier)
+            good += fleet.totals.good(tier)
+            continue
         ok, failed = fleet.totals.queries(tier, False), fleet.totals.queries(tier, True)
         total += ok + failed
-        good += ok if objective.kind == ERRORS else fleet.totals.good(tier)
+        good += ok
     return Counts(int(good), int(total))

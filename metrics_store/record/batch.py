@@ -40,12 +40,14 @@ from metrics_store.redis.keys import (
     QUERY_COUNT,
     QUERY_ERRORS,
     QUERY_GOOD,
+    QUERY_JUDGED,
     QUERY_LATENCY_MS,
     ROUTING_COUNT,
     ROUTING_DECISION_MS,
     ROUTING_FALLBACKS,
     ROUTING_SCORE,
     TOTAL_GOOD,
+    TOTAL_JUDGED,
     TOTAL_LATENCY_MS,
     TOTAL_QUERIES,
     TOTAL_ROUTING,
@@ -163,7 +165,8 @@ class _Fold:
         self._node = node
         # Per judged tier, what a good query meets (judge.py); none judged: nothing counted.
         self._thresholds = thresholds or {}
-        self.good: defaultdict[tuple[int, str], int] = defaultdict(int)
+        # (fine start, tier) -> [judged, good]: the queries judged, and the good among them
+        self.good: defaultdict[tuple[int, str], list[int]] = defaultdict(lambda: [0, 0])
         self.queries: list[Arg] = []
         self.decisions: list[Arg] = []
         self.availability: list[Arg] = []
@@ -196,7 +199,9 @@ class _Fold:
         if self._thresholds:
             judged = self._thresholds.get(tier)
             if judged is not None:
-                self.good[fine_start, tier] += is_good(event, judged)
+                cell = self.good[fine_start, tier]
+                cell[0] += 1
+                cell[1] += is_good(event, judged)
         newest = self.recent.get(tier)
         if newest is None:
             newest = self.recent[tier] = deque(maxlen=self._keep)
@@ -439,16 +444,21 @@ class BatchEncoder:
                     out += (bucket, member(QUERY_ERRORS, tier), errors)
         return out
 
-    def _good_increments(self, good: dict[tuple[int, str], int], table: _KeyTable) -> list[Arg]:
-        """Judged queries that were good, per bucket and in the all-time totals (added even
-        when 0: the counter's presence says the tier is judged)."""
+    def _good_increments(
+        self, good: dict[tuple[int, str], list[int]], table: _KeyTable
+    ) -> list[Arg]:
+        """Judged queries, and the good among them, per bucket and in the all-time totals
+        (good added even when 0: the counter's presence says the tier is judged)."""
         out: list[Arg] = []
-        totals: defaultdict[str, int] = defaultdict(int)
-        for (fine_start, tier), count in good.items():
+        totals: defaultdict[str, list[int]] = defaultdict(lambda: [0, 0])
+        for (fine_start, tier), (judged, count) in good.items():
             for bucket in self._bucket_indexes(table, "q", fine_start):
+                out += (bucket, member(QUERY_JUDGED, tier), judged)
                 out += (bucket, member(QUERY_GOOD, tier), count)
-            totals[tier] += count
-        for tier, count in totals.items():
+            totals[tier][0] += judged
+            totals[tier][1] += count
+        for tier, (judged, count) in totals.items():
+            out += (TOTALS_INDEX, member(TOTAL_JUDGED, tier), judged)
             out += (TOTALS_INDEX, member(TOTAL_GOOD, tier), count)
         return out
 

@@ -254,6 +254,9 @@ QUERY_LATENCY_MS = "latency_ms"
 # Queries that met every objective of their tier (counted by the collector as it writes them,
 # only for tiers with objectives: docs/slo.md).
 QUERY_GOOD = "good"
+# The queries judged (the combined objectives' total: queries written before a tier had
+# objectives, or sent as aggregates by OTLP and scrapes, are neither good nor bad).
+QUERY_JUDGED = "judged"
 # The figures with a histogram, and the field of a histogram hash holding its values' sum
 # (the other fields are bin indexes).
 FIGURE_LATENCY = "latency"
@@ -279,6 +282,7 @@ TOTAL_TOKENS = "tokens"  # :<tier>
 TOTAL_LATENCY_MS = "latency_ms"  # :<tier>, the sum
 TOTAL_ROUTING = "routing"  # :<complexity>:<tier>:<fallback 0|1>
 TOTAL_GOOD = "good"  # :<tier>, queries that met every objective of their tier
+TOTAL_JUDGED = "judged"  # :<tier>, queries judged against their tier's objectives
 
 
 def member(counter: str, *labels: str) -> str:
