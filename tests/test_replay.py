@@ -47,10 +47,33 @@ def test_written_batches_are_kept_for_the_replay_window_and_then_forgotten() -> 
     recent.add(Batch([query(3.0)], [], batch_id="second"))
     recent.add(Batch([], [FlushMarker(0)], batch_id="only a marker"))  # nothing to write again
     assert recent.events == 3
-    ticks.now_s += 5.0  # the first is 11 s old: past the window
+    ticks.now_s += 5.0
+    recent.add(Batch([query(4.0)], [], batch_id="third"))  # the first is 11 s older: gone
     kept = recent.take_all()
-    assert [batch.batch_id for batch in kept] == ["second"]
-    assert recent.take_all() == []  # taken: the keeper starts over
+    assert [batch.batch_id for batch in kept] == ["second", "third"]
+    assert recent.take_all() == [] and recent.events == 0  # taken: the keeper starts over
+
+
+def test_an_outage_keeps_the_last_batches_however_long_it_lasts() -> None:
+    # Nothing is written while the primary is down: the window counts back from the newest
+    # batch, so what the dying primary took last is still there when the new one is named.
+    ticks = Ticks()
+    recent = RecentlyWritten(keep_s=10.0, max_age_s=1800.0, now=ticks)
+    recent.add(Batch([query(1.0)], [], batch_id="before the crash"))
+    ticks.now_s += 300.0  # five minutes of outage, longer than the window
+    assert [batch.batch_id for batch in recent.take_all()] == ["before the crash"]
+    recent.add(Batch([query(2.0)], [], batch_id="old"))
+    ticks.now_s += 1801.0  # but never past half the id markers' life: it could count twice
+    assert recent.take_all() == []
+
+
+def test_the_keeper_holds_at_most_its_cap_of_events() -> None:
+    ticks = Ticks()
+    recent = RecentlyWritten(keep_s=60.0, max_events=5, now=ticks)
+    for n in range(4):
+        recent.add(Batch([query(1.0), query(2.0)], [], batch_id=f"b{n}"))
+    assert recent.events == 4 and recent.dropped == 4  # the oldest two let go, counted
+    assert [batch.batch_id for batch in recent.take_all()] == ["b2", "b3"]
 
 
 def test_a_kept_batch_is_the_same_write_without_its_settled_markers() -> None:

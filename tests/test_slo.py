@@ -459,3 +459,16 @@ def test_a_new_combined_objective_counts_only_what_is_judged(store: StoreHarness
     # page on a history it never judged. The errors objective reads them from the counters.
     assert (combined.good, combined.total, combined.state) == (10, 10, "ok")
     assert (errors.good, errors.total) == (30, 30)
+
+
+def test_a_replica_whose_settings_refuse_the_stored_set_answers_on(settings: Settings) -> None:
+    body = {"objectives": [{**LATENCY_Q3, "tier": "Q4"}]}
+    with TestClient(create_app(settings)) as wide:
+        assert wide.put("/api/metrics/slo/definitions", json=body).is_success
+    # A replica configured without Q4 (a rolling change): its tick and endpoints go on with
+    # the last set it took (none here), and the stored set stays as it was.
+    with TestClient(create_app(settings.replace(tiers=["Q2", "Q3"]))) as narrow:
+        assert narrow.get("/api/metrics/slo").json()["objectives"] == []
+        assert narrow.get("/api/metrics/tiers").status_code == 200
+    with TestClient(create_app(settings)) as wide:
+        assert [o["tier"] for o in wide.get("/api/metrics/slo").json()["objectives"]] == ["Q4"]

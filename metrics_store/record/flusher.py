@@ -69,7 +69,12 @@ class Flusher:
         self._shard_picker = topology.shard_picker(client)
         self._writer = BatchWriter(client, topology)
         replay_s = settings.redis.failover_replay_s if topology.primary_moves else 0.0
-        self._hand = BatchesInHand(buffer, RecentlyWritten(replay_s))
+        recent = RecentlyWritten(
+            replay_s,
+            max_events=settings.recording.buffer_max_events,  # as much as it may buffer
+            max_age_s=settings.recording.batch_id_ttl_s / 2,  # well within the markers' life
+        )
+        self._hand = BatchesInHand(buffer, recent)
         self._primary = PrimaryWatch()
         self._guard = LoopGuard(
             "collector-flusher", base_s=0.05, cap_s=settings.recording.retry_max_backoff_s

@@ -98,6 +98,7 @@ class QueryJudge:
             stored = store.load_sync(client, self._settings, self._version)
         except InvalidObjectives as exc:  # stored by a process with other tiers or history
             log.error("the stored objectives do not fit this collector's settings: %s", exc)
+            self._version = store.stored_version(client, self._settings)  # once per version
             return
         if stored is None:
             return

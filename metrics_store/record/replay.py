@@ -57,12 +57,29 @@ class PrimaryWatch:
 
 
 class RecentlyWritten:
-    """The batches Redis took in the last `keep_s` seconds, oldest first (keep_s 0: none)."""
+    """The batches Redis took in the last `keep_s` seconds, oldest first (keep_s 0: none).
 
-    def __init__(self, keep_s: float, now: Callable[[], float] = time.monotonic) -> None:
+    The window is counted back from the newest batch kept, not from now: during an outage
+    nothing is written, and the batches the dying primary acknowledged last must still be
+    kept when the sentinels name a new one, however long they take. Two bounds hold whatever
+    happens: at most `max_events` events (the oldest go first, logged), and nothing older than
+    `max_age_s` by the clock, so a batch is never written again after its id marker is gone.
+    """
+
+    def __init__(
+        self,
+        keep_s: float,
+        max_events: int = 1_000_000,
+        max_age_s: float = 1800.0,
+        now: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.keep_s = keep_s
+        self._max_events = max_events
+        self._max_age_s = max_age_s
         self._now = now
         self._kept: deque[tuple[float, Batch]] = deque()
+        self.events = 0
+        self.dropped = 0  # events let go for the cap before their window ended
 
     def add(self, batch: Batch) -> None:
         if self.keep_s <= 0 or not batch.events:
@@ -71,20 +88,34 @@ class RecentlyWritten:
         # A copy: the written batch's flush() markers are settled and must not be kept alive.
         kept = dataclasses.replace(batch, markers=[], faults=0, ran_partway=False)
         self._kept.append((now_s, kept))
-        self._forget_before(now_s - self.keep_s)
+        self.events += len(kept.events)
+        self._expire(now_s)
 
     def take_all(self) -> list[Batch]:
-        """Every batch still within `keep_s`, oldest first; the keeper is left empty."""
-        self._forget_before(self._now() - self.keep_s)
+        """Every batch still kept, oldest first; the keeper is left empty."""
+        self._expire(self._now())
         batches = [batch for _, batch in self._kept]
         self._kept.clear()
+        self.events = 0
         return batches
 
-    @property
-    def events(self) -> int:
-        return sum(len(batch.events) for _, batch in self._kept)
-
-    def _forget_before(self, oldest_s: float) -> None:
+    def _expire(self, now_s: float) -> None:
         kept = self._kept
+        newest_s = kept[-1][0] if kept else now_s
+        oldest_s = max(newest_s - self.keep_s, now_s - self._max_age_s)
         while kept and kept[0][0] < oldest_s:
-            kept.popleft()
+            self.events -= len(kept.popleft()[1].events)
+        capped = 0
+        while kept and self.events > self._max_events:
+            count = len(kept.popleft()[1].events)
+            self.events -= count
+            capped += count
+        if capped:
+            if not self.dropped:
+                log.warning(
+                    "%d written events no longer kept for a replay after a failover: more "
+                    "than %d in METRICS_REDIS_FAILOVER_REPLAY_S",
+                    capped,
+                    self._max_events,
+                )
+            self.dropped += capped

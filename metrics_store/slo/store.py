@@ -10,6 +10,7 @@ takes an older set for a newer one.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,9 +18,12 @@ import orjson
 import redis
 import redis.asyncio as aioredis
 
+from metrics_store.errors import InvalidObjectives
 from metrics_store.redis.keys import Keys
 from metrics_store.settings import Settings
 from metrics_store.slo.definitions import Objective, parse_objectives
+
+log = logging.getLogger("metrics_store.slo")
 
 DEFINITIONS_FIELD, VERSION_FIELD = "json", "version"
 
@@ -68,6 +72,10 @@ async def save(client: aioredis.Redis, settings: Settings, objectives: Sequence[
     return int(new_version)
 
 
+def stored_version(client: redis.Redis, settings: Settings) -> int:
+    return int(client.hget(_key(settings), VERSION_FIELD) or 0)
+
+
 def load_sync(
     client: redis.Redis, settings: Settings, known_version: int
 ) -> StoredObjectives | None:
@@ -98,13 +106,22 @@ class SharedObjectives:
         self._settings = settings
         self._from_file = from_file
         self._known = StoredObjectives(0, [])
+        self._refused = -1  # a stored version this replica's settings refuse
 
     async def current(self) -> StoredObjectives:
+        """The stored set; if this replica's settings refuse it (other tiers, a shorter
+        history), the last set it took, logged once per version: the live tick and the other
+        endpoints go on."""
         if self._from_file is not None:
             await save(self._client, self._settings, self._from_file)
             self._from_file = None
-        if await version(self._client, self._settings) != self._known.version:
-            self._known = await load(self._client, self._settings)
+        stored_version = await version(self._client, self._settings)
+        if stored_version not in (self._known.version, self._refused):
+            try:
+                self._known = await load(self._client, self._settings)
+            except InvalidObjectives as exc:
+                self._refused = stored_version
+                log.error("objectives version %d refused by this replica: %s", stored_version, exc)
         return self._known
 
     async def replace(self, objectives: Sequence[Objective]) -> StoredObjectives:
