@@ -4,6 +4,7 @@ back to ok, and a failing receiver retried with backoff and counted."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -13,9 +14,12 @@ import httpx
 import orjson
 import psutil
 import pytest
+import redis.asyncio as aioredis
 
 from metrics_store.record.collector import MetricsCollector
+from metrics_store.redis.keys import Keys
 from metrics_store.settings import Settings
+from metrics_store.slo.outbox import Outbox
 from tests.processes import ApiProcess, child_env
 from tests.waiting import wait_until
 
@@ -178,3 +182,62 @@ def test_a_replica_killed_while_sending_leaves_the_change_to_the_other(
     (held, _), (taken, body) = receiver.posts
     assert (held, taken) == (0, 200)
     assert body == receiver.posts[0][1]  # the same notice, once taken
+
+
+@pytest.mark.timeout(120)
+def test_removing_a_firing_objective_resolves_it(settings: Settings, receiver: Receiver) -> None:
+    env = child_env(settings.redis.url, settings.key_prefix, METRICS_SLO_WEBHOOK_URL=receiver.url)
+    with ApiProcess(env) as api:
+        url = f"{api.base_url}/api/metrics/slo/definitions"
+        assert httpx.put(url, json=OBJECTIVES).is_success
+        record(settings, ok=5, failed=5)
+        wait_until(lambda: len(receiver.taken()) == 1, 30, "the firing notice")
+        assert httpx.put(url, json={"objectives": []}).is_success
+        wait_until(lambda: len(receiver.taken()) == 2, 30, "the resolve of the removed one")
+    firing, resolved = receiver.taken()
+    assert resolved["status"] == "resolved"
+    assert resolved["alerts"][0]["labels"] == firing["alerts"][0]["labels"]
+    assert resolved["alerts"][0]["fingerprint"] == firing["alerts"][0]["fingerprint"]
+
+
+def test_a_change_is_noticed_once_however_the_ticks_overlap(settings: Settings) -> None:
+    async def race() -> tuple[list[bool], list[bool], int]:
+        clients = [aioredis.Redis.from_url(settings.redis.url) for _ in range(2)]
+        try:
+            outboxes = [Outbox(client, Keys(settings.key_prefix)) for client in clients]
+            # Two replicas' ticks both saw "ok" stored and both want it to be "page".
+            both = [
+                await outbox.change("slo-a", "Q2", "", "page", 100.0, b'{"n": 1}')
+                for outbox in outboxes
+            ]
+            # A slower tick from before the change, and a stale one deciding back: refused.
+            late = [
+                await outboxes[1].change("slo-a", "Q2", "page", "ok", 99.0, b'{"n": 2}'),
+                await outboxes[0].change("slo-a", "Q2", "ok", "ticket", 101.0, b'{"n": 3}'),
+            ]
+            notices = await clients[0].xlen(Keys(settings.key_prefix).slo_notices)
+            return both, late, int(notices)
+        finally:
+            for client in clients:
+                await client.aclose()
+
+    assert asyncio.run(race()) == ([True, False], [False, False], 1)
+
+
+def test_the_webhook_lease_is_fenced(settings: Settings) -> None:
+    async def stalled_sender() -> tuple[bool, bool, bytes | None]:
+        client = aioredis.Redis.from_url(settings.redis.url)
+        keys = Keys(settings.key_prefix)
+        try:
+            outbox = Outbox(client, keys)
+            assert await outbox.take_lease("replica-a", ttl_ms=50)
+            await client.delete(keys.slo_webhook_lease)  # as if a's lease ran out, stalled
+            assert await outbox.take_lease("replica-b", ttl_ms=60_000)
+            recorded = await outbox.sent("replica-a", "1-1")  # a's late record: refused
+            await outbox.release_lease("replica-a")  # and b's lease is not a's to drop
+            holder = await client.get(keys.slo_webhook_lease)
+            return recorded, await outbox.sent("replica-b", "1-1"), holder
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(stalled_sender()) == (False, True, b"replica-b")

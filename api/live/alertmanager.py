@@ -30,17 +30,35 @@ def change_body(
     alerts = []
     if previous != OK:
         since = now_s if previous_since_s is None else previous_since_s
-        alerts.append(_alert(status, previous, "resolved", since, iso_utc(now_s)))
+        alerts.append(_alert(status.name, status.tier, previous, "resolved", since, iso_utc(now_s)))
+        alerts[-1]["annotations"] = _annotations(status, previous, "resolved")
     if status.state != OK:
-        alerts.append(_alert(status, status.state, "firing", now_s, NOT_ENDED))
+        alerts.append(_alert(status.name, status.tier, status.state, "firing", now_s, NOT_ENDED))
+        alerts[-1]["annotations"] = _annotations(status, status.state, "firing")
+    return _body(status.name, alerts)
+
+
+def removal_body(name: str, tier: str, previous: str, since_s: float, now_s: float) -> bytes:
+    """The webhook body of an objective removed while not ok: what was firing is resolved,
+    or its receivers would hold the incident open for good."""
+    alert = _alert(name, tier, previous, "resolved", since_s, iso_utc(now_s))
+    alert["annotations"] = {
+        "summary": f"{name}: {previous} (resolved)",
+        "description": "the objective was removed from the definitions",
+    }
+    return _body(name, [alert])
+
+
+def _body(name: str, alerts: list[dict[str, Any]]) -> bytes:
+    firing = any(alert["status"] == "firing" for alert in alerts)
     common = dict(alerts[0]["labels"].items() & alerts[-1]["labels"].items())
     body = {
         "version": "4",
-        "groupKey": f'{{}}:{{alertname="{ALERT}", slo="{status.name}"}}',
+        "groupKey": f'{{}}:{{alertname="{ALERT}", slo="{name}"}}',
         "truncatedAlerts": 0,
-        "status": "resolved" if status.state == OK else "firing",
+        "status": "firing" if firing else "resolved",
         "receiver": RECEIVER,
-        "groupLabels": {"alertname": ALERT, "slo": status.name},
+        "groupLabels": {"alertname": ALERT, "slo": name},
         "commonLabels": common,
         "commonAnnotations": {},
         "externalURL": "",
@@ -50,23 +68,26 @@ def change_body(
 
 
 def _alert(
-    status: ObjectiveStatus, severity: str, state: str, starts_s: float, ends_at: str
+    name: str, tier: str, severity: str, state: str, starts_s: float, ends_at: str
 ) -> dict[str, Any]:
-    labels = {"alertname": ALERT, "slo": status.name, "tier": status.tier, "severity": severity}
-    rates = ", ".join(f"{a.windows} {a.longRate:.3g}x" for a in status.alerts if a.firing)
-    annotations = {
-        "summary": f"{status.name}: {severity} ({state})",
-        "description": f"target {status.target:g} over {status.windowSeconds} s; error budget "
-        f"left {status.errorBudgetRemaining:.3g}" + (f"; burning {rates}" if rates else ""),
-    }
+    labels = {"alertname": ALERT, "slo": name, "tier": tier, "severity": severity}
     return {
         "status": state,
         "labels": labels,
-        "annotations": annotations,
+        "annotations": {},
         "startsAt": iso_utc(starts_s),
         "endsAt": ends_at,
         "generatorURL": "",
         "fingerprint": _fingerprint(labels),
+    }
+
+
+def _annotations(status: ObjectiveStatus, severity: str, state: str) -> dict[str, str]:
+    rates = ", ".join(f"{a.windows} {a.longRate:.3g}x" for a in status.alerts if a.firing)
+    return {
+        "summary": f"{status.name}: {severity} ({state})",
+        "description": f"target {status.target:g} over {status.windowSeconds} s; error budget "
+        f"left {status.errorBudgetRemaining:.3g}" + (f"; burning {rates}" if rates else ""),
     }
 
 

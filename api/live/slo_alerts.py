@@ -16,7 +16,7 @@ import logging
 
 import httpx
 
-from api.live.alertmanager import change_body
+from api.live.alertmanager import change_body, removal_body
 from metrics_store.loops import LoopGuard
 from metrics_store.read.shapes import SloMetrics
 from metrics_store.settings import Settings
@@ -63,7 +63,12 @@ class SloAlerts:
     async def _notice_changes(self, slo: SloMetrics, now_s: float) -> None:
         seen = await self._outbox.seen()
         names = {status.name for status in slo.objectives}
-        await self._outbox.forget([name for name in seen if name not in names])
+        for name, gone in seen.items():  # removed: forgotten, and resolved where not ok
+            if name not in names:
+                body = None
+                if gone.state != OK:
+                    body = removal_body(name, gone.tier, gone.state, gone.since_s, now_s)
+                await self._outbox.change(name, gone.tier, gone.state, "", now_s, body)
         for status in slo.objectives:
             before = seen.get(status.name)
             previous = OK if before is None else before.state
@@ -73,7 +78,8 @@ class SloAlerts:
             if status.state != previous:  # first sight of an ok objective: nothing to tell
                 since = None if before is None else before.since_s
                 body = change_body(status, previous, since, now_s)
-            await self._outbox.change(status.name, status.state, now_s, body)
+            stored = "" if before is None else before.state
+            await self._outbox.change(status.name, status.tier, stored, status.state, now_s, body)
 
     async def _send_due(self, now_s: float) -> None:
         """Send the notices due, oldest first, each under the lease; stop at a failure."""
@@ -84,7 +90,7 @@ class SloAlerts:
                 if not await self._send_next(self._url, now_s):
                     return
             finally:
-                await self._outbox.release_lease()
+                await self._outbox.release_lease(self._replica_id)
 
     async def _send_next(self, url: str, now_s: float) -> bool:
         """Send the next notice if one is due; True if one was sent and more may follow."""
@@ -97,8 +103,7 @@ class SloAlerts:
         entry_id, body = notice
         problem = await self._post(url, body)
         if problem is None:
-            await self._outbox.sent(entry_id)
-            return True
+            return await self._outbox.sent(self._replica_id, entry_id)
         retry_at = await self._outbox.failed(progress.attempts + 1, now_s)
         log.warning("the SLO webhook failed (%s); next try in %.0f s", problem, retry_at - now_s)
         return False

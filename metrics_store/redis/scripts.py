@@ -35,6 +35,7 @@ READ_ON_NODE = "read_on_node"  # read.lua for the shards of one cluster node
 WRITE_SNAPSHOT = "write_snapshot"
 STAMP_RECORD = "stamp_record"
 BEAT_REPLICA = "beat_replica"
+SLO_NOTICE = "slo_notice"
 
 # A script whose file is a prelude to another's text: the two run as one script.
 _PRELUDE_TO = {READ_ON_NODE: READ}
@@ -47,6 +48,7 @@ _PACKAGE_OF = {
     WRITE_SNAPSHOT: "metrics_store.live",
     STAMP_RECORD: "metrics_store.live",
     BEAT_REPLICA: "metrics_store.live",
+    SLO_NOTICE: "metrics_store.slo",
 }
 
 Arg = str | bytes | int | float

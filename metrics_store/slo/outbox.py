@@ -2,12 +2,14 @@
 the webhook notices its changes make, and the webhook's progress through them.
 
 A tick winner (one replica a second) compares the objectives' states with those stored and,
-for each change, stores the new state and appends the change's notice in one MULTI: a change
-is noticed once, whichever replica sees it. Notices are sent in order by whichever replica
-holds the lease (`SET NX PX`), and the last one sent is recorded, so a notice that failed is
-retried, by any replica, and one that was sent is not sent again (unless its sender died
-between the receiver's answer and that record: the webhook is at least once, never twice by
-design).
+for each change, stores the new state and appends the change's notice in one script call
+(slo_notice.lua), only if the stored state is still the one it compared with and no later
+tick decided since: two replicas whose ticks overlap notice a change once, and an older tick
+never overwrites a newer one. Notices are sent in order by whichever replica holds the lease
+(`SET NX PX`); the last one sent is recorded only while the sender still holds it, and the
+lease is released only by its holder. So a notice that failed is retried, by any replica,
+and one that was sent is not sent again, unless its sender died or stalled past the lease
+between the receiver's answer and that record: the webhook is at least once.
 
     {p}:slo:states          hash    objective -> {"state", "since"}
     {p}:slo:notices         stream  one entry per change: body (the POST's JSON)
@@ -23,6 +25,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from metrics_store.redis.keys import Keys
+from metrics_store.redis.scripts import SLO_NOTICE, Arg, lua_script
 
 # The outbox keeps the last notices only: a receiver away for days is not owed them all.
 NOTICES_MAXLEN = 1000
@@ -33,6 +36,7 @@ MAX_BACKOFF_S = 60.0
 class SeenState:
     state: str
     since_s: float
+    tier: str
 
 
 @dataclass(frozen=True)
@@ -46,36 +50,38 @@ class Outbox:
     def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
         self._client = client
         self._keys = keys
+        self._script = lua_script(SLO_NOTICE)
 
     async def seen(self) -> dict[str, SeenState]:
         raw = await self._client.hgetall(self._keys.slo_states)
         seen = {}
         for name, value in raw.items():
             record = orjson.loads(value)
-            seen[_text(name)] = SeenState(str(record["state"]), float(record["since"]))
+            state, since = str(record["state"]), float(record["since"])
+            seen[_text(name)] = SeenState(state, since, str(record.get("tier", "*")))
         return seen
 
-    async def change(self, name: str, state: str, since_s: float, body: bytes | None) -> None:
-        """Store an objective's new state and, with it, its notice (None: none to send)."""
-        record = orjson.dumps({"state": state, "since": since_s})
-        async with self._client.pipeline(transaction=True) as pipe:
-            pipe.hset(self._keys.slo_states, name, record)
-            if body is not None:
-                pipe.xadd(self._keys.slo_notices, {"body": body}, maxlen=NOTICES_MAXLEN)
-            await pipe.execute()
-
-    async def forget(self, names: list[str]) -> None:
-        """Objectives no longer defined: their states go (a new one of the name starts over)."""
-        if names:
-            await self._client.hdel(self._keys.slo_states, *names)
+    async def change(
+        self, name: str, tier: str, before: str, state: str, since_s: float, body: bytes | None
+    ) -> bool:
+        """Store an objective's new state ('' to forget it: it was removed) and, with it, its
+        notice (None: none to send), if the stored state is still `before` ('' for none) and
+        no later tick decided since: False where another replica's tick got there first (one
+        notice per change)."""
+        record = orjson.dumps({"state": state, "since": since_s, "tier": tier}) if state else b""
+        keys = [self._keys.slo_states, self._keys.slo_notices]
+        args: list[Arg] = ["change", name, before, record, since_s, body or b"", NOTICES_MAXLEN]
+        return bool(await self._script.run_async(self._client, keys, args))
 
     async def take_lease(self, holder: str, ttl_ms: int) -> bool:
         return bool(
             await self._client.set(self._keys.slo_webhook_lease, holder, nx=True, px=ttl_ms)
         )
 
-    async def release_lease(self) -> None:
-        await self._client.delete(self._keys.slo_webhook_lease)
+    async def release_lease(self, holder: str) -> None:
+        """Let the lease go, if it is still `holder`'s (a stalled sender's may have passed)."""
+        keys = [self._keys.slo_webhook_lease]
+        await self._script.run_async(self._client, keys, ["release", holder])
 
     async def progress(self) -> Progress:
         raw = await self._client.hgetall(self._keys.slo_webhook)
@@ -94,13 +100,10 @@ class Outbox:
         body = (fields or {}).get(b"body", b"")
         return _text(entry_id), body if isinstance(body, bytes) else body.encode()
 
-    async def sent(self, entry_id: str) -> None:
-        async with self._client.pipeline(transaction=True) as pipe:
-            pipe.hset(self._keys.slo_webhook, mapping={"sent_id": entry_id, "attempts": 0})
-            pipe.hset(self._keys.slo_webhook, "retry_at", 0)
-            pipe.hincrby(self._keys.slo_webhook, "sent", 1)
-            pipe.xdel(self._keys.slo_notices, entry_id)
-            await pipe.execute()
+    async def sent(self, holder: str, entry_id: str) -> bool:
+        """Record a notice taken, if `holder` still holds the lease; False if it lost it."""
+        keys = [self._keys.slo_webhook, self._keys.slo_notices, self._keys.slo_webhook_lease]
+        return bool(await self._script.run_async(self._client, keys, ["sent", holder, entry_id]))
 
     async def failed(self, attempts: int, now_s: float) -> float:
         """Count a failed try; returns when the next may be (backoff doubling to a minute)."""
