@@ -199,7 +199,8 @@ class SloCollector(Collector):
             labels=["tier"],
         )
         for tier in self._tiers:
-            goodput.add_metric([tier], self._fleet.totals.good(tier))
+            if self._fleet.totals.judged(tier):  # never judged: no series, rather than a 0
+                goodput.add_metric([tier], self._fleet.totals.good(tier))
         yield from (burn, remaining, good, total, goodput)
 
 

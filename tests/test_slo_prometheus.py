@@ -85,6 +85,7 @@ def test_metrics_carry_each_objectives_counters_and_burn(settings: Settings) -> 
         assert remaining == pytest.approx(objective["errorBudgetRemaining"])
     assert series("llm_queries_good_total", tier="Q2") == 1
     assert series("llm_queries_good_total", tier="Q3") == 0  # judged by availability: failed
+    assert ("llm_queries_good_total", (("tier", "Q4"),)) not in found  # never judged
     promtool = require_tool("promtool", install_hint=PROMETHEUS_HINT)
     checked = subprocess.run(
         [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60
