@@ -101,7 +101,7 @@ class LatencyPlanner:
         name = (shard or self._keys).histogram_bucket
         return [name(figure, tier, size, start) for size, start in tiling.buckets]
 
-    def _stage_hsum(self, plan: FanOutPlan, figure: str, tier: str, tiling: Tiling) -> None:
+    def stage_hsum(self, plan: FanOutPlan, figure: str, tier: str, tiling: Tiling) -> None:
         """The figure's bins over the buckets tiling the window, summed over the shards."""
         plan.hsum_shards(lambda i: self.histogram_keys(figure, tier, tiling, self._shards[i]))
 
@@ -112,7 +112,7 @@ class LatencyPlanner:
         tiling = self.tiling(now_s, window_s)
         tiers = self._settings.tiers
         for tier in tiers:
-            self._stage_hsum(plan, FIGURE_LATENCY, tier, tiling)
+            self.stage_hsum(plan, FIGURE_LATENCY, tier, tiling)
 
         def parse(replies: Sequence[Any]) -> dict[str, Distribution]:
             return {tier: distribution(reply) for tier, reply in zip(tiers, replies, strict=True)}
@@ -125,7 +125,7 @@ class LatencyPlanner:
         tiers = self._settings.tiers
         for tier in tiers:
             for figure in FIGURES:
-                self._stage_hsum(plan, figure, tier, tiling)
+                self.stage_hsum(plan, figure, tier, tiling)
 
         def parse(replies: Sequence[Any]) -> LatencyMetrics:
             entries = []

@@ -69,7 +69,7 @@ class MetricsReader:
         self._runner = PlanRunner(client, topology)
         self._latency = LatencyPlanner(settings, self._keys, self._shards)
         self._windowed = WindowedStages(settings, self._shards, self._latency)
-        self._slo = SloStages(settings, self._shards, self._latency)
+        self._slo = SloStages(settings, self._windowed, self._latency)
         self._history = LatencyHistoryStages(settings, self._shards, self._latency)
         self.objectives = objectives or SharedObjectives(client, settings, from_file=None)
         self._tiers_responses: dict[int | None, tuple[object, TiersResponse]] = {}

@@ -16,19 +16,18 @@ Each window is read once, whatever number of objectives share it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import partial
 from typing import Any
 
 from metrics_store.read.fleet import Fleet
 from metrics_store.read.latency import LatencyPlanner, parse_histogram
 from metrics_store.read.shapes import BurnAlert, ObjectiveStatus, SloMetrics
+from metrics_store.read.windowed import WindowedStages
 from metrics_store.redis.fan_out import FanOutPlan
 from metrics_store.redis.keys import (
     QUERY_COUNT,
     QUERY_ERRORS,
     QUERY_GOOD,
     QUERY_JUDGED,
-    Keys,
     member,
 )
 from metrics_store.redis.read_plan import Staged
@@ -44,10 +43,12 @@ Read = tuple[int, tuple[str, str] | None]
 class SloStages:
     """Stages the objectives' reads on a plan; one per reader."""
 
-    def __init__(self, settings: Settings, shards: list[Keys], latency: LatencyPlanner) -> None:
+    def __init__(
+        self, settings: Settings, windowed: WindowedStages, latency: LatencyPlanner
+    ) -> None:
         self._settings = settings
-        self._shards = shards
-        self._latency = latency
+        self._windowed = windowed  # a window's query counters, as /queries reads them
+        self._latency = latency  # a window's histogram of one figure and tier
 
     def stage(
         self, plan: FanOutPlan, now_s: float, objectives: Sequence[Objective], version: int
@@ -58,13 +59,9 @@ class SloStages:
             tiling = self._latency.tiling(now_s, window_s)
             starts[window_s] = tiling.start_s
             if histogram is None:
-                plan.sum_shards(partial(self._query_keys, buckets=tiling.buckets))
+                self._windowed.sum_window(plan, "q", now_s, window_s)
             else:
-                figure, tier = histogram
-                keys = partial(
-                    self._histogram_keys, figure=figure, tier=tier, buckets=tiling.buckets
-                )
-                plan.hsum_shards(keys)
+                self._latency.stage_hsum(plan, *histogram, tiling)
 
         def parse(replies: Sequence[Any]) -> SloMetrics:
             # Each read parsed once, however many objectives share it.
@@ -97,16 +94,6 @@ class SloStages:
 
     def _tiers(self, objective: Objective) -> list[str]:
         return [tier for tier in self._settings.tiers if objective.covers(tier)]
-
-    def _query_keys(self, shard: int, *, buckets: Sequence[tuple[int, int]]) -> list[str]:
-        name = self._shards[shard].query_bucket
-        return [name(size, start) for size, start in buckets]
-
-    def _histogram_keys(
-        self, shard: int, *, figure: str, tier: str, buckets: Sequence[tuple[int, int]]
-    ) -> list[str]:
-        name = self._shards[shard].histogram_bucket
-        return [name(figure, tier, size, start) for size, start in buckets]
 
     def _counts(self, objective: Objective, window_s: int, found: dict[Read, Any]) -> Counts:
         good = total = 0

@@ -105,7 +105,7 @@ class WindowedStages:
         ]
         return BucketKeys([k.encode() for k in window], [k.encode() for k in chart])
 
-    def _sum_window(
+    def sum_window(
         self, plan: FanOutPlan, kind: str, now_s: float, window_s: int | None = None
     ) -> None:
         """Every counter summed over the window's buckets (of every shard)."""
@@ -140,7 +140,7 @@ class WindowedStages:
                 bucket = self._shards[i].query_bucket
                 return [bucket(size, at) for tiling in tilings for size, at in tiling]
 
-        self._sum_window(plan, "q", now_s, window_s)
+        self.sum_window(plan, "q", now_s, window_s)
         plan.totals_shards(chart_keys, sum(sizes), self._count_members)
 
         def parse(replies: Sequence[Any]) -> QueryMetrics:
@@ -155,7 +155,7 @@ class WindowedStages:
         self, plan: FanOutPlan, now_s: float, window_s: int | None = None
     ) -> Staged[list[TierMetrics]]:
         s = self._settings
-        self._sum_window(plan, "q", now_s, window_s)
+        self.sum_window(plan, "q", now_s, window_s)
         for tier in s.tiers:
             plan.newest_shards(partial(self._recent_queries, tier), s.retention.sparkline_points)
         percentiles = self._latency.stage_percentiles(plan, now_s, window_s or s.retention.window_s)
@@ -182,7 +182,7 @@ class WindowedStages:
         self, plan: FanOutPlan, now_s: float, window_s: int | None = None
     ) -> Staged[RoutingMetrics]:
         s = self._settings
-        self._sum_window(plan, "r", now_s, window_s)
+        self.sum_window(plan, "r", now_s, window_s)
         plan.since(self._keys.live_nodes, s.liveness.node_ttl_s)  # liveness: Redis's clock
         plan.hgetall(self._keys.availability)
 

@@ -28,7 +28,13 @@ import orjson
 
 from metrics_store.buckets import Level, bucket_levels
 from metrics_store.histogram import bin_index
-from metrics_store.record.events import AvailabilityEvent, Event, QueryEvent, RoutingEvent
+from metrics_store.record.events import (
+    AvailabilityEvent,
+    Event,
+    QueryEvent,
+    RoutingEvent,
+    tpot_ms,
+)
 from metrics_store.record.judge import QueryJudge, Thresholds, is_good
 from metrics_store.redis.keys import (
     ALL_TIME_FIGURES,
@@ -91,13 +97,14 @@ class HistogramSums:
         self.bins[key][bin_index(value_ms)] += 1
 
     def add_query(self, fine_start: int, event: QueryEvent) -> None:
-        """Every figure the query carries (docs/latency.md defines time per output token)."""
+        """Every figure the query carries (events.tpot_ms defines time per output token)."""
         _, _, tier, latency, tokens, _, _, ttft, queue = event
         self.add(fine_start, FIGURE_LATENCY, tier, latency)
         if ttft is not None:
             self.add(fine_start, FIGURE_TTFT, tier, ttft)
-            if tokens > 1:
-                self.add(fine_start, FIGURE_TPOT, tier, max(0.0, latency - ttft) / (tokens - 1))
+            tpot = tpot_ms(latency, tokens, ttft)
+            if tpot is not None:
+                self.add(fine_start, FIGURE_TPOT, tier, tpot)
         if queue is not None:
             self.add(fine_start, FIGURE_QUEUE, tier, queue)
 

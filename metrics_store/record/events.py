@@ -13,3 +13,11 @@ RoutingEvent = tuple[Literal["r"], float, str, str, float, float, bool]
 AvailabilityEvent = tuple[Literal["a"], float, str, int, int]
 
 Event = QueryEvent | RoutingEvent | AvailabilityEvent
+
+
+def tpot_ms(latency_ms: float, tokens: int, ttft_ms: float | None) -> float | None:
+    """Time per output token: the decode time over the tokens after the first; None where
+    the query has no TTFT or a single token (docs/latency.md)."""
+    if ttft_ms is None or tokens <= 1:
+        return None
+    return max(0.0, latency_ms - ttft_ms) / (tokens - 1)

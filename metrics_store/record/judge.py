@@ -24,7 +24,7 @@ import redis
 
 from metrics_store.errors import InvalidObjectives
 from metrics_store.histogram import bin_index
-from metrics_store.record.events import QueryEvent
+from metrics_store.record.events import QueryEvent, tpot_ms
 from metrics_store.redis.keys import (
     ALL_TIME_FIGURES,
     FIGURE_LATENCY,
@@ -54,30 +54,22 @@ def thresholds_of(
 
 
 def is_good(event: QueryEvent, thresholds: Mapping[str, int]) -> bool:
-    """Whether the query did not fail and met each threshold of its tier."""
+    """Whether the query did not fail and met each threshold of its tier (a figure it does
+    not carry is not held against it)."""
     _, _, _, latency, tokens, _, error, ttft, queue = event
     if error:
         return False
+    carried = {
+        FIGURE_LATENCY: latency,
+        FIGURE_TTFT: ttft,
+        FIGURE_QUEUE: queue,
+        FIGURE_TPOT: tpot_ms(latency, tokens, ttft),
+    }
     for figure, limit in thresholds.items():
-        value = _figure(figure, latency, tokens, ttft, queue)
+        value = carried[figure]
         if value is not None and bin_index(value) > limit:
             return False
     return True
-
-
-def _figure(
-    figure: str, latency: float, tokens: int, ttft: float | None, queue: float | None
-) -> float | None:
-    if figure == FIGURE_LATENCY:
-        return latency
-    if figure == FIGURE_TTFT:
-        return ttft
-    if figure == FIGURE_QUEUE:
-        return queue
-    assert figure == FIGURE_TPOT  # time per output token, as histograms take it (batch.py)
-    if ttft is None or tokens <= 1:
-        return None
-    return max(0.0, latency - ttft) / (tokens - 1)
 
 
 class QueryJudge:
