@@ -45,8 +45,7 @@ BOOLEAN = ("false", "true")
 async def get_metrics(request: Request, reader: ReaderDep, settings: SettingsDep) -> Response:
     """The fleet's counters, histograms and gauges for Prometheus (text 0.0.4 or OpenMetrics)."""
     fleet = await reader.fleet()
-    stored = await reader.objectives.current()
-    slo = await reader.slo()
+    slo, stored = await reader.slo_with_objectives()  # one set for both families
     registry = CollectorRegistry(auto_describe=False)
     registry.register(FleetCollector(fleet, settings))
     registry.register(SloCollector(slo, stored.objectives, fleet, settings.tiers))

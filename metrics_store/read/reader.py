@@ -112,8 +112,13 @@ class MetricsReader:
 
     async def slo(self) -> SloMetrics:
         """Each objective's budget, burn rates and state (GET /api/metrics/slo)."""
+        return (await self.slo_with_objectives())[0]
+
+    async def slo_with_objectives(self) -> tuple[SloMetrics, StoredObjectives]:
+        """The /slo answer and the objectives it was computed for (/metrics needs both)."""
         stored = await self.objectives.current()
-        return await self._run_prepared(("slo", stored.version), partial(self._stage_slo, stored))
+        answer = await self._run_prepared(("slo", stored.version), partial(self._stage_slo, stored))
+        return answer, stored
 
     async def resources(self, node: str | None = None) -> ResourceMetrics:
         """The cluster's resources, or (with `node`) that live node's alone."""
