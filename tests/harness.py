@@ -14,8 +14,9 @@ import redis.asyncio as aioredis
 from metrics_store.clock import ManualClock
 from metrics_store.read.reader import MetricsReader
 from metrics_store.record.collector import MetricsCollector
+from metrics_store.record.fold import fold_waiting
 from metrics_store.redis.keys import Keys
-from metrics_store.redis.topology import async_client, sync_client
+from metrics_store.redis.topology import async_client, sync_client, topology_for
 from metrics_store.settings import Settings
 
 T = TypeVar("T")
@@ -53,6 +54,13 @@ class StoreHarness:
                 await client.aclose()
 
         return asyncio.run(run())
+
+    def fold(self) -> None:
+        """Fold every shard's waiting histogram bins into their hashes (record/fold.lua), as
+        the collectors' upkeep does a second after writes stop: for tests that read hashes
+        themselves rather than through a reader."""
+        for shard in topology_for(self.settings).shards:
+            fold_waiting(self.client, shard, min_age_ms=0)
 
     def data_keys(self) -> list[str]:
         """Every key of the store except the live ones (heartbeats and the like)."""

@@ -23,7 +23,7 @@ STORE_COMMANDS = (
     "+get +set +del +expire +hset +hget +hmget +hincrby +hincrbyfloat +hgetall +hdel "
     "+lpush +ltrim +lrange +llen "
     "+xadd +xrange +xdel "
-    "+zadd +zincrby +zrange +zrangebyscore +zremrangebyscore +zrem +zcount +type "
+    "+zadd +zincrby +zrange +zrangebyscore +zremrangebyscore +zrem +zcount +zscore +type "
     "+publish +subscribe +unsubscribe"
 )
 

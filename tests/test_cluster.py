@@ -240,6 +240,7 @@ def test_histograms_and_totals_are_per_shard_and_add_up_to_a_single_redis(
     single, clustered = single_and_cluster
     for store in (single, clustered):
         record_the_same(store)
+        store.fold()  # every histogram hash complete, to count them below
     # Write-heavy keys are data keys: each shard holds its own totals and histograms.
     cluster_keys = clustered.data_keys()
     totals = [k for k in cluster_keys if k.endswith("}:totals")]

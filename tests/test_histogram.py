@@ -13,6 +13,7 @@ from metrics_store.histogram import (
     LE_EDGES_S,
     RELATIVE_ERROR,
     ZERO_BIN,
+    bin_counts,
     bin_index,
     le_counts,
     quantiles,
@@ -94,3 +95,22 @@ def test_values_too_small_for_normal_floats_count_as_zero() -> None:
     # 5e-324 ms is the smallest float; in seconds it would underflow (log2 of 0 is an error).
     assert bin_index(5e-324) == bin_index(0.0) == ZERO_BIN
     assert bin_index(1e-300) != ZERO_BIN
+
+
+def test_the_table_and_the_arithmetic_put_every_bound_and_its_neighbours_in_one_bin() -> None:
+    """bin_index searches a table of bounds where it can: at each bound, and the floats just
+    beside it, it answers as the definition (upper_bound_s(i-1) < s <= upper_bound_s(i))."""
+    for index in range(-22 * 32, 12 * 32):
+        bound = upper_bound_s(index)
+        for seconds in (math.nextafter(bound, 0.0), bound, math.nextafter(bound, math.inf)):
+            found = bin_index(seconds * 1000.0)
+            assert upper_bound_s(found - 1) < (seconds * 1000.0) / 1000.0 <= upper_bound_s(found)
+
+
+def test_bin_counts_count_each_value_in_its_bin_as_bin_index_does() -> None:
+    rng = random.Random(11)
+    values = [10 ** rng.uniform(-7, 9) for _ in range(5_000)] + [0.0, 1e-301, 1000.0, 2e6]
+    want: dict[int, int] = {}
+    for value in values:
+        want[bin_index(value)] = want.get(bin_index(value), 0) + 1
+    assert bin_counts(values) == want

@@ -14,6 +14,7 @@ import redis
 
 from metrics_store.record.batch import FORMAT_VERSION, BatchEncoder, EncodedBatch
 from metrics_store.record.events import Event
+from metrics_store.record.fold import fold_waiting
 from metrics_store.redis.keys import Keys
 from metrics_store.redis.scripts import INGEST, lua_script, lua_source
 from metrics_store.settings import Settings
@@ -120,8 +121,12 @@ def test_a_batch_writes_its_events_once_and_every_bucket_expires(
     assert client.zscore(keys.live_nodes, "node-a") is not None
     buckets = [key.decode() for key in client.zrange(keys.bucket_index, 0, -1)]
     assert any(":h:" in key for key in buckets) and any(":r:" in key for key in buckets)
-    # Histogram buckets are created after their EXPIRE would have run in the first format.
+    histograms = [key for key in buckets if ":h:" in key]
+    # The bins wait in the change feed until a fold; then every bucket expires.
+    assert client.exists(*histograms) == 0
+    assert fold_waiting(client, keys, min_age_ms=0) == 1
     assert all(client.ttl(key) > 0 for key in buckets)
+    assert fold_waiting(client, keys, min_age_ms=0) == 0  # folded once
 
 
 def test_a_split_batch_writes_data_on_the_shard_and_control_beside_it(

@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 
 from metrics_store.buckets import Level, bucket_levels
-from metrics_store.histogram import bin_index
+from metrics_store.histogram import bin_counts
 from metrics_store.record.events import (
     AvailabilityEvent,
     Event,
@@ -42,7 +42,6 @@ from metrics_store.redis.keys import (
     FIGURE_QUEUE,
     FIGURE_TPOT,
     FIGURE_TTFT,
-    HISTOGRAM_SUM,
     QUERY_COUNT,
     QUERY_ERRORS,
     QUERY_GOOD,
@@ -65,24 +64,42 @@ from metrics_store.settings import Settings
 
 # The layout of the header and its sections; ingest.lua's FORMAT says which one it reads.
 # Version 1 was 19 positional ARGV values before the sections, which the script now refuses;
-# version 2 had no change feed (KEYS[9] and [10]).
-FORMAT_VERSION = 3
+# version 2 had no change feed (KEYS[9] and [10]); version 3 wrote each batch's histogram
+# bins at once, at every level, and had no fold state (KEYS[11]).
+FORMAT_VERSION = 4
 # Entries the change feed keeps (approximately): readers further behind drop their caches. An
 # entry is a batch's counters and bins (a few KB for 1,000 events): this bounds its memory.
 CHANGE_FEED_MAXLEN = 1_000
+# A fold (fold.lua) adds the waiting entries' bins to the histogram hashes once this many
+# wait, or once the oldest has waited FOLD_AGE_MS. More entries per fold share more bins (fewer
+# HINCRBYs per event), but hold Redis longer in the one call that folds; readers hold the
+# waiting entries in memory. Measured in docs/performance.md ("Folding").
+FOLD_ENTRIES = 32
+FOLD_AGE_MS = 1_000
+# A histogram's sum is sent in multiples of 2^-10 ms (under a microsecond): such numbers add
+# exactly, in any order and in any of Redis's, Lua's and Python's arithmetic, so a reader that
+# adds the waiting entries to what it read agrees with one that read after the fold.
+SUM_STEP_MS = 2.0**-10
 
 Arg = str | int | float
-# Lua's 1-based KEYS (ingest.lua's header): 7 fixed keys, the batch marker, the change feed and
-# its head, the recent lists.
+# The figures a query's values go to, in HistogramSums' order.
+QUERY_FIGURES = (FIGURE_LATENCY, FIGURE_TTFT, FIGURE_TPOT, FIGURE_QUEUE)
+# Lua's 1-based KEYS (ingest.lua's header): 7 fixed keys, the batch marker, the change feed, its
+# head and its fold state, the recent lists.
 TOTALS_INDEX = 7
-FIRST_RECENT_INDEX = 11
+FIRST_RECENT_INDEX = 12
 # Sums of one batch, per (fine bucket start, label): [count, sum, flagged, tokens or decision ms]
 QuerySums = defaultdict[tuple[int, str], list[float]]
 RoutingSums = defaultdict[tuple[int, str, str], list[float]]
 
 
 class HistogramSums:
-    """One batch's histograms, per (fine bucket start, figure, tier): value sum and bin counts."""
+    """One batch's histograms, per (fine bucket start, figure, tier): value sum and bin counts.
+
+    A query's values are kept as they come and binned per histogram in bulk when the batch is
+    encoded (histogram.bin_counts): the collector's hot path appends four floats per query.
+    Other sources (OTLP) add sums and bins directly.
+    """
 
     def __init__(self) -> None:
         self.sums: dict[tuple[int, str, str], float] = defaultdict(float)
@@ -90,23 +107,39 @@ class HistogramSums:
         self.bins: dict[tuple[int, str, str], dict[int | str, int]] = defaultdict(
             lambda: defaultdict(int)
         )
-
-    def add(self, fine_start: int, figure: str, tier: str, value_ms: float) -> None:
-        key = (fine_start, figure, tier)
-        self.sums[key] += value_ms
-        self.bins[key][bin_index(value_ms)] += 1
+        # (fine start, tier) -> the values of each of QUERY_FIGURES, not binned yet
+        self._values: dict[tuple[int, str], tuple[list[float], ...]] = {}
 
     def add_query(self, fine_start: int, event: QueryEvent) -> None:
         """Every figure the query carries (events.tpot_ms defines time per output token)."""
         _, _, tier, latency, tokens, _, _, ttft, queue = event
-        self.add(fine_start, FIGURE_LATENCY, tier, latency)
+        values = self._values.get((fine_start, tier))
+        if values is None:
+            values = self._values[fine_start, tier] = ([], [], [], [])
+        values[0].append(latency)
         if ttft is not None:
-            self.add(fine_start, FIGURE_TTFT, tier, ttft)
+            values[1].append(ttft)
             tpot = tpot_ms(latency, tokens, ttft)
             if tpot is not None:
-                self.add(fine_start, FIGURE_TPOT, tier, tpot)
+                values[2].append(tpot)
         if queue is not None:
-            self.add(fine_start, FIGURE_QUEUE, tier, queue)
+            values[3].append(queue)
+
+    def groups(self) -> list[tuple[tuple[int, str, str], float, dict[int | str, int]]]:
+        """Every histogram of the batch: (fine start, figure, tier), its sum and its bins."""
+        for (fine_start, tier), values in self._values.items():
+            for figure, figure_values in zip(QUERY_FIGURES, values, strict=True):
+                if figure_values:
+                    key = (fine_start, figure, tier)
+                    self.sums[key] += sum(figure_values)  # in order, as one at a time would
+                    bins = self.bins[key]
+                    for index, count in bin_counts(figure_values).items():
+                        bins[index] += count
+        self._values.clear()
+        return [(key, total, self.bins[key]) for key, total in self.sums.items()]
+
+    def __bool__(self) -> bool:
+        return bool(self.sums or self._values)
 
 
 @dataclass(frozen=True)
@@ -311,7 +344,7 @@ class BatchEncoder:
         header = self._header(now_s, (0.0, 0.0), recent_lists=0)
         header["claim_ttl_s"] = claim_ttl_s
         sections = self._data_sections(fold, table)
-        if query_sums or histograms.sums:
+        if query_sums or histograms:
             # A shard's totals mark it written (readers skip a shard without them, fan_out.py):
             # a batch of histograms alone still touches them, adding nothing.
             sections["increments"] += (TOTALS_INDEX, member(TOTAL_TOKENS, s.tiers[0]), 0)
@@ -357,8 +390,9 @@ class BatchEncoder:
             c.refused,
             c.query_stream,  # KEYS[7], the totals' place: they are data, on the shard
             c.written_batch(batch_id),
-            c.query_stream,  # KEYS[9] and [10], the change feed's: a control call writes no
+            c.query_stream,  # KEYS[9] to [11], the change feed's: a control call writes no
             c.query_stream,  # bucket
+            c.query_stream,
         ]
         header = self._header(now_s, stamps, recent_lists=0)
         # Tolerance 0: the data call already checked the clocks against Redis's. No heartbeat:
@@ -368,8 +402,10 @@ class BatchEncoder:
         return EncodedBatch(keys, _arguments(header, {"availability": availability}))
 
     def _marker_and_feed(self, batch_id: str) -> list[str]:
-        """KEYS[8] to [10]: the batch's idempotency marker, the shard's change feed and head."""
-        return [self._keys.written_batch(batch_id), self._keys.change_feed, self._keys.change_head]
+        """KEYS[8] to [11]: the batch's idempotency marker, the shard's change feed, its head and
+        its fold state."""
+        keys = self._keys
+        return [keys.written_batch(batch_id), keys.change_feed, keys.change_head, keys.fold_state]
 
     def _header(
         self, now_s: float, stamps: tuple[float, float], recent_lists: int
@@ -381,6 +417,8 @@ class BatchEncoder:
             "batch_ttl_s": s.recording.batch_id_ttl_s,
             "stream_maxlen": s.recording.stream_maxlen,
             "feed_maxlen": CHANGE_FEED_MAXLEN,
+            "fold_entries": FOLD_ENTRIES,
+            "fold_age_ms": FOLD_AGE_MS,
             "retention_s": s.retention.retention_s,
             "recent_len": s.retention.sparkline_points,
             "recent_lists": recent_lists,
@@ -422,12 +460,15 @@ class BatchEncoder:
         return out
 
     def _histogram_section(self, histograms: HistogramSums, table: _KeyTable) -> list[Arg]:
-        """The `histograms` section, group after group: n, the KEYS indexes of its n buckets
-        (one per level, and the all-time hash where kept), m, then m pairs field, amount: the
-        sum first, then each occupied bin and its count; added to every one of the n."""
-        out: list[Arg] = []
+        """The `histograms` section: one value, a JSON array of groups [[KEYS indexes of its
+        buckets (one per level, and the all-time hash where kept)], sum, [field, count, ...]]:
+        the values' sum in ms (in steps of SUM_STEP_MS), then each occupied bin (its index as
+        text, or "err:<ppm>") and its count,
+        added to every bucket of the group by a fold (fold.lua). The script only carries it to
+        the change feed; the fold and the readers decode it in C (cjson, orjson)."""
+        groups: list[Any] = []
         all_time = ALL_TIME_FIGURES if self._judge is None else self._judge.all_time_figures
-        for (fine_start, figure, tier), total in histograms.sums.items():
+        for (fine_start, figure, tier), total, bins in histograms.groups():
 
             def name(size_s: int, start: int, figure: str = figure, tier: str = tier) -> str:
                 return self._keys.histogram_bucket(figure, tier, size_s, start)
@@ -435,11 +476,11 @@ class BatchEncoder:
             indexes = self._level_indexes(table, fine_start, name)
             if figure in all_time:
                 indexes.append(table.permanent(self._keys.histogram_totals(figure, tier)))
-            bins = histograms.bins[fine_start, figure, tier]
-            out += (len(indexes), *indexes, len(bins) + 1, HISTOGRAM_SUM, repr(total))
-            for index, count in bins.items():
-                out += (index, count)
-        return out
+            flat: list[int | str] = []
+            for field, count in bins.items():
+                flat += (str(field), count)  # a field as text: the fold uses it as is
+            groups.append([indexes, round(total / SUM_STEP_MS) * SUM_STEP_MS, flat])
+        return [orjson.dumps(groups).decode()] if groups else []
 
     def _query_increments(self, sums: QuerySums, table: _KeyTable) -> list[Arg]:
         out: list[Arg] = []

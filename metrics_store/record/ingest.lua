@@ -1,7 +1,9 @@
 -- Write one collector batch atomically: append each event to its capped stream, add the
--- batch's pre-summed counters to the time buckets, push the newest recent-query entries.
--- The collector folds a batch's counters before sending, so the bucket work per batch is a
--- few ZINCRBYs per bucket, not several per event; only the stream append is per event.
+-- batch's pre-summed counters to the time buckets, push the newest recent-query entries, and
+-- log its histogram bins in the change feed, from which a fold adds many batches' bins to the
+-- histogram hashes at once (fold.lua). The collector sums a batch's counters and bins before
+-- sending, so the bucket work per batch is a few ZINCRBYs per bucket, not several per event;
+-- only the stream append is per event.
 --
 -- KEYS[1] = query stream              KEYS[2] = routing stream
 -- KEYS[3] = live nodes (sorted set)   KEYS[4] = availability (hash)
@@ -9,19 +11,24 @@
 -- KEYS[7] = all-time totals (sorted set, never expires)
 -- KEYS[8] = this batch's id marker    KEYS[9] = the change feed (stream)
 -- KEYS[10] = the change feed's newest id (string)
--- KEYS[11..10+recent_lists] = the recent-query list of each configured tier; then the bucket
+-- KEYS[11] = the change feed's fold state (hash, fold.lua)
+-- KEYS[12..11+recent_lists] = the recent-query list of each configured tier; then the bucket
 -- and totals keys
 -- (Redis Cluster, batch.py: a shard's data call holds a data key in KEYS[3], [4] and [6], the
--- control call a control key in KEYS[1], [2], [5], [7], [9] and [10]: each names its slot, unwritten.)
+-- control call a control key in KEYS[1], [2], [5], [7], [9], [10] and [11]: each names its
+-- slot, unwritten.)
+-- (scripts.py puts fold.lua's text before this one.)
 --
 -- ARGV[1] = the header: a JSON object (metrics_store/record/batch.py), read by name.
 --   version           the format: FORMAT below, or the batch is refused unwritten
 --   batch_ttl_s       how long the batch id marker lives (s)
 --   stream_maxlen     the streams' approximate MAXLEN
 --   feed_maxlen       the change feed's approximate MAXLEN
+--   fold_entries      fold (fold.lua) once this many feed entries wait
+--   fold_age_ms       or once the oldest waiting entry is this old (ms, Redis's clock)
 --   retention_s       how long a recent list lives after its last write (s)
 --   recent_len        entries each recent list keeps
---   recent_lists      how many recent lists follow KEYS[8]
+--   recent_lists      how many recent lists follow KEYS[11]
 --   node              the writer's node name
 --   now_s             the writer's clock as it encoded the batch (epoch s)
 --   skew_tolerance_s  how far that clock may be from Redis's (0: trust the writer's clock)
@@ -37,9 +44,10 @@
 --   increments    KEYS index of a sorted set, member, amount           (3 values each)
 --   pushes        KEYS index of a recent list, entry                   (2 values each)
 --   availability  field "<node>:<tier>", value "<available>/<total>"   (2 values each)
---   histograms    groups: n, the KEYS indexes of its n buckets (one per level), m, then m
---                 pairs field, amount: first "sum" and the total ms (HINCRBYFLOAT), then each
---                 occupied bin and its count (HINCRBY), added to every one of the n buckets
+--   histograms    one value, a JSON array of groups [[KEYS indexes of its buckets, one per
+--                 level], sum in ms, [field, count, ...]]: each occupied bin and its count,
+--                 to add to every one of the group's buckets: not written here, but carried
+--                 by the batch's change-feed entry until a fold (fold.lua)
 --   retirements   KEYS index of a bucket, epoch second it retires, its TTL (s)  (3 each)
 --   claims        KEYS index of a stream's state, the token the caller read ('' for none),
 --                 the state that replaces it                            (3 values each)
@@ -51,7 +59,7 @@
 -- collector sets those events aside and sends the rest); an error "ERR ingest batch ..." for
 -- a batch of another format or with a section this script does not know (nothing written).
 
-local FORMAT = 3
+local FORMAT = 4
 local SECTIONS = {
   queries = true, decisions = true, increments = true, pushes = true,
   availability = true, histograms = true, retirements = true, claims = true,
@@ -173,30 +181,6 @@ local function set_availability(first, last)
   end
 end
 
--- The histograms were summed per fine bucket by the collector; each group's bins go into the
--- bucket of every level at once, so the roll-ups are exact sums written in the same call.
--- Returns each bucket's new "sum", [KEYS index, value, ...]: readers set it as Redis holds it
--- (HINCRBYFLOAT rounds as a reader adding the same amounts would not).
-local function add_histograms(first, last)
-  local sums = {}
-  local i = first
-  while i <= last do
-    local n = tonumber(ARGV[i])
-    local m = tonumber(ARGV[i + n + 1])
-    local f = i + n + 2
-    for j = i + 1, i + n do
-      local key = KEYS[tonumber(ARGV[j])]
-      sums[#sums + 1] = ARGV[j]
-      sums[#sums + 1] = redis.call('HINCRBYFLOAT', key, ARGV[f], ARGV[f + 1])
-      for b = f + 2, f + 2 * m - 1, 2 do
-        redis.call('HINCRBY', key, ARGV[b], ARGV[b + 1])
-      end
-    end
-    i = f + 2 * m
-  end
-  return sums
-end
-
 -- The index lets collectors delete buckets by the store's own clock
 -- (metrics_store/record/retention.py); EXPIRE is the backstop for a store nobody writes to
 -- any more. Each bucket lives for its level's retention after its last write (coarse history
@@ -213,7 +197,7 @@ end
 -- Once per list, not per event: each recent list lives for the retention period after its
 -- last write and keeps only its newest entries.
 local function trim_recent(batch)
-  for k = 11, 10 + batch.recent_lists do
+  for k = 12, 11 + batch.recent_lists do
     redis.call('LTRIM', KEYS[k], 0, batch.recent_len - 1)
     redis.call('EXPIRE', KEYS[k], batch.retention_s)
   end
@@ -221,22 +205,26 @@ end
 
 -- Readers keep the contents of the buckets they read (metrics_store/redis/bucket_cache.py)
 -- and, before each answer, read the entries after the last one they saw. An entry is this
--- batch's counters and bins as the sections above gave them, with the KEYS they index, and
--- each histogram's new sum: a reader adds them to the contents it holds, as this script added
--- them to the keys, and its next answer includes them (flush-then-GET) without reading the
--- buckets again.
-local function announce_changes(batch, sums)
+-- batch's counters (written above) and histogram bins (written by a later fold, fold.lua),
+-- with the KEYS they index and the buckets' retirements: a reader adds them to the contents
+-- it holds, and its next answer includes them (flush-then-GET) without reading the buckets
+-- again. Then the fold, once enough entries wait: this batch's bins may be folded at once.
+local function announce_changes(batch, now_s)
   local first_i, last_i = span(batch, 'increments')
   local first_h, last_h = span(batch, 'histograms')
   if last_i < first_i and last_h < first_h then
     return
   end
+  local previous = redis.call('GET', KEYS[10])
   local id = redis.call('XADD', KEYS[9], 'MAXLEN', '~', batch.feed_maxlen, '*',
     'keys', table.concat(KEYS, ' '),
     'increments', table.concat(ARGV, ' ', first_i, last_i),
     'histograms', table.concat(ARGV, ' ', first_h, last_h),
-    'sums', table.concat(sums, ' '))
+    'retirements', table.concat(ARGV, ' ', span(batch, 'retirements')))
   redis.call('SET', KEYS[10], id)
+  note_entry(KEYS[11], id, previous)
+  local now_ms = math.floor(now_s * 1000)
+  fold(KEYS[9], KEYS[11], KEYS[5], now_ms, batch.fold_entries, batch.fold_age_ms, false)
 end
 
 -- A claim moves a cumulative stream's state (sources/otlp/temporality.py) on to the point
@@ -302,11 +290,10 @@ append_decisions(first_decision, last_decision, node, maxlen)
 add_increments(span(batch, 'increments'))
 push_recent(span(batch, 'pushes'))
 set_availability(first_field, last_field)
-local sums = add_histograms(span(batch, 'histograms'))
 retire(span(batch, 'retirements'))
 set_claims(first_claim, last_claim, batch.claim_ttl_s)
 trim_recent(batch)
-announce_changes(batch, sums)
+announce_changes(batch, beat)
 if batch.heartbeat then
   redis.call('ZADD', KEYS[3], beat, node)
 end

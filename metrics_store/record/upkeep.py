@@ -1,7 +1,7 @@
 """A collector's upkeep, on a thread and a schedule of its own: its heartbeat and counters,
-its loop health, the retirement of old buckets, a look at which server is the primary (a move
-means the flusher writes its recent batches again: replay.py), and the objectives its queries
-are judged by (judge.py).
+its loop health, the fold of histogram bins no batch came to fold (fold.py), the retirement
+of old buckets, a look at which server is the primary (a move means the flusher writes its
+recent batches again: replay.py), and the objectives its queries are judged by (judge.py).
 
 It never waits for the batch in hand: a batch may wait minutes for a replica to acknowledge
 it, or for Redis to have memory again, while the primary still takes these small writes, and
@@ -21,6 +21,7 @@ from metrics_store.clock import Clock
 from metrics_store.live import collector_stats, process_health
 from metrics_store.live.collector_stats import CollectorCounters
 from metrics_store.loops import LoopGuard
+from metrics_store.record.fold import fold_waiting
 from metrics_store.record.judge import QueryJudge
 from metrics_store.record.replay import PrimaryWatch
 from metrics_store.record.retention import prune_retired_buckets
@@ -58,6 +59,7 @@ class Upkeep:
         self._watch_guard = LoopGuard("collector-primary-watch")
         self._beat_guard = LoopGuard("collector-heartbeat")
         self._prune_guard = LoopGuard("collector-retention")
+        self._fold_guard = LoopGuard("collector-fold")
         self._beats = 0
         self._prune_due_s = 0.0  # by retention's clock (below)
 
@@ -79,6 +81,7 @@ class Upkeep:
             self._watch_guard.call(self._watch_primary)
         self._beat_guard.call(self._heartbeat)
         self.refresh_objectives()
+        self._fold_guard.call(self._fold_waiting)
         self._prune_guard.call(self._prune_when_due)
 
     def refresh_objectives(self) -> None:
@@ -101,6 +104,12 @@ class Upkeep:
         process_health.publish(self._client, self._keys, record, prune=prune)
         if prune:  # now and then: forget crashed collectors' counters
             collector_stats.forget_silent(self._client, self._keys)
+
+    def _fold_waiting(self) -> None:
+        """Histogram bins that waited a fold's age go into their hashes, though no batch comes
+        to fold them (fold.py)."""
+        for shard in self._topology.shards:
+            fold_waiting(self._client, shard)
 
     def _retention_now(self) -> float:
         """Retention's clock: Redis's, so one node's fast clock cannot retire the buckets

@@ -92,7 +92,9 @@ class CachedReads:
         for shard in shards:
             keys = self._shards[shard]
             last = self._cache.last_id(shard)
-            plan.changes(keys.change_feed, keys.change_head, last, MAX_FEED_ENTRIES)
+            plan.changes(
+                keys.change_feed, keys.change_head, keys.fold_state, last, MAX_FEED_ENTRIES
+            )
             wanted = (key for per_read in run.keys for key in per_read[shard])
             missing = run.fetching[shard] = self._cache.missing(shard, wanted)
             plan.fetch(missing)

@@ -21,9 +21,15 @@ key                                type         holds
 {p}:q:recent:<tier>                list         the tier's newest queries, newest first
 {p}:availability                   hash         "<node>:<tier>" -> "<available>/<total>"
 {p}:buckets                        sorted set   every bucket key -> the epoch second it retires
-{p}:changes                        stream       per batch, the counters and bins it added, with
-                                               their keys (readers' caches, bucket_cache.py)
+{p}:changes                        stream       per batch, the counters it added and the bins
+                                               it brings, with their keys (readers' caches,
+                                               bucket_cache.py); bins reach the histogram
+                                               hashes by a fold, within FOLD_AGE_MS
 {p}:changes:head                   string       the change feed's newest entry id
+{p}:changes:folded                 hash         the fold state: "id" (the newest entry whose
+                                               bins the histogram hashes hold), "behind"
+                                               (entries after it), "first" (the oldest of
+                                               those); record/fold.lua
 {p}:refused                        hash         node -> events refused for a clock off Redis's
 {p}:deadletter                     stream       batches Redis refused for their content, with
                                                the error (MAXLEN ~ deadletter_maxlen)
@@ -145,6 +151,11 @@ class Keys:
     def change_head(self) -> str:
         """The change feed's newest entry id: a reader's O(1) "nothing new" check."""
         return f"{self.root}:changes:head"
+
+    @property
+    def fold_state(self) -> str:
+        """Which change-feed entries' histogram bins the histogram hashes hold (fold.lua)."""
+        return f"{self.root}:changes:folded"
 
     def written_batch(self, batch_id: str) -> str:
         """A batch's idempotency marker: on the shard the batch is written to."""

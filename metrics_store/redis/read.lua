@@ -14,12 +14,14 @@
 --   FETCH    <n keys>  0                 each key's content, typed: flat [kind, content, ...],
 --                                        kind "h" (hash: HGETALL), "z" (sorted set: members
 --                                        WITHSCORES) or "n" (no such key: empty)
---   CHANGES  2         2 last_id max     the entries of a shard's change feed (KEYS: the feed,
---                                        its head) after last_id: {status, newest id,
---                                        [id, fields, ...]};
+--   CHANGES  3         2 last_id max     the entries of a shard's change feed (KEYS: the feed,
+--                                        its head, its fold state) after last_id: {status,
+--                                        newest id, folded id, [id, fields, ...]};
 --                                        status "ok", "reset" (last_id is gone, or more than
 --                                        max entries followed it: the reader's copy cannot be
---                                        trusted) or "none" (no feed yet)
+--                                        trusted; the entries are then those after the folded
+--                                        id, whose bins the histogram hashes do not hold yet)
+--                                        or "none" (no feed yet)
 -- Returns one reply per read, in order. Only these reads exist: the script writes nothing.
 -- (Sums over buckets are the reader's: it keeps their contents, redis/bucket_cache.py.)
 
@@ -41,25 +43,39 @@ local function content(key)
   return kind, {}
 end
 
--- The entries after last_id, in the same atomic moment as the rest of this call's reads.
-local function changes(feed, head_key, last, max)
+local function entries_after(feed, first, count)
+  local out = {}
+  for _, entry in ipairs(redis.call('XRANGE', feed, first, '+', 'COUNT', count)) do
+    out[#out + 1] = entry[1]
+    out[#out + 1] = entry[2]
+  end
+  return out
+end
+
+-- The entries after last_id, in the same atomic moment as the rest of this call's reads; and
+-- the fold state's id: the histogram hashes read in this call hold the bins of the entries up
+-- to it, and not those after it (record/fold.lua). A store whose batches wrote their bins at
+-- once (no fold state) has folded everything.
+local function changes(feed, head_key, state_key, last, max)
   local head = redis.call('GET', head_key)
   if not head then
-    return { 'none', '', {} }
+    return { 'none', '', '', {} }
   end
+  local folded = redis.call('HGET', state_key, 'id') or head
   if head == last then
-    return { 'ok', head, {} }  -- nothing written since: the common case, O(1)
+    return { 'ok', head, folded, {} }  -- nothing written since: the common case, O(1)
   end
   local entries = last ~= '' and redis.call('XRANGE', feed, last, '+', 'COUNT', max + 1) or {}
   if #entries == 0 or entries[1][1] ~= last or entries[#entries][1] ~= head then
-    return { 'reset', head, {} }
+    -- the copy starts again from what the hashes hold, and the entries not folded into them
+    return { 'reset', head, folded, entries_after(feed, '(' .. folded, max) }
   end
   local out = {}
   for e = 2, #entries do
     out[#out + 1] = entries[e][1]
     out[#out + 1] = entries[e][2]
   end
-  return { 'ok', head, out }
+  return { 'ok', head, folded, out }
 end
 
 local replies = {}
@@ -88,7 +104,7 @@ while i <= #ARGV do
       reply[#reply + 1] = flat
     end
   elseif op == 'CHANGES' then
-    reply = changes(KEYS[first], KEYS[first + 1], ARGV[a], tonumber(ARGV[a + 1]))
+    reply = changes(KEYS[first], KEYS[first + 1], KEYS[first + 2], ARGV[a], tonumber(ARGV[a + 1]))
   elseif op == 'HGETALL' then
     reply = redis.call('HGETALL', KEYS[first])
   else

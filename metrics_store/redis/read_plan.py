@@ -70,10 +70,13 @@ class ReadPlan:
         b"n" (no such key)."""
         self._add("FETCH", keys, ())
 
-    def changes(self, feed: Key, head: Key, last_id: str, max_entries: int) -> None:
-        """The change feed's entries after `last_id`: [status, newest id, [id, fields, ...]]
-        (read.lua's CHANGES; `head` holds the feed's newest id)."""
-        self._add("CHANGES", (feed, head), (last_id, max_entries))
+    def changes(
+        self, feed: Key, head: Key, fold_state: Key, last_id: str, max_entries: int
+    ) -> None:
+        """The change feed's entries after `last_id`: [status, newest id, folded id, [id,
+        fields, ...]] (read.lua's CHANGES; `head` holds the feed's newest id, `fold_state` the
+        id of the newest entry whose bins the histogram hashes hold)."""
+        self._add("CHANGES", (feed, head, fold_state), (last_id, max_entries))
 
     def hgetall(self, key: Key) -> None:
         """Flat [field, value, ...]."""

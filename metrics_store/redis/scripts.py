@@ -36,13 +36,18 @@ WRITE_SNAPSHOT = "write_snapshot"
 STAMP_RECORD = "stamp_record"
 BEAT_REPLICA = "beat_replica"
 SLO_NOTICE = "slo_notice"
+FOLD_NOW = "fold_now"
+FOLD = "fold"  # a library, not a script: the text before ingest.lua's and fold_now.lua's
 
-# A script whose file is a prelude to another's text: the two run as one script.
-_PRELUDE_TO = {READ_ON_NODE: READ}
+# The files whose texts run as one script, in order, where a script is more than its own file
+# (a prelude, a library).
+_TEXTS_OF = {READ_ON_NODE: (READ_ON_NODE, READ), INGEST: (FOLD, INGEST), FOLD_NOW: (FOLD, FOLD_NOW)}
 
 # Each script sits beside the module that calls it (or, for the generic read, beside its plan).
 _PACKAGE_OF = {
     INGEST: "metrics_store.record",
+    FOLD: "metrics_store.record",
+    FOLD_NOW: "metrics_store.record",
     READ: "metrics_store.redis",
     READ_ON_NODE: "metrics_store.redis",
     WRITE_SNAPSHOT: "metrics_store.live",
@@ -64,9 +69,7 @@ def lua_source(name: str) -> str:
 @cache
 def lua_script(name: str) -> LuaScript:
     """The script <name>.lua, read and hashed once per process."""
-    source = lua_source(name)
-    if name in _PRELUDE_TO:
-        source += "\n" + lua_source(_PRELUDE_TO[name])
+    source = "\n".join(lua_source(text) for text in _TEXTS_OF.get(name, (name,)))
     return LuaScript.from_source(name, source)
 
 

@@ -1,0 +1,12 @@
+-- Fold the entries waiting in a shard's change feed now (fold.lua, which scripts.py puts
+-- before this text). A collector's upkeep calls it every beat, so the histogram hashes are
+-- within a beat of the feed even when writes stop (redis-cli reads them as they are); an
+-- answer never needs it: readers add what waits.
+--
+-- KEYS[1] = the change feed   KEYS[2] = its fold state   KEYS[3] = the shard's bucket index
+-- ARGV[1] = the age (ms) the oldest waiting entry must have reached; 0: fold whatever waits
+-- Returns the number of entries folded.
+local time = redis.call('TIME')
+local now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local min_age_ms = tonumber(ARGV[1])
+return fold(KEYS[1], KEYS[2], KEYS[3], now_ms, math.huge, min_age_ms, min_age_ms <= 0)
