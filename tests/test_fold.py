@@ -359,3 +359,54 @@ def test_a_cluster_primary_killed_with_bins_waiting_keeps_every_bin_once(
         redis_cluster.wait_healthy(60)
         client.close()
         delete_prefix(sync_client(settings), prefix)
+
+
+# --- a rolling upgrade: entries of the format before folding --------------------------------
+def test_an_entry_whose_batch_wrote_its_bins_at_once_is_neither_added_again_nor_folded(
+    settings: Settings,
+) -> None:
+    """A collector of ingest v3 (before folding) writes its bins at once and logs an entry with
+    Redis's sums ("sums"): a kept copy adds its bins and takes its sums, a fresh read adds
+    nothing for it, and a fold skips it."""
+    store = make_harness("redis", settings, T0)
+    try:
+        for i in range(30):
+            store.collector.record_query("Q2", 100.0 + i, 10, 5.0)
+        store.collector.flush()
+
+        async def scenario() -> None:
+            client = store.async_factory()
+            kept = MetricsReader(client, store.settings, store.clock)
+            try:
+                await kept.fleet()  # holds the all-time hash
+                # What a v3 collector's call does for one query of 7 ms: bins, then the entry.
+                hash_key = store.keys.histogram_totals(FIGURE_LATENCY, "Q2")
+                bin_field = str(bin_index(7.0))
+                store.client.hincrby(hash_key, bin_field, 1)
+                new_sum = store.client.hincrbyfloat(hash_key, "sum", 7.0)
+                entry = {
+                    "keys": hash_key,
+                    "increments": "",
+                    "histograms": f"1 1 2 sum 7.0 {bin_field} 1",
+                    "sums": f"1 {new_sum!r}",
+                }
+                entry_id = store.client.xadd(store.keys.change_feed, entry)  # type: ignore[arg-type]
+                store.client.set(store.keys.change_head, entry_id)
+                fresh_client = store.async_factory()
+                try:
+                    fresh = await MetricsReader(fresh_client, store.settings, store.clock).fleet()
+                finally:
+                    await fresh_client.aclose()
+                assert (await kept.fleet()).histograms == fresh.histograms
+                store.fold()
+                assert (await kept.fleet()).histograms == fresh.histograms
+                bins = fresh.histograms[FIGURE_LATENCY, "Q2"].bins
+                assert sum(bins.values()) == 31
+            finally:
+                await client.aclose()
+
+        asyncio.run(scenario())
+        values = [("Q2", 100.0 + i) for i in range(30)] + [("Q2", 7.0)]
+        assert stored_bins(store.client, [store.keys]) == expected_bins(values)
+    finally:
+        store.close()

@@ -84,8 +84,9 @@ def _bins_by_key(keys: Sequence[bytes], histograms: bytes) -> Waiting:
 
 def _written_bins_by_key(keys: Sequence[bytes], histograms: bytes) -> Waiting:
     """The bins of an entry whose batch wrote them at once (ingest v3, in a rolling upgrade):
-    space-separated groups n, n KEYS indexes, m, m pairs field, amount ("sum" first, left out
-    here: the entry's "sums" give Redis's own)."""
+    space-separated groups n, n KEYS indexes, m, m pairs field, amount ("sum" first). Its
+    "sums" (Redis's sums after the write) are not taken: with bins waiting for a fold, a
+    hash's sum in Redis is not the sum the copy holds."""
     groups = histograms.split(b" ") if histograms else []
     out: Waiting = {}
     i = 0
@@ -93,7 +94,7 @@ def _written_bins_by_key(keys: Sequence[bytes], histograms: bytes) -> Waiting:
         n = int(groups[i])
         m = int(groups[i + n + 1])
         first = i + n + 2
-        delta = {groups[f]: float(groups[f + 1]) for f in range(first + 2, first + 2 * m, 2)}
+        delta = {groups[f]: float(groups[f + 1]) for f in range(first, first + 2 * m, 2)}
         for j in range(i + 1, i + n + 1):
             out.setdefault(keys[int(groups[j]) - 1], []).append(delta)
         i = first + 2 * m
@@ -334,13 +335,7 @@ class BucketCache:
                 for delta in deltas:
                     _add(found.pairs, delta)
                 found.generation = generation
-        if written_at_once:
-            sums = entry[b"sums"].split(b" ") if entry[b"sums"] else []
-            for i in range(0, len(sums), 2):
-                found = held.get(keys[int(sums[i]) - 1])
-                if found is not None:
-                    found.pairs[HISTOGRAM_SUM_FIELD] = float(sums[i + 1])
-        elif bins:
+        if bins and not written_at_once:
             state.waiting.append((entry_id, bins))
 
     def _store(self, state: _Shard, fetched: dict[bytes, Pairs]) -> None:
