@@ -26,6 +26,7 @@ import redis
 
 from metrics_store.histogram import bin_index
 from metrics_store.read.reader import MetricsReader
+from metrics_store.record import upkeep
 from metrics_store.record.collector import MetricsCollector
 from metrics_store.record.fold import fold_waiting
 from metrics_store.redis.keys import FIGURE_LATENCY, Keys
@@ -145,7 +146,7 @@ def test_racing_folds_and_writers_count_every_bin_once(settings: Settings) -> No
     def folder(n: int) -> None:
         client = redis.Redis.from_url(settings.redis.url)
         while not stop.is_set():
-            folds[n] += fold_waiting(client, store.keys, min_age_ms=0)
+            folds[n] += fold_waiting(client, store.keys, min_age_ms=0).folded
         client.close()
 
     def writer(collector: MetricsCollector, seed: int, out: list[tuple[str, float]]) -> None:
@@ -203,11 +204,32 @@ def test_a_collector_killed_with_bins_waiting_loses_none(settings: Settings, pre
         want = expected_bins([(("Q2", "Q3", "Q4")[i % 3], 20.0 + i * 0.37) for i in range(queries)])
         # Answers count the waiting bins (a fold may have come first: folded ones count too).
         assert answered_bins(store) == want == stream_bins(store.client, shards)
-        # The next collector's upkeep folds them once they have waited a second.
-        wait_until(lambda: waiting(store.client, shards) == 0, 20, "the upkeep's fold")
+        # The next collector's upkeep folds every shard now and then (FOLD_ALL_EVERY_BEATS).
+        wait_until(lambda: waiting(store.client, shards) == 0, 40, "the upkeep's fold")
         assert stored_bins(store.client, shards) == want
     finally:
         store.close()
+
+
+def test_a_collector_folds_the_shards_it_wrote_once_their_bins_waited_a_second(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No later batch comes to fold the last one: the collector's upkeep does, on the shard it
+    wrote (its every-shard fold is put off here, so only that can fold it)."""
+    monkeypatch.setattr(upkeep, "FOLD_ALL_EVERY_BEATS", 10**9)  # only at the first beat
+    collector = MetricsCollector(settings)
+    client = redis.Redis.from_url(settings.redis.url)
+    keys = Keys(settings.key_prefix)
+    try:
+        values = [(TIERS[i % 3], 50.0 + i) for i in range(60)]
+        for tier, latency in values:
+            collector.record_query(tier, latency, 10, 5.0)
+        collector.flush()
+        wait_until(lambda: waiting(client, [keys]) == 0, 30, "the upkeep's fold of its shard")
+        assert stored_bins(client, [keys]) == expected_bins(values)
+    finally:
+        collector.close()
+        client.close()
 
 
 # --- Redis killed under load, restarted from its AOF ----------------------------------------

@@ -80,7 +80,14 @@ class Flusher:
             "collector-flusher", base_s=0.05, cap_s=settings.recording.retry_max_backoff_s
         )
         self._upkeep = Upkeep(
-            client, topology, clock, self._counters, stopping, self._primary, self._judge
+            client,
+            topology,
+            clock,
+            self._counters,
+            stopping,
+            self._primary,
+            self._judge,
+            written_shards=self._hand.take_written_shards,
         )
         self._retrier = Retrier(
             settings,

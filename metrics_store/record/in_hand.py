@@ -72,6 +72,7 @@ class BatchesInHand:
         # Events refused for their clock whose batch was lost before it could count them in
         # Redis: the next batch counts them instead.
         self._refused_to_count = 0
+        self._written_shards: set[int] = set()
 
     def take(self, limit: int) -> Batch:
         events, markers = self._buffer.take(limit)
@@ -93,7 +94,14 @@ class BatchesInHand:
         self.counters.written += len(batch.events)
         self.counters.in_flight -= len(batch.events)
         self.recent.add(batch)
+        self._written_shards.add(batch.shard)
         self.release(batch)
+
+    def take_written_shards(self) -> set[int]:
+        """The shards written since the last call (the upkeep folds what they left waiting).
+        An add on the flusher's thread lands in the set returned or in the next one."""
+        taken, self._written_shards = self._written_shards, set()
+        return taken
 
     def release(self, batch: Batch) -> None:
         for marker in batch.markers:

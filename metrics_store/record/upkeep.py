@@ -31,6 +31,10 @@ from metrics_store.redis.topology import Topology
 
 # What the flusher reports each beat: its counters (Redis's clock stamps them).
 CountersNow = Callable[[], CollectorCounters]
+# The shards the flusher wrote since the last call (in_hand.py).
+WrittenShards = Callable[[], set[int]]
+# An idle collector folds every shard this often (beats), its own shards every beat.
+FOLD_ALL_EVERY_BEATS = 10
 
 
 class Upkeep:
@@ -45,6 +49,7 @@ class Upkeep:
         stopping: threading.Event,
         primary: PrimaryWatch | None = None,
         judge: QueryJudge | None = None,
+        written_shards: WrittenShards = set,
     ) -> None:
         self._client = client
         self._topology = topology
@@ -60,6 +65,8 @@ class Upkeep:
         self._beat_guard = LoopGuard("collector-heartbeat")
         self._prune_guard = LoopGuard("collector-retention")
         self._fold_guard = LoopGuard("collector-fold")
+        self._written_shards = written_shards
+        self._unfolded: set[int] = set()  # shards written, with entries waiting since
         self._beats = 0
         self._prune_due_s = 0.0  # by retention's clock (below)
 
@@ -107,9 +114,14 @@ class Upkeep:
 
     def _fold_waiting(self) -> None:
         """Histogram bins that waited a fold's age go into their hashes, though no batch comes
-        to fold them (fold.py)."""
-        for shard in self._topology.shards:
-            fold_waiting(self._client, shard)
+        to fold them (fold.py): each beat on the shards this collector wrote, until nothing
+        waits there; every FOLD_ALL_EVERY_BEATS beats on every shard, for the bins of a
+        collector that died before its own upkeep folded them."""
+        self._unfolded |= self._written_shards()
+        every = range(len(self._topology.shards))
+        for shard in every if self._beats % FOLD_ALL_EVERY_BEATS == 1 else sorted(self._unfolded):
+            if fold_waiting(self._client, self._topology.shards[shard]).waiting == 0:
+                self._unfolded.discard(shard)
 
     def _retention_now(self) -> float:
         """Retention's clock: Redis's, so one node's fast clock cannot retire the buckets
