@@ -72,8 +72,8 @@ FORMAT_VERSION = 4
 CHANGE_FEED_MAXLEN = 1_000
 # A fold (fold.lua) adds the waiting entries' bins to the histogram hashes once this many
 # wait, or once the oldest has waited FOLD_AGE_MS. More entries per fold share more bins (fewer
-# HINCRBYs per event), but hold Redis longer in the one call that folds; readers hold the
-# waiting entries in memory. Measured in docs/performance.md ("Folding").
+# hash writes per event), but hold Redis longer in the one call that folds; readers hold the
+# waiting entries in memory. Measured in docs/performance.md ("Writes: folding").
 FOLD_ENTRIES = 32
 FOLD_AGE_MS = 1_000
 # A histogram's sum is sent in multiples of 2^-10 ms (under a microsecond): such numbers add
