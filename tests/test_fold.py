@@ -26,7 +26,7 @@ import redis
 
 from metrics_store.histogram import bin_index
 from metrics_store.read.reader import MetricsReader
-from metrics_store.record import upkeep
+from metrics_store.record import batch, upkeep
 from metrics_store.record.collector import MetricsCollector
 from metrics_store.record.fold import fold_waiting
 from metrics_store.redis.keys import FIGURE_LATENCY, Keys
@@ -430,5 +430,40 @@ def test_an_entry_whose_batch_wrote_its_bins_at_once_is_neither_added_again_nor_
         asyncio.run(scenario())
         values = [("Q2", 100.0 + i) for i in range(30)] + [("Q2", 7.0)]
         assert stored_bins(store.client, [store.keys]) == expected_bins(values)
+    finally:
+        store.close()
+
+
+def test_a_fold_of_bins_spread_over_many_buckets_takes_them_a_bounded_part_at_a_time(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backfill's batches each spread their bins over many buckets: one fold call writes the
+    oldest entries up to FOLD_WRITES hash fields (at least one entry), the next the rest, and
+    every bin lands once."""
+    # No fold but this test's own: none by count or age at ingest, none by the upkeep's beat.
+    monkeypatch.setattr(batch, "FOLD_ENTRIES", 10**6)
+    monkeypatch.setattr(batch, "FOLD_AGE_MS", 10**9)
+    store = make_harness("redis", settings, T0)
+    store.collector.close()  # its upkeep would fold every shard every 10 beats
+    collector = store.new_collector(heartbeat_interval_s=600)
+    try:
+        rng = random.Random(5)
+        values = []
+        for _ in range(6):  # six batches, each over 400 ten-second buckets of a day
+            for _ in range(500):
+                tier, latency = rng.choice(TIERS), rng.lognormvariate(6.7, 1.0)
+                store.clock.set(T0 - rng.randrange(400) * 10)
+                collector.record_query(tier, latency, 10, 5.0, ttft_ms=latency / 3)
+                values.append((tier, latency))
+            collector.flush()
+        store.clock.set(T0)
+        shards = [store.keys]
+        assert answered_bins(store) == expected_bins(values)
+        first = fold_waiting(store.client, store.keys, min_age_ms=0)
+        assert first.folded >= 1 and first.waiting > 0  # bounded: not all six at once
+        store.fold()
+        assert waiting(store.client, shards) == 0
+        assert stored_bins(store.client, shards) == expected_bins(values)
+        assert answered_bins(store) == expected_bins(values)
     finally:
         store.close()

@@ -76,6 +76,10 @@ CHANGE_FEED_MAXLEN = 1_000
 # waiting entries in memory. Measured in docs/performance.md ("Writes: folding").
 FOLD_ENTRIES = 32
 FOLD_AGE_MS = 1_000
+# And one call folds the oldest waiting entries up to about this many hash fields (at least one
+# entry): ~60 ms of Redis, whatever the entries hold. At full load 32 entries write ~14,000
+# fields; entries whose bins spread over many buckets (a backfill) are folded a few at a time.
+FOLD_WRITES = 20_000
 # A histogram's sum is sent in multiples of 2^-10 ms (under a microsecond): such numbers add
 # exactly, in any order and in any of Redis's, Lua's and Python's arithmetic, so a reader that
 # adds the waiting entries to what it read agrees with one that read after the fold.
@@ -419,6 +423,7 @@ class BatchEncoder:
             "feed_maxlen": CHANGE_FEED_MAXLEN,
             "fold_entries": FOLD_ENTRIES,
             "fold_age_ms": FOLD_AGE_MS,
+            "fold_writes": FOLD_WRITES,
             "retention_s": s.retention.retention_s,
             "recent_len": s.retention.sparkline_points,
             "recent_lists": recent_lists,

@@ -26,13 +26,15 @@ end
 
 -- One entry's histogram groups (ingest.lua's `histograms`, JSON), added into `groups` (the
 -- keys of a group, joined -> {keys, fields in order, field -> count, sum}); `ttls` gets each
--- bucket key's TTL (s) from the entry's retirements (the all-time hashes have none).
+-- bucket key's TTL (s) from the entry's retirements (the all-time hashes have none). Returns
+-- the hash fields the entry writes, at most (before merging with the other entries').
 local function gather(fields, groups, order, ttls)
   -- An entry with "sums" comes from a collector of the format before folding (ingest v3, in a
   -- rolling upgrade): its batch wrote its bins at once.
   if fields.sums or not fields.histograms or fields.histograms == '' then
-    return
+    return 0
   end
+  local writes = 0
   local names = split(fields.keys)
   local retire = split(fields.retirements)
   local ttl_of = {}
@@ -56,6 +58,7 @@ local function gather(fields, groups, order, ttls)
       order[#order + 1] = signature
     end
     group.sum = group.sum + total
+    writes = writes + #keys * (#flat / 2 + 1)
     local counts, named = group.counts, group.fields
     for b = 1, #flat, 2 do
       local field = flat[b]  -- a bin's index, or "err:<ppm>", as text
@@ -68,6 +71,7 @@ local function gather(fields, groups, order, ttls)
       end
     end
   end
+  return writes
 end
 
 -- Add counts to a hash's fields: one HMGET and one HSET per 500 fields, not one HINCRBY each
@@ -153,8 +157,11 @@ end
 
 -- Fold the entries after the state's id when `force` says so, when `max_behind` or more wait,
 -- or when the oldest of them is `max_age_ms` old (Redis's clock, `now_ms`); `index_key` is
--- the shard's bucket index. Returns the number of entries folded.
-local function fold(feed, state_key, index_key, now_ms, max_behind, max_age_ms, force)
+-- the shard's bucket index. One call folds the oldest entries up to about `max_writes` hash
+-- fields (at least one entry), so it holds Redis for a bounded time even when every entry's
+-- bins are spread over many buckets (a backfill); the rest wait for the next fold, which
+-- each later batch brings. Returns the number of entries folded.
+local function fold(feed, state_key, index_key, now_ms, max_behind, max_age_ms, max_writes, force)
   local state = redis.call('HMGET', state_key, 'id', 'behind', 'first')
   local cursor, behind, first = state[1], tonumber(state[2]) or 0, state[3]
   if not cursor or behind == 0 then
@@ -166,14 +173,20 @@ local function fold(feed, state_key, index_key, now_ms, max_behind, max_age_ms, 
   end
   local entries = redis.call('XRANGE', feed, '(' .. cursor, '+')
   local groups, order, ttls = {}, {}, {}
-  for _, entry in ipairs(entries) do
-    gather(entry_fields(entry[2]), groups, order, ttls)
+  local taken, writes = 0, 0
+  while taken < #entries and (taken == 0 or writes < max_writes) do
+    taken = taken + 1
+    writes = writes + gather(entry_fields(entries[taken][2]), groups, order, ttls)
   end
   write_groups(groups, order, ttls, index_key)
-  local newest = #entries > 0 and entries[#entries][1] or cursor
-  redis.call('HSET', state_key, 'id', newest, 'behind', 0)
-  redis.call('HDEL', state_key, 'first')
-  return #entries
+  local newest = taken > 0 and entries[taken][1] or cursor
+  redis.call('HSET', state_key, 'id', newest, 'behind', #entries - taken)
+  if taken < #entries then
+    redis.call('HSET', state_key, 'first', entries[taken + 1][1])
+  else
+    redis.call('HDEL', state_key, 'first')
+  end
+  return taken
 end
 
 -- Count an entry just added to the feed (ingest.lua): the first of a store starts the state

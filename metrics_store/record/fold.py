@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import redis
 
-from metrics_store.record.batch import FOLD_AGE_MS
+from metrics_store.record.batch import FOLD_AGE_MS, FOLD_WRITES
 from metrics_store.redis.keys import Keys
 from metrics_store.redis.scripts import FOLD_NOW, lua_script
 
@@ -25,8 +25,8 @@ class Folded(NamedTuple):
 
 def fold_waiting(client: redis.Redis, keys: Keys, min_age_ms: int = FOLD_AGE_MS) -> Folded:
     """Fold the shard's waiting entries if the oldest has waited `min_age_ms` (0: whatever
-    waits)."""
+    waits): the oldest of them, up to about FOLD_WRITES hash fields."""
     folded, waiting = lua_script(FOLD_NOW).run(
-        client, [keys.change_feed, keys.fold_state, keys.bucket_index], [min_age_ms]
+        client, [keys.change_feed, keys.fold_state, keys.bucket_index], [min_age_ms, FOLD_WRITES]
     )
     return Folded(int(folded), int(waiting))

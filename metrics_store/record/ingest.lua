@@ -26,6 +26,7 @@
 --   feed_maxlen       the change feed's approximate MAXLEN
 --   fold_entries      fold (fold.lua) once this many feed entries wait
 --   fold_age_ms       or once the oldest waiting entry is this old (ms, Redis's clock)
+--   fold_writes       a fold's bound: the hash fields one call writes, about
 --   retention_s       how long a recent list lives after its last write (s)
 --   recent_len        entries each recent list keeps
 --   recent_lists      how many recent lists follow KEYS[11]
@@ -224,7 +225,8 @@ local function announce_changes(batch, now_s)
   redis.call('SET', KEYS[10], id)
   note_entry(KEYS[11], id, previous)
   local now_ms = math.floor(now_s * 1000)
-  fold(KEYS[9], KEYS[11], KEYS[5], now_ms, batch.fold_entries, batch.fold_age_ms, false)
+  fold(KEYS[9], KEYS[11], KEYS[5], now_ms, batch.fold_entries, batch.fold_age_ms,
+    batch.fold_writes, false)
 end
 
 -- A claim moves a cumulative stream's state (sources/otlp/temporality.py) on to the point
